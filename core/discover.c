@@ -1,0 +1,216 @@
+/* Find the iteration folder and its mp_rank_* rank files (mcore-format.md §1.2-1.4). */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "discover.h"
+#include "mcorefs/error.h"
+
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static int has_rank_dirs(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int found = 0;
+    if (!d)
+        return 0;
+    while ((e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, "mp_rank_", 8) == 0) {
+            found = 1;
+            break;
+        }
+    closedir(d);
+    return found;
+}
+
+static char *join(const char *a, const char *b)
+{
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%s/%s", a, b);
+    return s;
+}
+
+/* Reads the tracker: an integer iteration or "release" (whitespace stripped). */
+static int read_tracker(const char *path, int64_t *iter, int *release)
+{
+    char buf[64] = { 0 };
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return mf_fail(MF_ERR_IO, "%s: %s", path, strerror(errno));
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *s = buf, *end;
+    while (isspace((unsigned char)*s))
+        s++;
+    for (end = s + strlen(s); end > s && isspace((unsigned char)end[-1]); end--)
+        *(end - 1) = 0;
+    if (strcmp(s, "release") == 0) {
+        *release = 1;
+        *iter = -1;
+        return MF_OK;
+    }
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (*s == 0 || *end != 0 || errno || v < 0)
+        return mf_fail(MF_ERR_FORMAT, "%s: expected an iteration number or 'release', found '%.20s'", path, s);
+    *iter = v;
+    *release = 0;
+    return MF_OK;
+}
+
+static int parse_iter_name(const char *base, int64_t *iter, int *release)
+{
+    if (strcmp(base, "release") == 0) {
+        *release = 1;
+        *iter = -1;
+        return 1;
+    }
+    if (strncmp(base, "iter_", 5) == 0 && isdigit((unsigned char)base[5])) {
+        char *end;
+        long long v = strtoll(base + 5, &end, 10);
+        if (*end == 0) {
+            *iter = v;
+            *release = 0;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int mf_find_iteration(const char *path, int64_t want, char **iter_dir, int64_t *iter, int *release)
+{
+    char buf[PATH_MAX];
+    *iter_dir = NULL;
+    if (!is_dir(path))
+        return mf_fail(MF_ERR_IO, "%s: not a directory", path);
+    if (has_rank_dirs(path)) {
+        /* mounted an iter_* folder directly */
+        const char *base = strrchr(path, '/');
+        base = base ? base + 1 : path;
+        if (!parse_iter_name(base, iter, release)) {
+            *iter = 0;
+            *release = 0;
+        }
+        if (want >= 0 && *iter != want)
+            return mf_fail(MF_ERR_INVALID, "%s: is the folder of one iteration; iteration=%lld does not apply", path, (long long)want);
+        *iter_dir = strdup(path);
+        return *iter_dir ? MF_OK : mf_fail(MF_ERR_NOMEM, "out of memory");
+    }
+    if (exists(path) && is_dir(path)) {
+        snprintf(buf, sizeof(buf), "%s/metadata.json", path);
+        if (exists(buf))
+            return mf_fail(MF_ERR_UNSUPPORTED, "%s: torch_dist checkpoint folder (metadata.json); this version mounts --ckpt-format torch only", path);
+    }
+    if (want >= 0) {
+        *iter = want;
+        *release = 0;
+    } else {
+        snprintf(buf, sizeof(buf), "%s/latest_checkpointed_iteration.txt", path);
+        if (!exists(buf))
+            return mf_fail(MF_ERR_MISSING, "%s: no latest_checkpointed_iteration.txt and no mp_rank_* folders; give a checkpoint root, an iter_* folder, or -o iteration=N", path);
+        int rc = read_tracker(buf, iter, release);
+        if (rc)
+            return rc;
+    }
+    if (*release)
+        snprintf(buf, sizeof(buf), "%s/release", path);
+    else
+        snprintf(buf, sizeof(buf), "%s/iter_%07lld", path, (long long)*iter);
+    if (!is_dir(buf))
+        return mf_fail(MF_ERR_MISSING, "%s: iteration folder missing", buf);
+    char probe[PATH_MAX + 64];
+    snprintf(probe, sizeof(probe), "%s/metadata.json", buf);
+    if (!has_rank_dirs(buf) && exists(probe))
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: torch_dist checkpoint (metadata.json); this version mounts --ckpt-format torch only", buf);
+    if (!has_rank_dirs(buf))
+        return mf_fail(MF_ERR_MISSING, "%s: no mp_rank_* folders", buf);
+    *iter_dir = strdup(buf);
+    return *iter_dir ? MF_OK : mf_fail(MF_ERR_NOMEM, "out of memory");
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int mf_list_rank_dirs(const char *iter_dir, char ***names, size_t *n)
+{
+    DIR *d = opendir(iter_dir);
+    struct dirent *e;
+    size_t cap = 0;
+    *names = NULL;
+    *n = 0;
+    if (!d)
+        return mf_fail(MF_ERR_IO, "%s: %s", iter_dir, strerror(errno));
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "mp_rank_", 8) != 0)
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nn = realloc(*names, cap * sizeof(char *));
+            if (!nn)
+                break;
+            *names = nn;
+        }
+        (*names)[(*n)++] = strdup(e->d_name);
+    }
+    closedir(d);
+    if (*n)
+        qsort(*names, *n, sizeof(char *), cmp_str);
+    return MF_OK;
+}
+
+int mf_parse_rank_name(const char *name, int64_t pp_size, int64_t ep_size, int *tp, int *pp, int *ep)
+{
+    int fields[3], nf = 0;
+    const char *s = name + 8;
+    int widths[3] = { 2, 3, 3 };
+    while (nf < 3) {
+        int w = 0, v = 0;
+        while (isdigit((unsigned char)s[w])) {
+            v = v * 10 + (s[w] - '0');
+            w++;
+            if (w > 6)
+                return -1;
+        }
+        if (w != widths[nf])
+            return -1;
+        fields[nf++] = v;
+        s += w;
+        if (*s == 0)
+            break;
+        if (*s != '_')
+            return -1;
+        s++;
+    }
+    if (*s != 0)
+        return -1;
+    int want = 1 + (pp_size > 1) + (ep_size > 1);
+    if (nf != want)
+        return -1;
+    *tp = fields[0];
+    *pp = pp_size > 1 ? fields[1] : 0;
+    *ep = ep_size > 1 ? fields[nf - 1] : 0;
+    return 0;
+}
+
+char *mf_path_join(const char *a, const char *b) { return join(a, b); }

@@ -1,0 +1,246 @@
+/* All model knowledge: per-family rule tables (Megatron name -> HF name + split) and the
+ * family-specific config.json fields. Adding a family = adding tables here. */
+#include <string.h>
+#include "json_util.h"
+#include "mcorefs/model.h"
+#include "mcorefs/recipe.h"
+
+#define DL "decoder.layers.{L}."
+#define HL "model.layers.{L}."
+
+const mf_rule mf_rules_top[] = {
+    { "model.embed_tokens.weight", { "embedding.word_embeddings.weight" }, MF_SPLIT_VOCAB, MF_WHEN_ALWAYS, 0 },
+    { "model.norm.weight", { "decoder.final_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
+    { "lm_head.weight", { "output_layer.weight" }, MF_SPLIT_VOCAB, MF_WHEN_UNTIED, 0 },
+    { NULL, { NULL }, 0, 0, 0 },
+};
+
+/* Grouped-query attention with fused QKV (Llama, Mistral, Qwen2/3, Mixtral, Qwen-MoE). */
+static const mf_rule gqa_attn[] = {
+    { HL "input_layernorm.weight", { DL "self_attention.linear_qkv.layer_norm_weight", DL "input_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
+    { HL "self_attn.q_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_Q, MF_WHEN_ALWAYS, 0 },
+    { HL "self_attn.k_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_K, MF_WHEN_ALWAYS, 0 },
+    { HL "self_attn.v_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_V, MF_WHEN_ALWAYS, 0 },
+    { HL "self_attn.q_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_Q, MF_WHEN_QKV_BIAS, 0 },
+    { HL "self_attn.k_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_K, MF_WHEN_QKV_BIAS, 0 },
+    { HL "self_attn.v_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_V, MF_WHEN_QKV_BIAS, 0 },
+    { HL "self_attn.q_norm.weight", { DL "self_attention.q_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_QK_NORM, 0 },
+    { HL "self_attn.k_norm.weight", { DL "self_attention.k_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_QK_NORM, 0 },
+    { HL "self_attn.o_proj.weight", { DL "self_attention.linear_proj.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, 0 },
+    { NULL, { NULL }, 0, 0, 0 },
+};
+
+/* Multi-latent attention (DeepSeek-V2/V3, Moonlight). No RoPE permutation (hf-mapping §4). */
+static const mf_rule mla_attn[] = {
+    { HL "input_layernorm.weight", { DL "input_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
+    { HL "self_attn.q_a_proj.weight", { DL "self_attention.linear_q_down_proj.weight" }, MF_SPLIT_AUTO0, MF_WHEN_Q_LORA, MF_ROWS_Q_LORA },
+    { HL "self_attn.q_a_layernorm.weight", { DL "self_attention.linear_q_up_proj.layer_norm_weight", DL "self_attention.q_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_Q_LORA, 0 },
+    { HL "self_attn.q_b_proj.weight", { DL "self_attention.linear_q_up_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_Q_LORA, 0 },
+    { HL "self_attn.q_proj.weight", { DL "self_attention.linear_q_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_NO_Q_LORA, 0 },
+    { HL "self_attn.kv_a_proj_with_mqa.weight", { DL "self_attention.linear_kv_down_proj.weight" }, MF_SPLIT_AUTO0, MF_WHEN_ALWAYS, MF_ROWS_KV_A },
+    { HL "self_attn.kv_a_layernorm.weight", { DL "self_attention.linear_kv_up_proj.layer_norm_weight", DL "self_attention.kv_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
+    { HL "self_attn.kv_b_proj.weight", { DL "self_attention.linear_kv_up_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_ALWAYS, 0 },
+    { HL "self_attn.o_proj.weight", { DL "self_attention.linear_proj.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, 0 },
+    { NULL, { NULL }, 0, 0, 0 },
+};
+
+static const mf_rule dense_mlp[] = {
+    { HL "post_attention_layernorm.weight", { DL "mlp.linear_fc1.layer_norm_weight", DL "pre_mlp_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
+    { HL "mlp.gate_proj.weight", { DL "mlp.linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_ALWAYS, 0 },
+    { HL "mlp.up_proj.weight", { DL "mlp.linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_ALWAYS, 0 },
+    { HL "mlp.down_proj.weight", { DL "mlp.linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, 0 },
+    { NULL, { NULL }, 0, 0, 0 },
+};
+
+#define PRE_MLP_NORM { HL "post_attention_layernorm.weight", { DL "pre_mlp_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 }
+#define XP DL "mlp.experts.{E}."
+
+static const mf_rule mixtral_moe[] = {
+    PRE_MLP_NORM,
+    { HL "block_sparse_moe.gate.weight", { DL "mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
+    { NULL, { NULL }, 0, 0, 0 },
+};
+static const mf_rule mixtral_expert[] = {
+    { HL "block_sparse_moe.experts.{E}.w1.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_ALWAYS, 0 },
+    { HL "block_sparse_moe.experts.{E}.w2.weight", { XP "linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, 0 },
+    { HL "block_sparse_moe.experts.{E}.w3.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_ALWAYS, 0 },
+    { NULL, { NULL }, 0, 0, 0 },
+};
+
+/* Qwen-MoE and DeepSeek name experts the same way. */
+static const mf_rule hf_expert[] = {
+    { HL "mlp.experts.{E}.gate_proj.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_ALWAYS, 0 },
+    { HL "mlp.experts.{E}.up_proj.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_ALWAYS, 0 },
+    { HL "mlp.experts.{E}.down_proj.weight", { XP "linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, 0 },
+    { NULL, { NULL }, 0, 0, 0 },
+};
+
+static const mf_rule qwen_moe[] = {
+    PRE_MLP_NORM,
+    { HL "mlp.gate.weight", { DL "mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
+    /* Qwen2-MoE: one gated shared expert, singular name */
+    { HL "mlp.shared_expert.gate_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_SHARED, 0 },
+    { HL "mlp.shared_expert.up_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_SHARED, 0 },
+    { HL "mlp.shared_expert.down_proj.weight", { DL "mlp.shared_experts.linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_SHARED, 0 },
+    { HL "mlp.shared_expert_gate.weight", { DL "mlp.shared_experts.gate_weight" }, MF_SPLIT_REPL, MF_WHEN_SHARED_GATE, 0 },
+    { NULL, { NULL }, 0, 0, 0 },
+};
+
+static const mf_rule deepseek_moe[] = {
+    PRE_MLP_NORM,
+    { HL "mlp.gate.weight", { DL "mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
+    { HL "mlp.gate.e_score_correction_bias", { DL "mlp.router.expert_bias" }, MF_SPLIT_REPL, MF_WHEN_EXPERT_BIAS, 0 },
+    { HL "mlp.shared_experts.gate_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_SHARED, 0 },
+    { HL "mlp.shared_experts.up_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_SHARED, 0 },
+    { HL "mlp.shared_experts.down_proj.weight", { DL "mlp.shared_experts.linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_SHARED, 0 },
+    { NULL, { NULL }, 0, 0, 0 },
+};
+
+/* DeepSeek MTP layer extras: mtp.layers.K.* is indexed here by the HF layer N+K. */
+static const mf_rule deepseek_mtp[] = {
+    { HL "enorm.weight", { "mtp.layers.{L}.enorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
+    { HL "hnorm.weight", { "mtp.layers.{L}.hnorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
+    { HL "eh_proj.weight", { "mtp.layers.{L}.eh_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_ALWAYS, 0 },
+    { HL "shared_head.norm.weight", { "mtp.layers.{L}.final_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
+    { NULL, { NULL }, 0, 0, 0 },
+};
+
+/* ---- config.json fields beyond the common ones (hf-mapping.md §7, pitfalls.md) ---- */
+
+static void cfg_llama(const mf_model *m, cJSON *c)
+{
+    mf_json_int(c, "head_dim", m->head_dim);
+    mf_json_bool(c, "attention_bias", m->qkv_bias);
+    mf_json_bool(c, "mlp_bias", m->add_bias_linear);
+}
+
+static void cfg_qwen2(const mf_model *m, cJSON *c)
+{
+    mf_json_bool(c, "use_sliding_window", 0);
+    mf_json_null(c, "sliding_window");
+    mf_json_int(c, "max_window_layers", m->num_layers);
+}
+
+static void cfg_qwen3(const mf_model *m, cJSON *c)
+{
+    mf_json_int(c, "head_dim", m->head_dim);
+    mf_json_bool(c, "attention_bias", m->qkv_bias);
+    cfg_qwen2(m, c);
+}
+
+static void cfg_mixtral(const mf_model *m, cJSON *c)
+{
+    mf_json_int(c, "head_dim", m->head_dim);
+    mf_json_int(c, "intermediate_size", m->moe_ffn);   /* per-expert FFN */
+    mf_json_int(c, "num_local_experts", m->num_experts);
+    mf_json_int(c, "num_experts_per_tok", m->moe_topk);
+    mf_json_float(c, "router_aux_loss_coef", m->moe_aux_coeff);
+    mf_json_null(c, "sliding_window");
+    mf_json_float(c, "router_jitter_noise", 0.0);
+}
+
+static void cfg_dense_layer_list(const mf_model *m, cJSON *c)
+{
+    cJSON *dense = cJSON_CreateArray();
+    for (int64_t l = 0; l < m->num_layers; l++)
+        if (!m->moe_layer[l])
+            cJSON_AddItemToArray(dense, cJSON_CreateNumber((double)l));
+    mf_json_set(c, "mlp_only_layers", dense);
+    mf_json_int(c, "decoder_sparse_step", 1);
+}
+
+static void cfg_qwen_moe_common(const mf_model *m, cJSON *c)
+{
+    mf_json_int(c, "num_experts", m->num_experts);
+    mf_json_int(c, "num_experts_per_tok", m->moe_topk);
+    mf_json_int(c, "moe_intermediate_size", m->moe_ffn);
+    mf_json_bool(c, "norm_topk_prob", !m->moe_pre_softmax);
+    mf_json_float(c, "router_aux_loss_coef", m->moe_aux_coeff);
+    cfg_dense_layer_list(m, c);
+}
+
+static void cfg_qwen2_moe(const mf_model *m, cJSON *c)
+{
+    cfg_qwen2(m, c);
+    cfg_qwen_moe_common(m, c);
+    mf_json_int(c, "shared_expert_intermediate_size", m->shared_ffn);
+    mf_json_bool(c, "qkv_bias", m->qkv_bias);
+}
+
+static void cfg_qwen3_moe(const mf_model *m, cJSON *c)
+{
+    cfg_qwen3(m, c);
+    cfg_qwen_moe_common(m, c);
+}
+
+static void cfg_deepseek(const mf_model *m, cJSON *c)
+{
+    int sigmoid = strcmp(m->score_function, "sigmoid") == 0;
+    int64_t first_dense = 0;
+    while (first_dense < m->num_layers && !m->moe_layer[first_dense])
+        first_dense++;
+    mf_json_int(c, "num_key_value_heads", m->heads);           /* pitfalls #4 */
+    mf_json_int(c, "moe_intermediate_size", m->moe_ffn);
+    mf_json_int(c, "n_routed_experts", m->num_experts);
+    mf_json_int(c, "n_shared_experts", m->moe_ffn > 0 ? m->shared_ffn / m->moe_ffn : 0);
+    mf_json_float(c, "routed_scaling_factor", m->moe_scaling_factor);
+    mf_json_int(c, "kv_lora_rank", m->kv_lora_rank);
+    if (m->q_lora_rank > 0)
+        mf_json_int(c, "q_lora_rank", m->q_lora_rank);
+    else
+        mf_json_null(c, "q_lora_rank");
+    mf_json_int(c, "qk_rope_head_dim", m->qk_pos_dim);
+    mf_json_int(c, "qk_nope_head_dim", m->qk_head_dim);
+    mf_json_int(c, "v_head_dim", m->v_head_dim);
+    mf_json_int(c, "n_group", m->moe_num_groups > 0 ? m->moe_num_groups : 1);
+    mf_json_int(c, "topk_group", m->moe_group_topk > 0 ? m->moe_group_topk : 1);
+    mf_json_int(c, "num_experts_per_tok", m->moe_topk);
+    mf_json_int(c, "first_k_dense_replace", first_dense);
+    mf_json_int(c, "moe_layer_freq", 1);
+    mf_json_bool(c, "rope_interleave", 1);
+    /* pitfalls #2: sigmoid renormalises only with topk > 1; softmax unless pre-softmax */
+    mf_json_bool(c, "norm_topk_prob", sigmoid ? m->moe_topk > 1 : !m->moe_pre_softmax);
+    mf_json_str(c, "scoring_func", m->score_function);
+    mf_json_str(c, "topk_method", m->moe_expert_bias ? "noaux_tc" : "greedy");
+    mf_json_int(c, "num_nextn_predict_layers", m->mtp_shown);
+    mf_json_float(c, "aux_loss_alpha", m->moe_aux_coeff);
+    if (strcmp(m->rope_type, "yarn") == 0 && m->rotary_scaling_factor > 1.0) {
+        cJSON *rs = cJSON_CreateObject();
+        mf_json_str(rs, "type", "yarn");
+        mf_json_float(rs, "factor", m->rotary_scaling_factor);
+        mf_json_int(rs, "original_max_position_embeddings", 4096);
+        mf_json_float(rs, "beta_fast", 32.0);
+        mf_json_float(rs, "beta_slow", 1.0);
+        mf_json_float(rs, "mscale", m->mscale);
+        mf_json_float(rs, "mscale_all_dim", m->mscale_all_dim);
+        mf_json_set(c, "rope_scaling", rs);
+    }
+}
+
+static const mf_family families[] = {
+    { "llama", "LlamaForCausalLM", "llama", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_llama },
+    { "mistral", "MistralForCausalLM", "mistral", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_llama },
+    { "qwen2", "Qwen2ForCausalLM", "qwen2", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_qwen2 },
+    { "qwen3", "Qwen3ForCausalLM", "qwen3", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_qwen3 },
+    { "mixtral", "MixtralForCausalLM", "mixtral", gqa_attn, dense_mlp, mixtral_moe, mixtral_expert, NULL, cfg_mixtral },
+    { "qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe", gqa_attn, dense_mlp, qwen_moe, hf_expert, NULL, cfg_qwen2_moe },
+    { "qwen3_moe", "Qwen3MoeForCausalLM", "qwen3_moe", gqa_attn, dense_mlp, qwen_moe, hf_expert, NULL, cfg_qwen3_moe },
+    { "deepseek_v2", "DeepseekV2ForCausalLM", "deepseek_v2", mla_attn, dense_mlp, deepseek_moe, hf_expert, deepseek_mtp, cfg_deepseek },
+    { "deepseek_v3", "DeepseekV3ForCausalLM", "deepseek_v3", mla_attn, dense_mlp, deepseek_moe, hf_expert, deepseek_mtp, cfg_deepseek },
+};
+
+const mf_family *mf_family_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++)
+        if (strcmp(families[i].name, name) == 0 || strcmp(families[i].architecture, name) == 0)
+            return &families[i];
+    return NULL;
+}
+
+const mf_family *const *mf_family_all(void)
+{
+    static const mf_family *all[sizeof(families) / sizeof(families[0]) + 1];
+    for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++)
+        all[i] = &families[i];
+    return all;
+}

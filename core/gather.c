@@ -1,0 +1,240 @@
+/* The gather engine: the bytes of any HF tensor, from its recipe, on demand.
+ * Hot path: no locks, no allocation after a thread's first call (per-thread scratch),
+ * one pread per piece per request where the source rows are contiguous. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "mcorefs/gather.h"
+
+#define SCRATCH_BYTES (4u << 20)
+#define CONV_ELEMS (256u << 10)
+
+typedef struct {
+    uint8_t *rows;    /* source row blocks */
+    uint8_t *conv;    /* raw source-dtype bytes before conversion */
+} scratch;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p)
+{
+    scratch *s = p;
+    if (s) {
+        free(s->rows);
+        free(s->conv);
+        free(s);
+    }
+}
+
+static void scratch_init(void) { pthread_key_create(&scratch_key, scratch_free); }
+
+static scratch *get_scratch(void)
+{
+    pthread_once(&scratch_once, scratch_init);
+    scratch *s = pthread_getspecific(scratch_key);
+    if (s == NULL) {
+        s = calloc(1, sizeof(*s));
+        if (s == NULL)
+            return NULL;
+        s->rows = malloc(SCRATCH_BYTES);
+        s->conv = malloc((size_t)CONV_ELEMS * 8);
+        if (s->rows == NULL || s->conv == NULL) {
+            scratch_free(s);
+            return NULL;
+        }
+        pthread_setspecific(scratch_key, s);
+    }
+    return s;
+}
+
+int mf_tensor_2d(const mf_tensor *t, int64_t *rows, int64_t *cols, int64_t *rs, int64_t *cs)
+{
+    if (t->ndim == 0) {
+        *rows = *cols = *rs = *cs = 1;
+        return 0;
+    }
+    *rows = t->shape[0];
+    *rs = t->stride[0];
+    if (t->ndim == 1) {
+        *cols = 1;
+        *cs = 1;
+        return 0;
+    }
+    /* merge trailing dims when they are contiguous with each other */
+    int64_t c = 1;
+    for (int k = t->ndim - 1; k >= 1; k--) {
+        if (k < t->ndim - 1 && t->shape[k] > 1 && t->stride[k] != t->stride[k + 1] * t->shape[k + 1])
+            return -1;
+        c *= t->shape[k];
+    }
+    *cols = c;
+    *cs = t->stride[t->ndim - 1];
+    return 0;
+}
+
+static int pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+    uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = pread(fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -EIO;
+        }
+        if (n == 0)
+            return -EIO;   /* the rank file shrank after mount */
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+typedef struct {
+    uint64_t off, end;  /* requested byte range of the tensor (element size es) */
+    uint8_t *dst;
+    size_t es;
+    int64_t C;          /* tensor columns */
+} request;
+
+/* General strides (e.g. legacy grouped experts, a transposed view): read windows of the
+ * source span and pick the elements that fall in each. */
+static int gather_strided(const request *q, const mf_piece *p, int fd, int64_t rs, int64_t cs, int64_t r0, int64_t r1, scratch *sc)
+{
+    const mf_tensor *t = &p->src->t;
+    size_t es = q->es;
+    int64_t lo = INT64_MAX, hi = -1;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t base = (int64_t)(p->src_row + (r - p->dst_row)) * rs + (int64_t)p->src_col * cs;
+        int64_t last = base + (int64_t)(p->cols - 1) * cs;
+        lo = base < lo ? base : lo;
+        hi = last > hi ? last : hi;
+    }
+    int64_t win = (int64_t)(SCRATCH_BYTES / es);
+    for (int64_t w = lo; w <= hi; w += win) {
+        int64_t wend = w + win - 1 < hi ? w + win - 1 : hi;
+        int rc = pread_full(fd, sc->rows, (size_t)(wend - w + 1) * es, t->offset + (uint64_t)w * es);
+        if (rc)
+            return rc;
+        for (int64_t r = r0; r < r1; r++) {
+            for (int64_t j = 0; j < p->cols; j++) {
+                uint64_t b = ((uint64_t)r * (uint64_t)q->C + p->dst_col + (uint64_t)j) * es;
+                if (b + es <= q->off || b >= q->end)
+                    continue;
+                int64_t s = (int64_t)(p->src_row + (r - p->dst_row)) * rs + (int64_t)(p->src_col + j) * cs;
+                if (s < w || s > wend)
+                    continue;
+                /* clip partial elements at the request edges */
+                uint64_t a0 = b > q->off ? b : q->off, a1 = b + es < q->end ? b + es : q->end;
+                memcpy(q->dst + (a0 - q->off), sc->rows + (size_t)(s - w) * es + (a0 - b), a1 - a0);
+            }
+        }
+    }
+    return 0;
+}
+
+static int gather_piece(const request *q, const mf_piece *p, const int *fds, scratch *sc)
+{
+    const mf_tensor *t = &p->src->t;
+    int fd = fds[p->src->file];
+    size_t es = q->es;
+    uint64_t rowbytes = (uint64_t)q->C * es;
+    int64_t rows, cols, rs, cs;
+    if (mf_tensor_2d(t, &rows, &cols, &rs, &cs) != 0)
+        return -EIO;
+    int64_t r0 = (int64_t)(q->off / rowbytes), r1 = (int64_t)((q->end + rowbytes - 1) / rowbytes);
+    if (r0 < p->dst_row)
+        r0 = p->dst_row;
+    if (r1 > (int64_t)p->dst_row + p->rows)
+        r1 = (int64_t)p->dst_row + p->rows;
+    if (r0 >= r1)
+        return 0;
+
+    if (cs != 1 && p->cols > 1)
+        return gather_strided(q, p, fd, rs, cs, r0, r1, sc);
+
+    uint64_t src0 = t->offset + ((uint64_t)p->src_row * (uint64_t)rs + p->src_col) * es;
+    if (p->dst_col == 0 && (int64_t)p->cols == q->C && (rs == (int64_t)p->cols || p->rows == 1)) {
+        /* Contiguous on both sides: one pread straight into the caller's buffer. */
+        uint64_t d0 = (uint64_t)p->dst_row * rowbytes, d1 = d0 + (uint64_t)p->rows * rowbytes;
+        uint64_t a = q->off > d0 ? q->off : d0, b = q->end < d1 ? q->end : d1;
+        return pread_full(fd, q->dst + (a - q->off), (size_t)(b - a), src0 + (a - d0));
+    }
+
+    /* Rows are contiguous in the source but fill only some columns of the destination:
+     * read blocks of source rows, then scatter each row's segment. */
+    uint64_t seg = (uint64_t)p->cols * es, stride = (uint64_t)rs * es;
+    int64_t per_block = seg > SCRATCH_BYTES ? 0 : (int64_t)((SCRATCH_BYTES - seg) / (stride ? stride : 1)) + 1;
+    for (int64_t r = r0; r < r1;) {
+        int64_t n = per_block > 0 ? (r1 - r < per_block ? r1 - r : per_block) : 1;
+        uint64_t s_first = src0 + (uint64_t)(r - p->dst_row) * stride;
+        uint8_t *buf = NULL;
+        if (per_block > 0) {
+            int rc = pread_full(fd, sc->rows, (size_t)((uint64_t)(n - 1) * stride + seg), s_first);
+            if (rc)
+                return rc;
+            buf = sc->rows;
+        }
+        for (int64_t k = 0; k < n; k++) {
+            uint64_t d0 = (uint64_t)(r + k) * rowbytes + (uint64_t)p->dst_col * es, d1 = d0 + seg;
+            uint64_t a = q->off > d0 ? q->off : d0, b = q->end < d1 ? q->end : d1;
+            if (a >= b)
+                continue;
+            if (buf) {
+                memcpy(q->dst + (a - q->off), buf + (uint64_t)k * stride + (a - d0), (size_t)(b - a));
+            } else {   /* a single row larger than the scratch: read the segment directly */
+                int rc = pread_full(fd, q->dst + (a - q->off), (size_t)(b - a), s_first + (uint64_t)k * stride + (a - d0));
+                if (rc)
+                    return rc;
+            }
+        }
+        r += n;
+    }
+    return 0;
+}
+
+static int gather_raw(const mf_hf_tensor *t, const int *fds, uint64_t off, size_t len, uint8_t *dst, scratch *sc)
+{
+    request q = { off, off + len, dst, mf_dtype_size(t->src_dtype), t->shape[1] };
+    for (uint32_t i = 0; i < t->n_pieces; i++) {
+        int rc = gather_piece(&q, &t->pieces[i], fds, sc);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int mf_gather(const mf_hf_tensor *t, const int *fds, uint64_t off, size_t len, uint8_t *dst)
+{
+    scratch *sc = get_scratch();
+    if (sc == NULL)
+        return -ENOMEM;
+    if (off > t->nbytes || len > t->nbytes - off)
+        return -EINVAL;
+    if (t->dtype == t->src_dtype)
+        return gather_raw(t, fds, off, len, dst, sc);
+
+    /* Converting: gather whole source elements in chunks, convert, copy the asked bytes. */
+    size_t ds = mf_dtype_size(t->dtype), ss = mf_dtype_size(t->src_dtype);
+    uint64_t e = off / ds, e_end = (off + len + ds - 1) / ds;
+    uint8_t tmp[CONV_ELEMS > 0 ? 64 : 1];
+    while (e < e_end) {
+        uint64_t n = e_end - e < CONV_ELEMS ? e_end - e : CONV_ELEMS;
+        int rc = gather_raw(t, fds, e * ss, (size_t)(n * ss), sc->conv, sc);
+        if (rc)
+            return rc;
+        /* convert in place from the end would clobber; convert element by element into dst */
+        for (uint64_t k = 0; k < n; k++) {
+            uint64_t b = (e + k) * ds;
+            mf_convert(t->src_dtype, sc->conv + k * ss, t->dtype, tmp, 1);
+            uint64_t a0 = b > off ? b : off, a1 = b + ds < off + len ? b + ds : off + len;
+            memcpy(dst + (a0 - off), tmp + (a0 - b), (size_t)(a1 - a0));
+        }
+        e += n;
+    }
+    return 0;
+}

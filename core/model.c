@@ -1,0 +1,229 @@
+/* args -> model description, and the family decision (hf-mapping.md §9). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "mcorefs/error.h"
+#include "mcorefs/model.h"
+#include "mcorefs/recipe.h"
+
+/* Refuse features whose weights or semantics HF cannot express with these families. */
+static int check_supported(const mf_pv *a, const char *src)
+{
+    const char *s;
+    if ((s = mf_args_str(a, "normalization")) && strcmp(s, "RMSNorm") != 0)
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: unsupported model: normalization=%s (only RMSNorm families are supported)", src, s);
+    if ((s = mf_args_str(a, "position_embedding_type")) && strcmp(s, "rope") != 0 && strcmp(s, "yarn") != 0)
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: unsupported model: position_embedding_type=%s (need rope)", src, s);
+    if (!mf_args_bool(a, "swiglu", 0))
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: unsupported model: swiglu is off (no supported HF family uses a non-gated MLP)", src);
+    static const char *const refuse_true[] = {
+        "rotary_interleaved", "layernorm_zero_centered_gamma", "apply_layernorm_1p",
+        "attention_output_gate", "fp8_param_gather", "mla_down_proj_fusion", NULL };
+    for (int i = 0; refuse_true[i]; i++)
+        if (mf_args_bool(a, refuse_true[i], 0))
+            return mf_fail(MF_ERR_UNSUPPORTED, "%s: unsupported model: %s is set", src, refuse_true[i]);
+    static const char *const refuse_set[] = {
+        "pipeline_model_parallel_layout", "heterogeneous_layers_config_path",
+        "heterogeneous_layers_config_encoded_json", "hybrid_layer_pattern", "spec",
+        "moe_mlp_glu_interleave_size", "moe_shared_expert_glu_interleave_size", "moe_latent_size",
+        "experimental_attention_variant", NULL };
+    for (int i = 0; refuse_set[i]; i++)
+        if (mf_args_is_set(a, refuse_set[i]))
+            return mf_fail(MF_ERR_UNSUPPORTED, "%s: unsupported model: %s is set", src, refuse_set[i]);
+    if (mf_args_float(a, "rotary_percent", 1.0) < 1.0)
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: unsupported model: rotary_percent < 1", src);
+    return MF_OK;
+}
+
+static const mf_family *detect_family(const mf_model *m, const mf_pv *a, const char *src)
+{
+    const char *name = NULL;
+    if (m->mla) {
+        if (m->num_experts == 0) {
+            mf_fail(MF_ERR_UNSUPPORTED, "%s: ambiguous model: multi-latent attention without experts has no HF target; use -o arch=", src);
+            return NULL;
+        }
+        name = strcmp(m->score_function, "sigmoid") == 0 ? "deepseek_v3" : "deepseek_v2";
+    } else if (m->num_experts > 0) {
+        if (m->shared_ffn > 0) {
+            if (m->qkv_bias && m->moe_shared_gate)
+                name = "qwen2_moe";
+        } else if (m->qk_norm) {
+            name = "qwen3_moe";
+        } else {
+            name = "mixtral";
+        }
+        if (name == NULL) {
+            mf_fail(MF_ERR_UNSUPPORTED, "%s: ambiguous MoE model (shared experts without the Qwen2-MoE gate/bias); use -o arch=NAME", src);
+            return NULL;
+        }
+    } else if (m->qk_norm) {
+        name = "qwen3";
+    } else if (m->qkv_bias) {
+        name = "qwen2";
+    } else if (mf_args_is_set(a, "window_size")) {
+        name = "mistral";
+    } else {
+        name = "llama";
+    }
+    return mf_family_find(name);
+}
+
+static void read_moe_layer_freq(mf_model *m, const mf_pv *a)
+{
+    const mf_pv *v = mf_pv_dict_get(a, "moe_layer_freq");
+    int64_t freq = 1;
+    for (int64_t l = 0; l < m->num_layers; l++)
+        m->moe_layer[l] = m->num_experts > 0;
+    if (m->num_experts == 0 || v == NULL)
+        return;
+    if (v->kind == MF_PV_LIST || v->kind == MF_PV_TUPLE) {
+        for (int64_t l = 0; l < m->num_layers && (size_t)l < v->u.seq.n; l++) {
+            int64_t x = 1;
+            mf_pv_get_int(v->u.seq.items[l], &x);
+            m->moe_layer[l] = x != 0;
+        }
+    } else if (mf_pv_get_int(v, &freq) == 0 && freq > 0) {
+        for (int64_t l = 0; l < m->num_layers; l++)
+            m->moe_layer[l] = (l % freq) == 0;
+    }
+}
+
+static void copy_str(char *dst, size_t n, const char *s, const char *def)
+{
+    snprintf(dst, n, "%s", s ? s : def);
+}
+
+int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const char *src)
+{
+    const mf_pv *a = args;
+    memset(m, 0, sizeof(*m));
+    if (a && a->kind == MF_PV_OBJECT)
+        a = mf_pv_obj_state(a);
+    if (a == NULL || a->kind != MF_PV_DICT)
+        return mf_fail(MF_ERR_MISSING, "%s: no usable 'args' (a checkpoint saved without Megatron training args cannot be described)", src);
+
+    /* Required sizes: without them shapes alone cannot determine the model (pitfalls #9). */
+    static const char *const required[] = { "num_layers", "hidden_size", "num_attention_heads",
+        "padded_vocab_size", "tensor_model_parallel_size", NULL };
+    for (int i = 0; required[i]; i++)
+        if (!mf_args_is_set(a, required[i]))
+            return mf_fail(MF_ERR_MISSING, "%s: args lack '%s'", src, required[i]);
+
+    int rc = check_supported(a, src);
+    if (rc)
+        return rc;
+
+    mf_args_int(a, "num_layers", 0, &m->num_layers);
+    mf_args_int(a, "hidden_size", 0, &m->hidden);
+    mf_args_int(a, "num_attention_heads", 0, &m->heads);
+    mf_args_int(a, "ffn_hidden_size", 4 * m->hidden, &m->ffn);
+    m->gqa = mf_args_bool(a, "group_query_attention", 0);
+    m->groups = m->heads;
+    if (m->gqa)
+        mf_args_int(a, "num_query_groups", m->heads, &m->groups);
+    mf_args_int(a, "kv_channels", m->heads ? m->hidden / m->heads : 0, &m->head_dim);
+    mf_args_int(a, "padded_vocab_size", 0, &m->padded_vocab);
+    mf_args_int(a, "vocab_size", 0, &m->vocab);
+    if (m->vocab <= 0 || m->vocab > m->padded_vocab)
+        m->vocab = m->padded_vocab;
+    mf_args_int(a, "max_position_embeddings", 0, &m->max_pos);
+    if (m->max_pos == 0)
+        mf_args_int(a, "seq_length", 0, &m->max_pos);
+    m->norm_eps = mf_args_float(a, "layernorm_epsilon", mf_args_float(a, "norm_epsilon", 1e-5));
+    m->rope_theta = mf_args_float(a, "rotary_base", 10000.0);
+    m->init_std = mf_args_float(a, "init_method_std", 0.02);
+    m->attn_dropout = mf_args_float(a, "attention_dropout", 0.0);
+    m->swiglu = mf_args_bool(a, "swiglu", 0);
+    m->add_bias_linear = mf_args_bool(a, "add_bias_linear", 0);
+    m->qkv_bias = m->add_bias_linear || mf_args_bool(a, "add_qkv_bias", 0);
+    m->qk_norm = mf_args_bool(a, "qk_layernorm", 0);
+    m->tied = !mf_args_bool(a, "untie_embeddings_and_output_weights", 0);
+    m->use_rope_scaling = mf_args_bool(a, "use_rope_scaling", 0);
+    m->rope_scaling_factor = mf_args_float(a, "rope_scaling_factor", 8.0);
+    m->seq_interp_factor = mf_args_float(a, "rotary_seq_len_interpolation_factor", 0.0);
+
+    const mf_pv *pd = mf_pv_dict_get(a, "params_dtype");
+    m->params_dtype = pd && pd->kind == MF_PV_GLOBAL ? mf_dtype_from_torch(pd->u.global.name) : MF_DT_INVALID;
+    if (m->params_dtype == MF_DT_INVALID)
+        m->params_dtype = mf_args_bool(a, "bf16", 0) ? MF_DT_BF16 : mf_args_bool(a, "fp16", 0) ? MF_DT_F16 : MF_DT_F32;
+
+    mf_args_int(a, "tensor_model_parallel_size", 1, &m->tp);
+    mf_args_int(a, "pipeline_model_parallel_size", 1, &m->pp);
+    mf_args_int(a, "virtual_pipeline_model_parallel_size", 1, &m->vpp);
+    mf_args_int(a, "expert_model_parallel_size", 1, &m->ep);
+    mf_args_int(a, "expert_tensor_parallel_size", m->tp, &m->etp);
+    mf_args_int(a, "context_parallel_size", 1, &m->cp);
+    mf_args_int(a, "decoder_first_pipeline_num_layers", 0, &m->pp_first);
+    mf_args_int(a, "decoder_last_pipeline_num_layers", 0, &m->pp_last);
+    m->account_embedding = mf_args_bool(a, "account_for_embedding_in_pipeline_split", 0);
+    m->account_loss = mf_args_bool(a, "account_for_loss_in_pipeline_split", 0);
+    const char *impl = mf_args_str(a, "transformer_impl");
+    m->te_spec = impl == NULL || strcmp(impl, "local") != 0;
+
+    mf_args_int(a, "num_experts", 0, &m->num_experts);
+    mf_args_int(a, "moe_ffn_hidden_size", m->ffn, &m->moe_ffn);
+    mf_args_int(a, "moe_router_topk", 2, &m->moe_topk);
+    mf_args_int(a, "moe_shared_expert_intermediate_size", 0, &m->shared_ffn);
+    m->moe_shared_gate = mf_args_bool(a, "moe_shared_expert_gate", 0);
+    m->moe_expert_bias = mf_args_bool(a, "moe_router_enable_expert_bias", 0);
+    m->moe_pre_softmax = mf_args_bool(a, "moe_router_pre_softmax", 0);
+    m->moe_router_bias = m->add_bias_linear;
+    mf_args_int(a, "moe_router_num_groups", 0, &m->moe_num_groups);
+    mf_args_int(a, "moe_router_group_topk", 0, &m->moe_group_topk);
+    m->moe_scaling_factor = mf_args_float(a, "moe_router_topk_scaling_factor", 1.0);
+    m->moe_aux_coeff = mf_args_float(a, "moe_aux_loss_coeff", 0.0);
+    copy_str(m->score_function, sizeof(m->score_function), mf_args_str(a, "moe_router_score_function"), "softmax");
+
+    m->mla = mf_args_bool(a, "multi_latent_attention", 0);
+    mf_args_int(a, "q_lora_rank", 0, &m->q_lora_rank);
+    mf_args_int(a, "kv_lora_rank", 32, &m->kv_lora_rank);
+    mf_args_int(a, "qk_head_dim", 128, &m->qk_head_dim);
+    mf_args_int(a, "qk_pos_emb_head_dim", 64, &m->qk_pos_dim);
+    mf_args_int(a, "v_head_dim", 128, &m->v_head_dim);
+    m->rotary_scaling_factor = mf_args_float(a, "rotary_scaling_factor", 1.0);
+    m->mscale = mf_args_float(a, "mscale", 1.0);
+    m->mscale_all_dim = mf_args_float(a, "mscale_all_dim", 0.0);
+    copy_str(m->rope_type, sizeof(m->rope_type), mf_args_str(a, "rope_type"), m->mla ? "yarn" : "rope");
+    mf_args_int(a, "mtp_num_layers", 0, &m->mtp_layers);
+    m->mtp_shown = m->mtp_layers;
+    if (m->mla)
+        m->groups = m->heads;  /* pitfalls #4: MLA has no KV groups */
+
+    if (m->num_layers <= 0 || m->hidden <= 0 || m->heads <= 0 || m->groups <= 0 || m->head_dim <= 0 ||
+        m->heads % m->groups != 0 || m->tp <= 0 || m->pp <= 0 || m->vpp <= 0 || m->ep <= 0 || m->etp <= 0 ||
+        m->padded_vocab <= 0 || m->num_layers > 100000 || m->num_experts < 0 || m->num_experts > 100000 ||
+        m->mtp_layers < 0 || m->mtp_layers > 64)
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: args describe an impossible model (layers=%lld hidden=%lld heads=%lld groups=%lld tp=%lld pp=%lld)",
+                       src, (long long)m->num_layers, (long long)m->hidden, (long long)m->heads,
+                       (long long)m->groups, (long long)m->tp, (long long)m->pp);
+    if (m->num_experts > 0 && m->num_experts % m->ep != 0)
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: num_experts=%lld is not divisible by expert_model_parallel_size=%lld",
+                       src, (long long)m->num_experts, (long long)m->ep);
+
+    m->moe_layer = calloc((size_t)m->num_layers, 1);
+    if (m->moe_layer == NULL)
+        return mf_fail(MF_ERR_NOMEM, "out of memory");
+    read_moe_layer_freq(m, a);
+
+    if (arch && *arch) {
+        m->family = mf_family_find(arch);
+        if (m->family == NULL) {
+            mf_model_free(m);
+            return mf_fail(MF_ERR_INVALID, "unknown arch '%s' (known: llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3)", arch);
+        }
+    } else {
+        m->family = detect_family(m, a, src);
+        if (m->family == NULL) {
+            mf_model_free(m);
+            return MF_ERR_UNSUPPORTED;
+        }
+    }
+    return MF_OK;
+}
+
+void mf_model_free(mf_model *m)
+{
+    free(m->moe_layer);
+    m->moe_layer = NULL;
+}

@@ -1,0 +1,817 @@
+/* Safe pickle VM: builds an inert value tree, never imports or calls anything.
+ *
+ * Cycle/depth rule: a container or object becomes "frozen" when it is placed inside another
+ * value. Later SETITEM(S)/APPEND(S)/ADDITEMS/BUILD on a frozen value are ignored. The Python
+ * pickler always finishes a container before its parent references it, so this only drops
+ * data from recursive structures, and it guarantees the result is acyclic with an exact,
+ * bounded nesting depth (kept in the private node header). */
+#include "mcorefs/pickle.h"
+#include "mcorefs/error.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK_SIZE (64u * 1024)
+#define MAX_MEMO_ID (1u << 24)
+#define DEFAULT_BUDGET ((size_t)1 << 30)
+#define DEFAULT_DEPTH 10000
+
+typedef struct chunk {
+    struct chunk *next;
+    size_t cap, used;
+    max_align_t data[];
+} chunk;
+
+struct mf_pickle {
+    chunk *head;
+    size_t total, budget;
+    int over_budget;
+};
+
+/* Every value is allocated as a node; v must stay the first member. */
+typedef struct {
+    mf_pv v;
+    size_t depth;
+    int frozen;
+} pnode;
+#define NODE(pv) ((pnode *)(void *)(pv))
+
+typedef struct {
+    mf_pickle *pk;
+    const uint8_t *buf;
+    size_t len, pos, op_pos;
+    uint8_t op;
+    const char *name;
+    size_t max_depth;
+    mf_pv **stack;
+    size_t sp, scap;
+    size_t *marks;
+    size_t nmarks, mcap;
+    mf_pv **memo;
+    size_t memo_cap, memo_count;
+    void *grown;
+} vm;
+
+/* ---- arena ---- */
+
+static void *aalloc(mf_pickle *pk, size_t n)
+{
+    if (n > SIZE_MAX - 64)
+        return pk->over_budget = 1, NULL;
+    n = (n + 15) & ~(size_t)15;
+    chunk *c = pk->head;
+    if (!c || c->cap - c->used < n) {
+        size_t cap = n > CHUNK_SIZE / 4 ? n : CHUNK_SIZE;
+        if (cap > pk->budget - pk->total) {
+            pk->over_budget = 1;
+            return NULL;
+        }
+        chunk *nc = malloc(sizeof *nc + cap);
+        if (!nc)
+            return NULL;
+        nc->cap = cap;
+        nc->used = 0;
+        pk->total += cap;
+        if (c && cap != CHUNK_SIZE) { /* big block: keep the current chunk in front */
+            nc->next = c->next;
+            c->next = nc;
+        } else {
+            nc->next = c;
+            pk->head = nc;
+        }
+        c = nc;
+    }
+    void *p = (char *)c->data + c->used;
+    c->used += n;
+    return p;
+}
+
+void mf_pickle_free(mf_pickle *pk)
+{
+    if (!pk)
+        return;
+    for (chunk *c = pk->head, *n; c; c = n) {
+        n = c->next;
+        free(c);
+    }
+    free(pk);
+}
+
+/* ---- errors ---- */
+
+static int fail(vm *m, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(vm *m, int code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return mf_fail(code, "%s: pickle: %s (opcode 0x%02x at offset %zu)", m->name, msg, m->op, m->op_pos);
+}
+
+static int oom(vm *m)
+{
+    if (m->pk->over_budget)
+        return fail(m, MF_ERR_LIMIT, "memory budget of %zu bytes exceeded", m->pk->budget);
+    return fail(m, MF_ERR_NOMEM, "out of memory");
+}
+
+/* Grow an arena array to hold at least `need` elements (old copy is left in the arena).
+ * The new pointer goes through m->grown so no typed pointer is written through a void **. */
+static int grow_(vm *m, const void *arr, size_t *cap, size_t need, size_t elsize)
+{
+    m->grown = (void *)(uintptr_t)arr;
+    if (need <= *cap)
+        return 0;
+    size_t nc = *cap ? *cap : 8;
+    while (nc < need) {
+        if (nc > SIZE_MAX / 2 / elsize)
+            return m->pk->over_budget = 1, oom(m);
+        nc *= 2;
+    }
+    void *p = aalloc(m->pk, nc * elsize);
+    if (!p)
+        return oom(m);
+    if (*cap)
+        memcpy(p, arr, *cap * elsize);
+    m->grown = p;
+    *cap = nc;
+    return 0;
+}
+#define GROW(m, arr, cap, need) (grow_((m), (arr), (cap), (need), sizeof *(arr)) ? MF_ERR_NOMEM : ((arr) = (m)->grown, 0))
+
+/* ---- values ---- */
+
+static mf_pv *newv(vm *m, mf_pv_kind kind)
+{
+    pnode *n = aalloc(m->pk, sizeof *n);
+    if (!n)
+        return NULL;
+    memset(n, 0, sizeof *n);
+    n->v.kind = kind;
+    return &n->v;
+}
+
+static mf_pv *new_str(vm *m, mf_pv_kind kind, const void *s, size_t len)
+{
+    mf_pv *v = newv(m, kind);
+    char *d = v && len < SIZE_MAX ? aalloc(m->pk, len + 1) : NULL;
+    if (!d)
+        return NULL;
+    if (len && s)
+        memcpy(d, s, len);
+    d[len] = '\0';
+    v->u.str.s = d;
+    v->u.str.len = len;
+    return v;
+}
+
+/* Record that child now lives inside parent. 0: ok, 1: refused (would make a cycle), <0: error. */
+static int adopt(vm *m, mf_pv *parent, mf_pv *child)
+{
+    if (parent == child || NODE(parent)->frozen)
+        return 1;
+    NODE(child)->frozen = 1;
+    size_t d = NODE(child)->depth + 1;
+    if (d > m->max_depth)
+        return fail(m, MF_ERR_LIMIT, "values nested deeper than %zu", m->max_depth);
+    if (d > NODE(parent)->depth)
+        NODE(parent)->depth = d;
+    return 0;
+}
+
+static int seq_add(vm *m, mf_pv *seq, mf_pv *item)
+{
+    int rc = adopt(m, seq, item);
+    if (rc)
+        return rc < 0 ? rc : 0;
+    if (GROW(m, seq->u.seq.items, &seq->u.seq.cap, seq->u.seq.n + 1))
+        return MF_ERR_NOMEM;
+    seq->u.seq.items[seq->u.seq.n++] = item;
+    return 0;
+}
+
+static int dict_add(vm *m, mf_pv *d, mf_pv *k, mf_pv *v)
+{
+    if (NODE(d)->frozen || k == d || v == d)
+        return 0;
+    int rc = adopt(m, d, k);
+    if (rc == 0)
+        rc = adopt(m, d, v);
+    if (rc)
+        return rc < 0 ? rc : 0;
+    size_t cap = d->u.dict.cap;
+    if (GROW(m, d->u.dict.keys, &cap, d->u.dict.n + 1))
+        return MF_ERR_NOMEM;
+    cap = d->u.dict.cap;
+    if (GROW(m, d->u.dict.vals, &cap, d->u.dict.n + 1))
+        return MF_ERR_NOMEM;
+    d->u.dict.cap = cap;
+    d->u.dict.keys[d->u.dict.n] = k;
+    d->u.dict.vals[d->u.dict.n++] = v;
+    return 0;
+}
+
+/* ---- stack ---- */
+
+static size_t floor_(const vm *m) { return m->nmarks ? m->marks[m->nmarks - 1] : 0; }
+
+static int push(vm *m, mf_pv *v)
+{
+    if (!v)
+        return oom(m);
+    if (GROW(m, m->stack, &m->scap, m->sp + 1))
+        return MF_ERR_NOMEM;
+    m->stack[m->sp++] = v;
+    return 0;
+}
+
+static int pop(vm *m, mf_pv **v)
+{
+    if (m->sp <= floor_(m))
+        return fail(m, MF_ERR_FORMAT, "stack underflow");
+    *v = m->stack[--m->sp];
+    return 0;
+}
+
+static int peek(vm *m, mf_pv **v)
+{
+    if (m->sp <= floor_(m))
+        return fail(m, MF_ERR_FORMAT, "stack underflow");
+    *v = m->stack[m->sp - 1];
+    return 0;
+}
+
+/* Items above the top mark: [*start, m->sp). Caller sets m->sp = *start when done. */
+static int pop_mark(vm *m, size_t *start)
+{
+    if (!m->nmarks)
+        return fail(m, MF_ERR_FORMAT, "no MARK on the stack");
+    *start = m->marks[--m->nmarks];
+    return 0;
+}
+
+static int make_seq(vm *m, mf_pv_kind kind, mf_pv **items, size_t n, mf_pv **out)
+{
+    mf_pv *s = newv(m, kind);
+    if (!s || GROW(m, s->u.seq.items, &s->u.seq.cap, n))
+        return s ? MF_ERR_NOMEM : oom(m);
+    for (size_t i = 0; i < n; i++) {
+        int rc = seq_add(m, s, items[i]);
+        if (rc)
+            return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+/* ---- reading operands ---- */
+
+static int need(vm *m, uint64_t n)
+{
+    if (n > m->len - m->pos)
+        return fail(m, MF_ERR_FORMAT, "truncated: needs %llu bytes, %zu left", (unsigned long long)n, m->len - m->pos);
+    return 0;
+}
+
+static uint64_t rd_le(vm *m, unsigned n)
+{
+    uint64_t x = 0;
+    for (unsigned i = 0; i < n; i++)
+        x |= (uint64_t)m->buf[m->pos + i] << (8 * i);
+    m->pos += n;
+    return x;
+}
+
+/* Length-prefixed string/bytes: `lb` length bytes, then the data. */
+static int op_str(vm *m, unsigned lb, mf_pv_kind kind, int signed32)
+{
+    int rc = need(m, lb);
+    if (rc)
+        return rc;
+    uint64_t n = rd_le(m, lb);
+    if (signed32 && n > INT32_MAX)
+        return fail(m, MF_ERR_FORMAT, "negative string length");
+    if ((rc = need(m, n)))
+        return rc;
+    mf_pv *v = new_str(m, kind, m->buf + m->pos, (size_t)n);
+    m->pos += (size_t)n;
+    return push(m, v);
+}
+
+static mf_pv *new_global(vm *m, const char *mod, size_t ml, const char *name, size_t nl)
+{
+    /* Python 2 spellings, as pickle's fix_imports maps them. */
+    if (ml == 11 && memcmp(mod, "__builtin__", 11) == 0)
+        mod = "builtins", ml = 8;
+    else if (ml == 8 && memcmp(mod, "copy_reg", 8) == 0)
+        mod = "copyreg", ml = 7;
+    mf_pv *g = newv(m, MF_PV_GLOBAL);
+    char *a = g ? aalloc(m->pk, ml + 1) : NULL, *b = a ? aalloc(m->pk, nl + 1) : NULL;
+    if (!b)
+        return NULL;
+    memcpy(a, mod, ml), a[ml] = '\0';
+    memcpy(b, name, nl), b[nl] = '\0';
+    g->u.global.module = a;
+    g->u.global.name = b;
+    return g;
+}
+
+static int op_global(vm *m)
+{
+    const char *s[2];
+    size_t l[2];
+    for (int i = 0; i < 2; i++) {
+        const uint8_t *p = m->buf + m->pos, *nl = memchr(p, '\n', m->len - m->pos);
+        if (!nl)
+            return fail(m, MF_ERR_FORMAT, "GLOBAL line without newline");
+        s[i] = (const char *)p;
+        l[i] = (size_t)(nl - p);
+        m->pos += l[i] + 1;
+    }
+    return push(m, new_global(m, s[0], l[0], s[1], l[1]));
+}
+
+/* LONG1/LONG4: little-endian two's complement. Beyond int64 -> inert builtins.int(bytes). */
+static int op_long(vm *m, unsigned lb)
+{
+    int rc = need(m, lb);
+    if (rc)
+        return rc;
+    uint64_t n = rd_le(m, lb);
+    if (lb == 4 && n > INT32_MAX)
+        return fail(m, MF_ERR_FORMAT, "negative LONG4 length");
+    if ((rc = need(m, n)))
+        return rc;
+    const uint8_t *p = m->buf + m->pos;
+    m->pos += (size_t)n;
+    int neg = n && (p[n - 1] & 0x80);
+    int fits = 1;
+    for (uint64_t i = 8; i < n; i++)
+        fits &= p[i] == (neg ? 0xFF : 0x00);
+    if (n > 8)
+        fits &= ((p[7] & 0x80) != 0) == neg;
+    if (fits) {
+        uint64_t x = neg ? UINT64_MAX : 0;
+        for (uint64_t i = 0; i < n && i < 8; i++) {
+            x &= ~((uint64_t)0xFF << (8 * i));
+            x |= (uint64_t)p[i] << (8 * i);
+        }
+        mf_pv *v = newv(m, MF_PV_INT);
+        if (v)
+            memcpy(&v->u.i, &x, sizeof x); /* two's complement reinterpretation */
+        return push(m, v);
+    }
+    mf_pv *o = newv(m, MF_PV_OBJECT), *g = new_global(m, "builtins", 8, "int", 3);
+    mf_pv *b = new_str(m, MF_PV_BYTES, p, (size_t)n);
+    if (!o || !g || !b)
+        return oom(m);
+    o->u.obj.callable = g;
+    o->u.obj.args = b;
+    NODE(g)->frozen = NODE(b)->frozen = 1;
+    NODE(o)->depth = 1;
+    return push(m, o);
+}
+
+static int memo_put(vm *m, uint64_t id)
+{
+    mf_pv *v;
+    int rc = peek(m, &v);
+    if (rc)
+        return rc;
+    if (id >= MAX_MEMO_ID)
+        return fail(m, MF_ERR_LIMIT, "memo id %llu too large", (unsigned long long)id);
+    size_t old = m->memo_cap;
+    if (GROW(m, m->memo, &m->memo_cap, (size_t)id + 1))
+        return MF_ERR_NOMEM;
+    if (m->memo_cap > old)
+        memset(m->memo + old, 0, (m->memo_cap - old) * sizeof(mf_pv *));
+    if (!m->memo[id])
+        m->memo_count++;
+    m->memo[id] = v;
+    return 0;
+}
+
+static int memo_get(vm *m, uint64_t id)
+{
+    if (id >= m->memo_cap || !m->memo[id])
+        return fail(m, MF_ERR_FORMAT, "memo id %llu not defined", (unsigned long long)id);
+    return push(m, m->memo[id]);
+}
+
+/* ---- REDUCE folding of pure-data constructors ---- */
+
+static int args_n(const mf_pv *a, size_t n) { return a->kind == MF_PV_TUPLE && a->u.seq.n == n; }
+static int is_seq(const mf_pv *v) { return v->kind == MF_PV_LIST || v->kind == MF_PV_TUPLE; }
+
+/* UTF-8 -> Latin-1 bytes (what _codecs.encode(s, 'latin1') returns for pickled bytes). */
+static int latin1(vm *m, const mf_pv *s, mf_pv **out)
+{
+    mf_pv *b = new_str(m, MF_PV_BYTES, NULL, s->u.str.len);
+    if (!b)
+        return oom(m);
+    const uint8_t *p = (const uint8_t *)s->u.str.s, *e = p + s->u.str.len;
+    size_t n = 0;
+    while (p < e) {
+        unsigned c = *p++;
+        if (c >= 0x80) {
+            if ((c & 0xE0) != 0xC0 || p >= e || (*p & 0xC0) != 0x80)
+                return fail(m, MF_ERR_FORMAT, "_codecs.encode: string is not latin-1 encodable");
+            c = ((c & 0x1F) << 6) | (*p++ & 0x3F);
+            if (c < 0x80 || c > 0xFF)
+                return fail(m, MF_ERR_FORMAT, "_codecs.encode: string is not latin-1 encodable");
+        }
+        b->u.str.s[n++] = (char)c;
+    }
+    b->u.str.s[n] = '\0';
+    b->u.str.len = n;
+    *out = b;
+    return 0;
+}
+
+static int reduce(vm *m, mf_pv *fn, mf_pv *args, mf_pv **out)
+{
+    int rc;
+    if (args->kind == MF_PV_TUPLE) {
+        if (mf_pv_is_global(fn, "collections", "OrderedDict")) {
+            if (args_n(args, 0))
+                return (*out = newv(m, MF_PV_DICT)) ? 0 : oom(m);
+            mf_pv *l = args_n(args, 1) ? args->u.seq.items[0] : NULL;
+            int ok = l && is_seq(l);
+            for (size_t i = 0; ok && i < l->u.seq.n; i++)
+                ok = args_n(l->u.seq.items[i], 2);
+            if (ok) {
+                mf_pv *d = newv(m, MF_PV_DICT);
+                if (!d)
+                    return oom(m);
+                for (size_t i = 0; i < l->u.seq.n; i++)
+                    if ((rc = dict_add(m, d, l->u.seq.items[i]->u.seq.items[0], l->u.seq.items[i]->u.seq.items[1])))
+                        return rc;
+                return *out = d, 0;
+            }
+        }
+        if (mf_pv_is_global(fn, "torch", "Size") && args_n(args, 1) && args->u.seq.items[0]->kind == MF_PV_TUPLE)
+            return *out = args->u.seq.items[0], 0;
+        if (mf_pv_is_global(fn, "_codecs", "encode") && args_n(args, 2) && args->u.seq.items[0]->kind == MF_PV_STR) {
+            const char *enc = mf_pv_get_str(args->u.seq.items[1]);
+            if (enc && (strcmp(enc, "latin1") == 0 || strcmp(enc, "latin-1") == 0))
+                return latin1(m, args->u.seq.items[0], out);
+        }
+        if (mf_pv_is_global(fn, "builtins", "bytes") && args_n(args, 0))
+            return (*out = new_str(m, MF_PV_BYTES, "", 0)) ? 0 : oom(m);
+        if ((mf_pv_is_global(fn, "builtins", "set") || mf_pv_is_global(fn, "builtins", "frozenset"))) {
+            if (args_n(args, 0))
+                return (*out = newv(m, MF_PV_SET)) ? 0 : oom(m);
+            if (args_n(args, 1) && is_seq(args->u.seq.items[0]))
+                return make_seq(m, MF_PV_SET, args->u.seq.items[0]->u.seq.items, args->u.seq.items[0]->u.seq.n, out);
+        }
+    }
+    mf_pv *o = newv(m, MF_PV_OBJECT);
+    if (!o)
+        return oom(m);
+    if ((rc = adopt(m, o, fn)) < 0 || (rc = adopt(m, o, args)) < 0)
+        return rc;
+    o->u.obj.callable = fn;
+    o->u.obj.args = args;
+    return *out = o, 0;
+}
+
+/* ---- mark-based container ops ---- */
+
+static int op_setitems(vm *m, int single)
+{
+    size_t start;
+    int rc;
+    if (single) {
+        if (m->sp < floor_(m) + 2)
+            return fail(m, MF_ERR_FORMAT, "stack underflow");
+        start = m->sp - 2;
+    } else if ((rc = pop_mark(m, &start))) {
+        return rc;
+    }
+    if ((m->sp - start) % 2)
+        return fail(m, MF_ERR_FORMAT, "odd number of items for SETITEMS");
+    if (start <= floor_(m))
+        return fail(m, MF_ERR_FORMAT, "SETITEMS without a target");
+    mf_pv *d = m->stack[start - 1];
+    if (d->kind == MF_PV_DICT) {
+        for (size_t i = start; i < m->sp; i += 2)
+            if ((rc = dict_add(m, d, m->stack[i], m->stack[i + 1])))
+                return rc;
+    } else if (d->kind != MF_PV_OBJECT) { /* objects: __setitem__ is never run */
+        return fail(m, MF_ERR_FORMAT, "SETITEM on a non-dict value");
+    }
+    m->sp = start;
+    return 0;
+}
+
+static int op_appends(vm *m, int single, mf_pv_kind want)
+{
+    size_t start;
+    int rc;
+    if (single) {
+        if (m->sp < floor_(m) + 1)
+            return fail(m, MF_ERR_FORMAT, "stack underflow");
+        start = m->sp - 1;
+    } else if ((rc = pop_mark(m, &start))) {
+        return rc;
+    }
+    if (start <= floor_(m))
+        return fail(m, MF_ERR_FORMAT, "APPEND without a target");
+    mf_pv *l = m->stack[start - 1];
+    if (l->kind == want) {
+        for (size_t i = start; i < m->sp; i++)
+            if ((rc = seq_add(m, l, m->stack[i])))
+                return rc;
+    } else if (l->kind != MF_PV_OBJECT) {
+        return fail(m, MF_ERR_FORMAT, "APPEND/ADDITEMS on a value of the wrong kind");
+    }
+    m->sp = start;
+    return 0;
+}
+
+static int op_collect(vm *m, mf_pv_kind kind) /* TUPLE, LIST, FROZENSET, DICT after MARK */
+{
+    size_t start;
+    int rc = pop_mark(m, &start);
+    if (rc)
+        return rc;
+    mf_pv *v;
+    if (kind == MF_PV_DICT) {
+        if ((m->sp - start) % 2)
+            return fail(m, MF_ERR_FORMAT, "odd number of items for DICT");
+        if (!(v = newv(m, MF_PV_DICT)))
+            return oom(m);
+        for (size_t i = start; i < m->sp; i += 2)
+            if ((rc = dict_add(m, v, m->stack[i], m->stack[i + 1])))
+                return rc;
+    } else if ((rc = make_seq(m, kind, m->stack + start, m->sp - start, &v))) {
+        return rc;
+    }
+    m->sp = start;
+    return push(m, v);
+}
+
+static int op_tuple_n(vm *m, size_t n)
+{
+    if (m->sp < floor_(m) + n)
+        return fail(m, MF_ERR_FORMAT, "stack underflow");
+    mf_pv *t;
+    int rc = make_seq(m, MF_PV_TUPLE, m->stack + m->sp - n, n, &t);
+    if (rc)
+        return rc;
+    m->sp -= n;
+    return push(m, t);
+}
+
+/* ---- the VM loop ---- */
+
+static int step(vm *m, int *done, mf_pv **result)
+{
+    mf_pv *a, *b, *c, *v;
+    int rc;
+    m->op_pos = m->pos;
+    m->op = m->buf[m->pos++];
+    switch (m->op) {
+    case 0x80: /* PROTO */
+        if ((rc = need(m, 1)))
+            return rc;
+        if (m->buf[m->pos] > 5)
+            return fail(m, MF_ERR_UNSUPPORTED, "pickle protocol %u is not supported", m->buf[m->pos]);
+        m->pos++;
+        return 0;
+    case 0x95: /* FRAME: framing is only a read-ahead hint */
+        if ((rc = need(m, 8)))
+            return rc;
+        m->pos += 8;
+        return 0;
+    case '.': /* STOP */
+        if ((rc = pop(m, result)))
+            return rc;
+        *done = 1;
+        return 0;
+    case '(': /* MARK */
+        if (m->nmarks >= m->max_depth)
+            return fail(m, MF_ERR_LIMIT, "more than %zu nested MARKs", m->max_depth);
+        if (GROW(m, m->marks, &m->mcap, m->nmarks + 1))
+            return MF_ERR_NOMEM;
+        m->marks[m->nmarks++] = m->sp;
+        return 0;
+    case '0': /* POP: like CPython, pops a mark when the stack above it is empty */
+        if (m->sp > floor_(m))
+            return m->sp--, 0;
+        return pop_mark(m, &m->sp);
+    case '1': /* POP_MARK */
+        return pop_mark(m, &m->sp);
+    case '2': /* DUP */
+        return (rc = peek(m, &v)) ? rc : push(m, v);
+    case 'N': return push(m, newv(m, MF_PV_NONE));
+    case 0x88:
+    case 0x89:
+        if ((v = newv(m, MF_PV_BOOL)))
+            v->u.i = m->op == 0x88;
+        return push(m, v);
+    case 'J':
+    case 'K':
+    case 'M': {
+        unsigned n = m->op == 'J' ? 4 : m->op == 'K' ? 1 : 2;
+        if ((rc = need(m, n)))
+            return rc;
+        uint64_t x = rd_le(m, n);
+        if ((v = newv(m, MF_PV_INT)))
+            v->u.i = n == 4 ? (int64_t)(int32_t)(uint32_t)x : (int64_t)x;
+        return push(m, v);
+    }
+    case 0x8a: return op_long(m, 1);
+    case 0x8b: return op_long(m, 4);
+    case 'G': { /* BINFLOAT: big-endian IEEE double */
+        if ((rc = need(m, 8)))
+            return rc;
+        uint64_t x = 0;
+        for (int i = 0; i < 8; i++)
+            x = x << 8 | m->buf[m->pos++];
+        if ((v = newv(m, MF_PV_FLOAT)))
+            memcpy(&v->u.f, &x, sizeof x);
+        return push(m, v);
+    }
+    case 'X': return op_str(m, 4, MF_PV_STR, 0);
+    case 0x8c: return op_str(m, 1, MF_PV_STR, 0);
+    case 0x8d: return op_str(m, 8, MF_PV_STR, 0);
+    case 'U': return op_str(m, 1, MF_PV_STR, 0);
+    case 'T': return op_str(m, 4, MF_PV_STR, 1);
+    case 'C': return op_str(m, 1, MF_PV_BYTES, 0);
+    case 'B': return op_str(m, 4, MF_PV_BYTES, 0);
+    case 0x8e:
+    case 0x96: return op_str(m, 8, MF_PV_BYTES, 0);
+    case ')': return push(m, newv(m, MF_PV_TUPLE));
+    case 't': return op_collect(m, MF_PV_TUPLE);
+    case 0x85: return op_tuple_n(m, 1);
+    case 0x86: return op_tuple_n(m, 2);
+    case 0x87: return op_tuple_n(m, 3);
+    case ']': return push(m, newv(m, MF_PV_LIST));
+    case 'l': return op_collect(m, MF_PV_LIST);
+    case 'a': return op_appends(m, 1, MF_PV_LIST);
+    case 'e': return op_appends(m, 0, MF_PV_LIST);
+    case '}': return push(m, newv(m, MF_PV_DICT));
+    case 'd': return op_collect(m, MF_PV_DICT);
+    case 's': return op_setitems(m, 1);
+    case 'u': return op_setitems(m, 0);
+    case 0x8f: return push(m, newv(m, MF_PV_SET));
+    case 0x90: return op_appends(m, 0, MF_PV_SET);
+    case 0x91: return op_collect(m, MF_PV_SET);
+    case 'c': return op_global(m);
+    case 0x93: /* STACK_GLOBAL */
+        if ((rc = pop(m, &b)) || (rc = pop(m, &a)))
+            return rc;
+        if (a->kind != MF_PV_STR || b->kind != MF_PV_STR)
+            return fail(m, MF_ERR_FORMAT, "STACK_GLOBAL needs two strings");
+        return push(m, new_global(m, a->u.str.s, a->u.str.len, b->u.str.s, b->u.str.len));
+    case 'R': /* REDUCE */
+        if ((rc = pop(m, &b)) || (rc = pop(m, &a)) || (rc = reduce(m, a, b, &v)))
+            return rc;
+        return push(m, v);
+    case 0x81: /* NEWOBJ */
+    case 0x92: /* NEWOBJ_EX: kwargs are dropped */
+        if (m->op == 0x92 && (rc = pop(m, &c)))
+            return rc;
+        if ((rc = pop(m, &b)) || (rc = pop(m, &a)))
+            return rc;
+        if (!(v = newv(m, MF_PV_OBJECT)))
+            return oom(m);
+        if ((rc = adopt(m, v, a)) < 0 || (rc = adopt(m, v, b)) < 0)
+            return rc;
+        v->u.obj.callable = a;
+        v->u.obj.args = b;
+        return push(m, v);
+    case 'b': /* BUILD: state on objects only; ignored on dicts (OrderedDict _metadata) etc. */
+        if ((rc = pop(m, &b)) || (rc = peek(m, &a)))
+            return rc;
+        if (a->kind == MF_PV_OBJECT && (rc = adopt(m, a, b)) <= 0) {
+            if (rc < 0)
+                return rc;
+            a->u.obj.state = b;
+        }
+        return 0;
+    case 'q':
+        if ((rc = need(m, 1)))
+            return rc;
+        return memo_put(m, rd_le(m, 1));
+    case 'r':
+        if ((rc = need(m, 4)))
+            return rc;
+        return memo_put(m, rd_le(m, 4));
+    case 0x94: return memo_put(m, m->memo_count);
+    case 'h':
+        if ((rc = need(m, 1)))
+            return rc;
+        return memo_get(m, rd_le(m, 1));
+    case 'j':
+        if ((rc = need(m, 4)))
+            return rc;
+        return memo_get(m, rd_le(m, 4));
+    case 'Q': /* BINPERSID */
+        if ((rc = pop(m, &a)))
+            return rc;
+        if (!(v = newv(m, MF_PV_PERSID)))
+            return oom(m);
+        if ((rc = adopt(m, v, a)) < 0)
+            return rc;
+        v->u.persid.pid = a;
+        return push(m, v);
+    default:
+        if (m->op >= 0x20 && m->op < 0x7f)
+            return fail(m, MF_ERR_UNSUPPORTED, "unsupported opcode '%c'", m->op);
+        return fail(m, MF_ERR_UNSUPPORTED, "unsupported opcode");
+    }
+}
+
+int mf_pickle_load(const uint8_t *buf, size_t len, const char *name, const mf_pickle_limits *limits, mf_pickle **pk,
+                   mf_pv **out)
+{
+    *pk = NULL;
+    *out = NULL;
+    vm m = {.buf = buf, .len = len, .name = name ? name : "pickle"};
+    m.max_depth = limits && limits->max_depth ? limits->max_depth : DEFAULT_DEPTH;
+    m.pk = calloc(1, sizeof *m.pk);
+    if (!m.pk)
+        return mf_fail(MF_ERR_NOMEM, "%s: out of memory", m.name);
+    m.pk->budget = limits && limits->max_bytes ? limits->max_bytes : DEFAULT_BUDGET;
+    int done = 0, rc = 0;
+    mf_pv *result = NULL;
+    while (!done && !rc) {
+        if (m.pos >= m.len) {
+            m.op_pos = m.pos;
+            rc = mf_fail(MF_ERR_FORMAT, "%s: pickle: truncated: no STOP opcode before offset %zu", m.name, m.len);
+            break;
+        }
+        rc = step(&m, &done, &result);
+    }
+    if (rc) {
+        mf_pickle_free(m.pk);
+        return rc;
+    }
+    *pk = m.pk;
+    *out = result;
+    return MF_OK;
+}
+
+/* ---- helpers over the tree ---- */
+
+mf_pv *mf_pv_dict_get(const mf_pv *dict, const char *key)
+{
+    if (!dict || dict->kind != MF_PV_DICT || !key)
+        return NULL;
+    for (size_t i = dict->u.dict.n; i-- > 0;) { /* last wins, like a re-assigned Python key */
+        const mf_pv *k = dict->u.dict.keys[i];
+        if (k->kind == MF_PV_STR && strcmp(k->u.str.s, key) == 0)
+            return dict->u.dict.vals[i];
+    }
+    return NULL;
+}
+
+mf_pv *mf_pv_obj_state(const mf_pv *obj)
+{
+    if (!obj || obj->kind != MF_PV_OBJECT || !obj->u.obj.state)
+        return NULL;
+    mf_pv *s = obj->u.obj.state;
+    if (s->kind == MF_PV_TUPLE && s->u.seq.n == 2) /* (state, slotstate) */
+        s = s->u.seq.items[0];
+    return s->kind == MF_PV_DICT ? s : NULL;
+}
+
+int mf_pv_is_global(const mf_pv *v, const char *module, const char *name)
+{
+    return v && v->kind == MF_PV_GLOBAL && strcmp(v->u.global.module, module) == 0 && strcmp(v->u.global.name, name) == 0;
+}
+
+int mf_pv_is_call_of(const mf_pv *v, const char *module, const char *name)
+{
+    return v && v->kind == MF_PV_OBJECT && mf_pv_is_global(v->u.obj.callable, module, name);
+}
+
+int mf_pv_get_int(const mf_pv *v, int64_t *out)
+{
+    if (!v || (v->kind != MF_PV_INT && v->kind != MF_PV_BOOL))
+        return MF_ERR_FORMAT;
+    *out = v->u.i;
+    return MF_OK;
+}
+
+int mf_pv_get_float(const mf_pv *v, double *out)
+{
+    if (v && v->kind == MF_PV_FLOAT)
+        return *out = v->u.f, MF_OK;
+    if (v && v->kind == MF_PV_INT)
+        return *out = (double)v->u.i, MF_OK;
+    return MF_ERR_FORMAT;
+}
+
+const char *mf_pv_get_str(const mf_pv *v)
+{
+    return v && v->kind == MF_PV_STR ? v->u.str.s : NULL;
+}

@@ -1,0 +1,195 @@
+/* A mounted checkpoint: options -> checkpoint -> mapping -> virtual files; and reads. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "mcorefs/error.h"
+#include "mcorefs/gather.h"
+#include "mcorefs/view.h"
+
+static int add_memory_file(mf_session *s, const char *name, char *data)
+{
+    mf_vfile *nf = realloc(s->files, (s->n_files + 1) * sizeof(*nf));
+    if (!nf)
+        return mf_fail(MF_ERR_NOMEM, "out of memory");
+    s->files = nf;
+    mf_vfile *f = &s->files[s->n_files++];
+    memset(f, 0, sizeof(*f));
+    f->name = strdup(name);
+    f->kind = MF_VF_MEMORY;
+    f->data = data;
+    f->size = strlen(data);
+    return f->name ? MF_OK : mf_fail(MF_ERR_NOMEM, "out of memory");
+}
+
+/* Tokenizer files a Megatron checkpoint lacks, shown read-through from -o tokenizer=DIR. */
+static int add_overlays(mf_session *s, const char *dir)
+{
+    static const char *const names[] = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+        "generation_config.json", "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt",
+        "added_tokens.json", "chat_template.jinja", NULL };
+    int found = 0;
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return mf_fail(MF_ERR_IO, "%s: tokenizer folder not found", dir);
+    for (int i = 0; names[i]; i++) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || mf_session_lookup(s, names[i]))
+            continue;
+        mf_vfile *nf = realloc(s->files, (s->n_files + 1) * sizeof(*nf));
+        if (!nf)
+            return mf_fail(MF_ERR_NOMEM, "out of memory");
+        s->files = nf;
+        mf_vfile *f = &s->files[s->n_files++];
+        memset(f, 0, sizeof(*f));
+        f->name = strdup(names[i]);
+        f->overlay_path = strdup(path);
+        f->kind = MF_VF_OVERLAY;
+        f->size = (uint64_t)st.st_size;
+        found++;
+    }
+    if (!found)
+        return mf_fail(MF_ERR_MISSING, "%s: no tokenizer files (tokenizer.json, tokenizer_config.json, ...)", dir);
+    return MF_OK;
+}
+
+static int copy_options(mf_options *dst, const mf_options *src)
+{
+    *dst = *src;
+    dst->arch = src->arch ? strdup(src->arch) : NULL;
+    dst->hf_config = src->hf_config ? strdup(src->hf_config) : NULL;
+    dst->tokenizer = src->tokenizer ? strdup(src->tokenizer) : NULL;
+    return MF_OK;
+}
+
+int mf_session_open(mf_session **out, const char *path, const mf_options *o)
+{
+    mf_session *s = calloc(1, sizeof(*s));
+    int rc;
+    *out = NULL;
+    if (!s)
+        return mf_fail(MF_ERR_NOMEM, "out of memory");
+    copy_options(&s->opts, o);
+    if ((rc = mf_checkpoint_open(&s->ckpt, path, &s->opts)) != 0) {
+        mf_options_free(&s->opts);
+        free(s);
+        return rc;
+    }
+    if ((rc = mf_mapping_build(&s->map, &s->ckpt, &s->opts)) != 0)
+        goto fail;
+    s->config_json = mf_config_build(&s->ckpt, &s->opts);
+    if (!s->config_json) {
+        rc = MF_ERR_INVALID;
+        goto fail;
+    }
+    char *cfg_copy = strdup(s->config_json);
+    if (!cfg_copy || (rc = add_memory_file(s, "config.json", cfg_copy)) != 0) {
+        if (!cfg_copy)
+            rc = mf_fail(MF_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rc = mf_view_build_shards(s)) != 0)
+        goto fail;
+    if (s->opts.tokenizer && (rc = add_overlays(s, s->opts.tokenizer)) != 0)
+        goto fail;
+    s->fds = malloc((s->ckpt.n_files ? s->ckpt.n_files : 1) * sizeof(int));
+    if (!s->fds) {
+        rc = mf_fail(MF_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < s->ckpt.n_files; i++)
+        s->fds[i] = s->ckpt.files[i].fd;
+    *out = s;
+    return MF_OK;
+fail:
+    mf_session_close(s);
+    return rc;
+}
+
+void mf_session_close(mf_session *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n_files; i++) {
+        free(s->files[i].name);
+        free(s->files[i].data);
+        free(s->files[i].tensors);
+        free(s->files[i].overlay_path);
+    }
+    free(s->files);
+    free(s->fds);
+    free(s->config_json);
+    mf_mapping_free(&s->map);
+    mf_checkpoint_close(&s->ckpt);
+    mf_options_free(&s->opts);
+    free(s);
+}
+
+const mf_vfile *mf_session_lookup(const mf_session *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_files; i++)
+        if (strcmp(s->files[i].name, name) == 0)
+            return &s->files[i];
+    return NULL;
+}
+
+/* Find the first tensor of f whose data ends after data offset `pos`. */
+static uint32_t first_tensor_at(const mf_session *s, const mf_vfile *f, uint64_t pos)
+{
+    uint32_t lo = 0, hi = f->n_tensors;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        const mf_hf_tensor *t = &s->map.tensors[f->tensors[mid]];
+        if (t->offset + t->nbytes <= pos)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_t len, uint64_t off)
+{
+    if (off >= f->size)
+        return 0;
+    if (len > f->size - off)
+        len = (size_t)(f->size - off);
+    if (f->kind == MF_VF_MEMORY) {
+        memcpy(buf, f->data + off, len);
+        return (ssize_t)len;
+    }
+    if (f->kind == MF_VF_OVERLAY) {
+        int fd = open(f->overlay_path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return -errno;
+        ssize_t n = pread(fd, buf, len, (off_t)off);
+        int e = errno;
+        close(fd);
+        return n < 0 ? -e : n;
+    }
+    size_t done = 0;
+    if (off < f->header_len) {
+        size_t n = (size_t)(f->header_len - off) < len ? (size_t)(f->header_len - off) : len;
+        memcpy(buf, f->data + off, n);
+        done = n;
+    }
+    uint64_t pos = off + done - f->header_len;   /* offset in the data section */
+    for (uint32_t i = first_tensor_at(s, f, pos); done < len && i < f->n_tensors; i++) {
+        const mf_hf_tensor *t = &s->map.tensors[f->tensors[i]];
+        uint64_t in_t = pos - t->offset;
+        size_t n = t->nbytes - in_t < len - done ? (size_t)(t->nbytes - in_t) : len - done;
+        int rc = mf_gather(t, s->fds, in_t, n, (uint8_t *)buf + done);
+        if (rc < 0) {
+            mf_fail(MF_ERR_IO, "read of %s (%s, bytes %llu+%zu) failed: %s", f->name, t->name,
+                    (unsigned long long)in_t, n, strerror(-rc));
+            return rc;
+        }
+        done += n;
+        pos += n;
+    }
+    return (ssize_t)done;
+}

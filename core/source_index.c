@@ -1,0 +1,98 @@
+/* Hash index of canonical source tensors (name -> shards). Memory ~ number of tensors. */
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+#include "mcorefs/checkpoint.h"
+#include "mcorefs/error.h"
+#include "source_index.h"
+
+static size_t slot_of(const mf_checkpoint *c, const char *name)
+{
+    return (size_t)XXH3_64bits(name, strlen(name)) & (c->n_slots - 1);
+}
+
+mf_source *mf_checkpoint_find(const mf_checkpoint *c, const char *name)
+{
+    if (c->n_slots == 0)
+        return NULL;
+    for (size_t i = slot_of(c, name);; i = (i + 1) & (c->n_slots - 1)) {
+        uint32_t s = c->slots[i];
+        if (s == 0)
+            return NULL;
+        if (strcmp(c->sources[s - 1].name, name) == 0)
+            return &c->sources[s - 1];
+    }
+}
+
+static int rehash(mf_checkpoint *c, size_t n_slots)
+{
+    uint32_t *slots = calloc(n_slots, sizeof(uint32_t));
+    if (!slots)
+        return mf_fail(MF_ERR_NOMEM, "out of memory (source index)");
+    free(c->slots);
+    c->slots = slots;
+    c->n_slots = n_slots;
+    for (size_t k = 0; k < c->n_sources; k++) {
+        size_t i = slot_of(c, c->sources[k].name);
+        while (c->slots[i])
+            i = (i + 1) & (n_slots - 1);
+        c->slots[i] = (uint32_t)(k + 1);
+    }
+    return MF_OK;
+}
+
+int mf_source_add(mf_checkpoint *c, const char *name, int expert, int n_shards, int shard, const mf_shard *sh)
+{
+    mf_source *s = mf_checkpoint_find(c, name);
+    if (s == NULL) {
+        if ((c->n_sources + 1) * 2 > c->n_slots) {
+            int rc = rehash(c, c->n_slots ? c->n_slots * 2 : 1024);
+            if (rc)
+                return rc;
+        }
+        if (c->n_sources == c->cap_sources) {
+            size_t cap = c->cap_sources ? c->cap_sources * 2 : 1024;
+            mf_source *ns = realloc(c->sources, cap * sizeof(*ns));
+            if (!ns)
+                return mf_fail(MF_ERR_NOMEM, "out of memory (source index)");
+            c->sources = ns;
+            c->cap_sources = cap;
+        }
+        s = &c->sources[c->n_sources];
+        memset(s, 0, sizeof(*s));
+        s->name = strdup(name);
+        s->shards = calloc((size_t)n_shards, sizeof(mf_shard));
+        if (!s->name || !s->shards) {
+            free(s->name);
+            free(s->shards);
+            return mf_fail(MF_ERR_NOMEM, "out of memory (source index)");
+        }
+        s->n_shards = (uint16_t)n_shards;
+        s->expert = (uint8_t)expert;
+        for (int k = 0; k < n_shards; k++)
+            s->shards[k].file = -1;
+        size_t i = slot_of(c, name);
+        while (c->slots[i])
+            i = (i + 1) & (c->n_slots - 1);
+        c->slots[i] = (uint32_t)(++c->n_sources);
+    }
+    s->copies++;
+    if (shard < 0 || shard >= s->n_shards)
+        return mf_fail(MF_ERR_INCONSISTENT, "shard %d of '%s' out of range (%d shards)", shard, name, s->n_shards);
+    if (s->shards[shard].file < 0)
+        s->shards[shard] = *sh;
+    return MF_OK;
+}
+
+void mf_source_index_free(mf_checkpoint *c)
+{
+    for (size_t k = 0; k < c->n_sources; k++) {
+        free(c->sources[k].name);
+        free(c->sources[k].shards);
+    }
+    free(c->sources);
+    free(c->slots);
+    c->sources = NULL;
+    c->slots = NULL;
+    c->n_sources = c->cap_sources = c->n_slots = 0;
+}

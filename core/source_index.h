@@ -1,0 +1,7 @@
+#ifndef MCOREFS_SOURCE_INDEX_H
+#define MCOREFS_SOURCE_INDEX_H
+#include "mcorefs/checkpoint.h"
+/* Add one shard of a canonical source tensor; duplicates (replicas) only bump `copies`. */
+int mf_source_add(mf_checkpoint *c, const char *name, int expert, int n_shards, int shard, const mf_shard *sh);
+void mf_source_index_free(mf_checkpoint *c);
+#endif

@@ -1,0 +1,104 @@
+/* mcorefs CKPT MOUNTPOINT [-o opts]: mount a Megatron checkpoint as a Hugging Face model dir. */
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "log.h"
+#include "mcorefs/error.h"
+#include "mcorefs/options.h"
+#include "ops.h"
+
+typedef struct {
+    mf_options opts;
+    char *ckpt;
+    int show_help, show_version, foreground, bad;
+} cli;
+
+enum { KEY_HELP, KEY_VERSION, KEY_FG };
+
+static const struct fuse_opt cli_spec[] = {
+    FUSE_OPT_KEY("-h", KEY_HELP), FUSE_OPT_KEY("--help", KEY_HELP),
+    FUSE_OPT_KEY("-V", KEY_VERSION), FUSE_OPT_KEY("--version", KEY_VERSION),
+    FUSE_OPT_KEY("-f", KEY_FG), FUSE_OPT_KEY("-d", KEY_FG),
+    FUSE_OPT_END
+};
+
+static int on_arg(void *data, const char *arg, int key, struct fuse_args *out)
+{
+    cli *c = data;
+    switch (key) {
+    case KEY_HELP: c->show_help = 1; return 0;
+    case KEY_VERSION: c->show_version = 1; return 0;
+    case KEY_FG: c->foreground = 1; return 1;
+    case FUSE_OPT_KEY_OPT: {
+        int rc = mf_options_apply(&c->opts, arg);
+        if (rc < 0) {
+            c->bad = 1;
+            return -1;
+        }
+        return rc == 1 ? 0 : 1;   /* ours: consumed; otherwise pass to FUSE */
+    }
+    case FUSE_OPT_KEY_NONOPT:
+        if (c->ckpt == NULL) {
+            c->ckpt = strdup(arg);
+            return 0;
+        }
+        return 1;
+    }
+    return 1;
+}
+
+static void usage(const char *prog)
+{
+    printf("usage: %s CHECKPOINT MOUNTPOINT [-o opt,[opt...]] [-f] [-d] [-s]\n\n"
+           "Mount a Megatron-Core checkpoint (--ckpt-format torch) read-only as a Hugging Face\n"
+           "model directory: config.json, model*.safetensors, model.safetensors.index.json.\n"
+           "CHECKPOINT is the save folder (with latest_checkpointed_iteration.txt) or one iter_* folder.\n\n"
+           "mcorefs options:\n%s\n"
+           "common FUSE options:\n"
+           "    -f                      stay in the foreground\n"
+           "    -d                      debug output (implies -f)\n"
+           "    -s                      single-threaded\n"
+           "    -o allow_other          let other users read the mount\n\n",
+           prog, mf_options_help());
+}
+
+int main(int argc, char *argv[])
+{
+    struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+    cli c = { 0 };
+    mf_session *s = NULL;
+    mf_options_init(&c.opts);
+    if (fuse_opt_parse(&args, &c, cli_spec, on_arg) != 0) {
+        fprintf(stderr, "mcorefs: %s\n", c.bad ? mf_error() : "bad arguments (see --help)");
+        return 1;
+    }
+    if (c.show_help) {
+        usage(argv[0]);
+        fuse_opt_add_arg(&args, "--help");
+        fuse_main(args.argc, args.argv, &mcorefs_ops, NULL);
+        return 0;
+    }
+    if (c.show_version) {
+        printf("mcorefs 0.1.0\n");
+        return 0;
+    }
+    if (c.ckpt == NULL || args.argc < 2) {
+        fprintf(stderr, "mcorefs: need a checkpoint folder and a mount point (see --help)\n");
+        return 1;
+    }
+    if (mf_session_open(&s, c.ckpt, &c.opts) != 0) {
+        fprintf(stderr, "mcorefs: %s\n", mf_error());
+        return 1;
+    }
+    fs_log_init(c.foreground);
+    char fsname[4200];
+    snprintf(fsname, sizeof(fsname), "-ofsname=mcorefs:%s,subtype=mcorefs,ro,default_permissions", c.ckpt);
+    fuse_opt_add_arg(&args, fsname);
+    int rc = fuse_main(args.argc, args.argv, &mcorefs_ops, s);
+    mf_session_close(s);
+    mf_options_free(&c.opts);
+    free(c.ckpt);
+    fuse_opt_free_args(&args);
+    return rc ? 1 : 0;
+}

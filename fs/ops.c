@@ -1,0 +1,149 @@
+/* libfuse3 operations: a thin, read-only adapter over the core session. */
+#define FUSE_USE_VERSION 31
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include "log.h"
+#include "mcorefs/error.h"
+#include "ops.h"
+
+static mf_session *S(void) { return fuse_get_context()->private_data; }
+
+static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+    cfg->kernel_cache = 1;          /* contents never change: keep the page cache (mmap works) */
+    cfg->entry_timeout = 3600.0;
+    cfg->attr_timeout = 3600.0;
+    cfg->negative_timeout = 3600.0;
+    cfg->direct_io = 0;
+    conn->max_readahead = 1u << 20;
+    if (conn->capable & FUSE_CAP_ASYNC_READ)
+        conn->want |= FUSE_CAP_ASYNC_READ;
+    return fuse_get_context()->private_data;
+}
+
+static const mf_vfile *lookup(const char *path)
+{
+    return path[0] == '/' ? mf_session_lookup(S(), path + 1) : NULL;
+}
+
+static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+    memset(st, 0, sizeof(*st));
+    st->st_uid = fuse_get_context()->uid;
+    st->st_gid = fuse_get_context()->gid;
+    if (strcmp(path, "/") == 0) {
+        st->st_mode = S_IFDIR | 0555;
+        st->st_nlink = 2;
+        return 0;
+    }
+    const mf_vfile *f = lookup(path);
+    if (!f)
+        return -ENOENT;
+    st->st_mode = S_IFREG | 0444;
+    st->st_nlink = 1;
+    st->st_size = (off_t)f->size;
+    st->st_blocks = (blkcnt_t)((f->size + 511) / 512);
+    return 0;
+}
+
+static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
+                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+    if (strcmp(path, "/") != 0)
+        return -ENOTDIR;
+    fill(buf, ".", NULL, 0, 0);
+    fill(buf, "..", NULL, 0, 0);
+    for (size_t i = 0; i < S()->n_files; i++)
+        fill(buf, S()->files[i].name, NULL, 0, 0);
+    return 0;
+}
+
+static int op_open(const char *path, struct fuse_file_info *fi)
+{
+    const mf_vfile *f = lookup(path);
+    if (!f)
+        return -ENOENT;
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+        return -EROFS;
+    fi->keep_cache = 1;
+    fi->fh = (uint64_t)(f - S()->files);
+    return 0;
+}
+
+static int op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    mf_session *s = S();
+    const mf_vfile *f = fi && fi->fh < s->n_files ? &s->files[fi->fh] : lookup(path);
+    if (!f)
+        return -ENOENT;
+    ssize_t n = mf_session_read(s, f, buf, size, (uint64_t)off);
+    if (n < 0) {
+        fs_log("%s", mf_error());
+        return -EIO;
+    }
+    return (int)n;
+}
+
+static int op_statfs(const char *path, struct statvfs *st)
+{
+    uint64_t total = 0;
+    memset(st, 0, sizeof(*st));
+    for (size_t i = 0; i < S()->n_files; i++)
+        total += S()->files[i].size;
+    st->f_bsize = st->f_frsize = 4096;
+    st->f_blocks = (total + 4095) / 4096;
+    st->f_files = S()->n_files + 1;
+    st->f_namemax = 255;
+    st->f_flag = ST_RDONLY;
+    return 0;
+}
+
+static int op_access(const char *path, int mask)
+{
+    if (strcmp(path, "/") != 0 && !lookup(path))
+        return -ENOENT;
+    return (mask & W_OK) ? -EROFS : 0;
+}
+
+/* Everything that would modify the tree. */
+static int ro_path(const char *p) { return -EROFS; }
+static int ro_path_mode(const char *p, mode_t m) { return -EROFS; }
+static int ro_two(const char *a, const char *b) { return -EROFS; }
+static int ro_rename(const char *a, const char *b, unsigned int f) { return -EROFS; }
+static int ro_chmod(const char *p, mode_t m, struct fuse_file_info *fi) { return -EROFS; }
+static int ro_chown(const char *p, uid_t u, gid_t g, struct fuse_file_info *fi) { return -EROFS; }
+static int ro_truncate(const char *p, off_t o, struct fuse_file_info *fi) { return -EROFS; }
+static int ro_utimens(const char *p, const struct timespec tv[2], struct fuse_file_info *fi) { return -EROFS; }
+static int ro_create(const char *p, mode_t m, struct fuse_file_info *fi) { return -EROFS; }
+static int ro_write(const char *p, const char *b, size_t n, off_t o, struct fuse_file_info *fi) { return -EROFS; }
+static int ro_mknod(const char *p, mode_t m, dev_t d) { return -EROFS; }
+static int ro_setxattr(const char *p, const char *n, const char *v, size_t s, int f) { return -EROFS; }
+static int ro_removexattr(const char *p, const char *n) { return -EROFS; }
+
+const struct fuse_operations mcorefs_ops = {
+    .init = op_init,
+    .getattr = op_getattr,
+    .readdir = op_readdir,
+    .open = op_open,
+    .read = op_read,
+    .statfs = op_statfs,
+    .access = op_access,
+    .mkdir = ro_path_mode,
+    .mknod = ro_mknod,
+    .unlink = ro_path,
+    .rmdir = ro_path,
+    .symlink = ro_two,
+    .link = ro_two,
+    .rename = ro_rename,
+    .chmod = ro_chmod,
+    .chown = ro_chown,
+    .truncate = ro_truncate,
+    .utimens = ro_utimens,
+    .create = ro_create,
+    .write = ro_write,
+    .setxattr = ro_setxattr,
+    .removexattr = ro_removexattr,
+};

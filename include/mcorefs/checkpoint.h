@@ -1,0 +1,52 @@
+/* A legacy (--ckpt-format torch) checkpoint: iteration folder, rank files, args, and an index
+ * of every source tensor under a canonical name (global layer and expert ids). */
+#ifndef MCOREFS_CHECKPOINT_H
+#define MCOREFS_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "mcorefs/model.h"
+#include "mcorefs/options.h"
+#include "mcorefs/recipe.h"
+
+typedef struct {
+    char *path;      /* .../mp_rank_TT[_PPP][_EEE]/model_optim_rng.pt */
+    char *name;      /* mp_rank_TT[_PPP][_EEE] */
+    int tp, pp, ep, etp;
+    int fd;          /* kept open for reads */
+    uint64_t size;   /* file size at mount time */
+} mf_rankfile;
+
+/* One canonical source tensor and its shards (index = tp rank, or etp rank for experts). */
+typedef struct {
+    char *name;
+    mf_shard *shards;   /* [n_shards]; shards[k].file < 0 when absent */
+    uint16_t n_shards;
+    uint8_t expert;     /* sharded over expert-TP */
+    uint8_t used;       /* consumed by a mapping rule */
+    uint32_t copies;    /* how many times it was found (replicas over tp/ep files) */
+} mf_source;
+
+typedef struct {
+    char *iter_dir;
+    int64_t iteration;  /* -1 for release */
+    int release;
+    mf_rankfile *files;
+    size_t n_files;
+    mf_model model;
+    mf_pickle *args_pk; /* keeps args alive */
+    const mf_pv *args;
+    mf_source *sources;
+    size_t n_sources, cap_sources;
+    uint32_t *slots;    /* open-addressing hash: index+1 into sources */
+    size_t n_slots;
+} mf_checkpoint;
+
+int mf_checkpoint_open(mf_checkpoint *c, const char *path, const mf_options *o);
+void mf_checkpoint_close(mf_checkpoint *c);
+mf_source *mf_checkpoint_find(const mf_checkpoint *c, const char *name);
+
+/* First global layer of model chunk (pp, vp) and its layer count (mcore-format.md §5.6). */
+int mf_layer_offset(const mf_model *m, int64_t pp, int64_t vp, int64_t *offset, int64_t *count);
+
+#endif

@@ -1,0 +1,40 @@
+/* The HF tensors of the view, each with its recipe (pieces over source shards). */
+#ifndef MCOREFS_MAPPING_H
+#define MCOREFS_MAPPING_H
+
+#include <stdint.h>
+#include "mcorefs/checkpoint.h"
+#include "mcorefs/recipe.h"
+
+typedef struct {
+    char *name;
+    mf_dtype dtype;        /* dtype shown in the view */
+    mf_dtype src_dtype;    /* dtype of the source shards */
+    int ndim;              /* 1 or 2 */
+    int64_t shape[2];
+    uint64_t nbytes;       /* shown bytes */
+    mf_piece *pieces;
+    uint32_t n_pieces;
+    int32_t layer;         /* HF layer index, -1 for embed / norm / head */
+    uint8_t mtp;
+    mf_split split;
+    const mf_source *source;  /* where it comes from (for inspect / manifest) */
+    /* placement, filled by the view */
+    uint32_t file;
+    uint64_t offset;       /* from the start of the file's data section */
+} mf_hf_tensor;
+
+typedef struct {
+    mf_hf_tensor *tensors;
+    size_t n;
+    uint64_t total_bytes;
+    uint64_t num_params;
+} mf_mapping;
+
+/* Expand the family's rules over the checkpoint. Fails when a needed source tensor is missing,
+ * when shapes contradict the args, or when a source tensor is left that no rule explains. */
+int mf_mapping_build(mf_mapping *mp, mf_checkpoint *c, const mf_options *o);
+void mf_mapping_free(mf_mapping *mp);
+const char *mf_split_name(mf_split s);
+
+#endif

@@ -1,0 +1,55 @@
+/* What the checkpoint's args say about the model: one description, both Megatron arg spellings. */
+#ifndef MCOREFS_MODEL_H
+#define MCOREFS_MODEL_H
+
+#include <stdint.h>
+#include "mcorefs/dtype.h"
+#include "mcorefs/pickle.h"
+
+struct mf_family;
+
+typedef struct mf_model_s {
+    const struct mf_family *family;   /* chosen recipe set */
+    /* sizes */
+    int64_t num_layers, hidden, ffn, heads, groups, head_dim;
+    int64_t padded_vocab, vocab;       /* vocab: the size shown (true vocab or padded) */
+    int64_t max_pos;
+    double norm_eps, rope_theta, init_std, attn_dropout;
+    int swiglu, qkv_bias, add_bias_linear, qk_norm, tied, gqa;
+    int use_rope_scaling; double rope_scaling_factor; double seq_interp_factor;
+    mf_dtype params_dtype;
+    /* parallel layout */
+    int64_t tp, pp, vpp, ep, etp, cp;
+    int64_t pp_first, pp_last;         /* 0 when not set */
+    int account_embedding, account_loss;
+    int te_spec;
+    /* MoE */
+    int64_t num_experts, moe_ffn, moe_topk, shared_ffn;
+    int moe_shared_gate, moe_expert_bias, moe_pre_softmax, moe_router_bias;
+    int64_t moe_num_groups, moe_group_topk;
+    double moe_scaling_factor, moe_aux_coeff;
+    char score_function[16];
+    uint8_t *moe_layer;                /* [num_layers] 1 = MoE layer */
+    /* MLA */
+    int mla;
+    int64_t q_lora_rank, kv_lora_rank, qk_head_dim, qk_pos_dim, v_head_dim;
+    double rotary_scaling_factor, mscale, mscale_all_dim;
+    char rope_type[16];
+    /* MTP */
+    int64_t mtp_layers;                /* in the checkpoint */
+    int64_t mtp_shown;                 /* 0 with skip_mtp */
+} mf_model;
+
+/* Read args (the argparse Namespace state dict) into m. `arch` (may be NULL) overrides
+ * auto-detection. `src` names the file for messages. */
+int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const char *src);
+void mf_model_free(mf_model *m);
+
+/* Helpers to read args with defaults (both spellings handled by callers). */
+int mf_args_int(const mf_pv *args, const char *name, int64_t def, int64_t *out);
+int mf_args_bool(const mf_pv *args, const char *name, int def);
+double mf_args_float(const mf_pv *args, const char *name, double def);
+const char *mf_args_str(const mf_pv *args, const char *name);  /* NULL if None/absent */
+int mf_args_is_set(const mf_pv *args, const char *name);         /* present and not None */
+
+#endif

@@ -1,0 +1,61 @@
+/* A safe pickle VM (protocols 2-5). It only builds a value tree: GLOBAL, REDUCE, NEWOBJ and
+ * BUILD become inert objects that remember their callable and arguments. Nothing is ever
+ * imported, looked up or executed. A few pure-data constructors are folded into plain values
+ * (collections.OrderedDict() -> dict, torch.Size(t) -> tuple, _codecs.encode(s,'latin1') ->
+ * bytes, builtins.set/frozenset -> set, builtins.bytes() -> empty bytes); everything else
+ * stays opaque. All memory comes from one arena freed by mf_pickle_free. */
+#ifndef MCOREFS_PICKLE_H
+#define MCOREFS_PICKLE_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+typedef enum {
+    MF_PV_NONE, MF_PV_BOOL, MF_PV_INT, MF_PV_FLOAT, MF_PV_STR, MF_PV_BYTES,
+    MF_PV_TUPLE, MF_PV_LIST, MF_PV_DICT, MF_PV_SET,
+    MF_PV_GLOBAL,   /* a named callable/class: module + name, never resolved */
+    MF_PV_OBJECT,   /* result of REDUCE/NEWOBJ[_EX]: callable + args (+ BUILD state) */
+    MF_PV_PERSID,   /* BINPERSID: the persistent id value */
+} mf_pv_kind;
+
+typedef struct mf_pv mf_pv;
+struct mf_pv {
+    mf_pv_kind kind;
+    union {
+        int64_t i;                                      /* BOOL (0/1), INT */
+        double f;                                       /* FLOAT */
+        struct { char *s; size_t len; } str;            /* STR (UTF-8, NUL-terminated), BYTES */
+        struct { mf_pv **items; size_t n, cap; } seq;   /* TUPLE, LIST, SET */
+        struct { mf_pv **keys, **vals; size_t n, cap; } dict; /* insertion order kept */
+        struct { char *module, *name; } global;
+        struct { mf_pv *callable; mf_pv *args; mf_pv *state; } obj; /* state: from BUILD or NULL */
+        struct { mf_pv *pid; } persid;
+    } u;
+};
+
+typedef struct {
+    size_t max_bytes;  /* arena budget (default 1 GiB when 0) */
+    size_t max_depth;  /* container nesting / stack depth limit (default 10000 when 0) */
+} mf_pickle_limits;
+
+typedef struct mf_pickle mf_pickle;  /* owns the arena */
+
+/* Run the VM over buf[0..len). On success *out is the unpickled root and *pk owns its memory.
+ * `name` is used in error messages. Integers that do not fit int64 are rejected. */
+int mf_pickle_load(const uint8_t *buf, size_t len, const char *name,
+                   const mf_pickle_limits *limits, mf_pickle **pk, mf_pv **out);
+void mf_pickle_free(mf_pickle *pk);
+
+/* Helpers over the tree (all tolerate NULL). */
+mf_pv *mf_pv_dict_get(const mf_pv *dict, const char *key);   /* dict with str keys */
+/* For an object made by NEWOBJ+BUILD with a dict state (argparse.Namespace): that dict. */
+mf_pv *mf_pv_obj_state(const mf_pv *obj);
+int mf_pv_is_global(const mf_pv *v, const char *module, const char *name);
+/* If v is an OBJECT whose callable is GLOBAL module.name, return 1. */
+int mf_pv_is_call_of(const mf_pv *v, const char *module, const char *name);
+/* The getters return 0 on success and a negative value when v is NULL or of another kind. */
+int mf_pv_get_int(const mf_pv *v, int64_t *out);     /* INT or BOOL */
+int mf_pv_get_float(const mf_pv *v, double *out);    /* FLOAT or INT */
+const char *mf_pv_get_str(const mf_pv *v);           /* STR or NULL */
+
+#endif

@@ -1,0 +1,76 @@
+/* Data-driven mapping: families are tables of rules; each HF tensor becomes a recipe of pieces.
+ * A piece copies a rectangle of one source shard (seen as a 2-D strided view) into a rectangle
+ * of the HF tensor. TP concat, QKV de-interleave, gated-fc1 split, expert choice, vocab trim and
+ * MTP renaming are all expressed as pieces, so one gather engine serves every read. */
+#ifndef MCOREFS_RECIPE_H
+#define MCOREFS_RECIPE_H
+
+#include <stdint.h>
+#include "mcorefs/torchfile.h"
+
+struct cJSON;
+struct mf_model_s; /* = mf_model */
+
+typedef enum {
+    MF_SPLIT_REPL,      /* replicated over TP: take shard 0 */
+    MF_SPLIT_DIM0,      /* column-parallel: concat shards on dim 0 */
+    MF_SPLIT_DIM1,      /* row-parallel: concat shards on dim 1 */
+    MF_SPLIT_QKV_Q,     /* group-interleaved [q(r heads), k, v] per group: the q rows */
+    MF_SPLIT_QKV_K,
+    MF_SPLIT_QKV_V,
+    MF_SPLIT_GLU_GATE,  /* each shard is [gate_t; up_t]: the gate halves */
+    MF_SPLIT_GLU_UP,
+    MF_SPLIT_VOCAB,     /* dim 0 concat, trimmed to the shown vocab */
+    MF_SPLIT_AUTO0,     /* replicated if a shard already has the full rows, else dim 0 (MLA down-proj) */
+} mf_split;
+
+typedef enum {
+    MF_WHEN_ALWAYS, MF_WHEN_QKV_BIAS, MF_WHEN_QK_NORM, MF_WHEN_Q_LORA, MF_WHEN_NO_Q_LORA,
+    MF_WHEN_SHARED, MF_WHEN_SHARED_GATE, MF_WHEN_EXPERT_BIAS, MF_WHEN_ROUTER_BIAS,
+    MF_WHEN_UNTIED, MF_WHEN_LINEAR_BIAS, MF_WHEN_GLU, MF_WHEN_NOT_GLU,
+} mf_when;
+
+/* HF and source names are templates: {L} = layer index (HF numbering, MTP layers follow the
+ * decoder layers), {E} = global expert id. Up to three source spellings (TE / local spec). */
+/* For MF_SPLIT_AUTO0: the full row count, to tell a replicated shard from a split one. */
+typedef enum { MF_ROWS_ANY, MF_ROWS_Q_LORA, MF_ROWS_KV_A } mf_rows;
+
+typedef struct {
+    const char *hf;
+    const char *src[3];
+    mf_split split;
+    mf_when when;
+    mf_rows full_rows;
+} mf_rule;
+
+typedef struct mf_family {
+    const char *name;          /* option value for -o arch= */
+    const char *architecture;  /* "LlamaForCausalLM" */
+    const char *model_type;
+    const mf_rule *attn;       /* per layer */
+    const mf_rule *dense_mlp;  /* per dense layer */
+    const mf_rule *moe_mlp;    /* per MoE layer (router, shared experts) */
+    const mf_rule *expert;     /* per MoE layer and expert */
+    const mf_rule *mtp;        /* extra tensors of an MTP layer */
+    /* family-specific config.json fields (the common ones are written by the caller) */
+    void (*config)(const struct mf_model_s *m, struct cJSON *cfg);
+} mf_family;
+
+extern const mf_rule mf_rules_top[];     /* embed, final norm, lm_head */
+const mf_family *mf_family_find(const char *name);  /* by name or architecture */
+const mf_family *const *mf_family_all(void);        /* NULL-terminated */
+
+/* One source shard: a strided tensor in one rank file. */
+typedef struct {
+    int file;       /* index into the checkpoint's rank files */
+    mf_tensor t;
+} mf_shard;
+
+/* A piece: dst rows [dst_row, dst_row+rows) x cols [dst_col, dst_col+cols) of the HF tensor
+ * come from src rows [src_row, ...) x cols [src_col, ...) of the source viewed as 2-D. */
+typedef struct {
+    const mf_shard *src;
+    uint32_t dst_row, dst_col, src_row, src_col, rows, cols;
+} mf_piece;
+
+#endif

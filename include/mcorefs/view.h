@@ -1,0 +1,47 @@
+/* The virtual HF directory: config.json, safetensors shards, the index, overlays.
+ * Every size is fixed at mount time; reads go to memory (JSON, headers) or the gather engine. */
+#ifndef MCOREFS_VIEW_H
+#define MCOREFS_VIEW_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "mcorefs/checkpoint.h"
+#include "mcorefs/mapping.h"
+#include "mcorefs/options.h"
+
+typedef enum { MF_VF_MEMORY, MF_VF_SAFETENSORS, MF_VF_OVERLAY } mf_vfile_kind;
+
+typedef struct {
+    char *name;            /* path inside the mount, without leading '/', e.g. "config.json" */
+    mf_vfile_kind kind;
+    uint64_t size;
+    char *data;            /* MEMORY: contents; SAFETENSORS: 8-byte length + header JSON */
+    uint64_t header_len;   /* SAFETENSORS: bytes before the data section */
+    uint32_t *tensors;     /* SAFETENSORS: indexes into the mapping, in data-offset order */
+    uint32_t n_tensors;
+    char *overlay_path;    /* OVERLAY: real file read through */
+} mf_vfile;
+
+typedef struct mf_session {
+    mf_options opts;
+    mf_checkpoint ckpt;
+    mf_mapping map;
+    mf_vfile *files;
+    size_t n_files;
+    int *fds;              /* rank file descriptors, indexed like ckpt.files */
+    char *config_json;     /* also in files[], kept for tools */
+} mf_session;
+
+/* Open the checkpoint at `path` with options and build the whole view. */
+int mf_session_open(mf_session **out, const char *path, const mf_options *o);
+void mf_session_close(mf_session *s);
+const mf_vfile *mf_session_lookup(const mf_session *s, const char *name);
+/* Read up to len bytes at off. Returns bytes read (short only at EOF) or a negative errno. */
+ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_t len, uint64_t off);
+
+/* Lower-level pieces, used by the session and tests. */
+int mf_view_build_shards(mf_session *s);
+char *mf_config_build(const mf_checkpoint *c, const mf_options *o);
+
+#endif

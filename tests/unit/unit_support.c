@@ -1,0 +1,223 @@
+/* Helpers shared by the cmocka unit tests (paths, files, running Python). */
+#include "unit_support.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef MCOREFS_SHARED_DIR
+#define MCOREFS_SHARED_DIR "../shared"
+#endif
+#ifndef MCOREFS_TEST_TMP
+#define MCOREFS_TEST_TMP "/tmp/mcorefs-test"
+#endif
+
+static char *ring(void)
+{
+    static char bufs[8][4096];
+    static unsigned next;
+    return bufs[next++ % 8];
+}
+
+const char *us_shared(const char *rel)
+{
+    char *b = ring();
+    snprintf(b, 4096, "%s/%s", MCOREFS_SHARED_DIR, rel);
+    return b;
+}
+
+static void mkdirs(const char *dir)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", dir);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(tmp, 0755);
+            *p = '/';
+        }
+    mkdir(tmp, 0755);
+}
+
+const char *us_tmp(const char *name)
+{
+    char *b = ring();
+    mkdirs(MCOREFS_TEST_TMP);
+    snprintf(b, 4096, "%s/%s_%s", MCOREFS_TEST_TMP, program_invocation_short_name, name);
+    return b;
+}
+
+uint8_t *us_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    uint8_t *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (cap - n < 65536) {
+            uint8_t *nb = realloc(buf, cap + 65536 + 1);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nb;
+            cap += 65536;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0)
+            break;
+    }
+    fclose(f);
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+int us_write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    size_t w = len ? fwrite(data, 1, len, f) : 0;
+    return (fclose(f) == 0 && w == len) ? 0 : -1;
+}
+
+int us_file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+const char *us_python(void)
+{
+    const char *p = getenv("MCOREFS_PYTHON");
+    return p && *p ? p : "/usr/bin/python3";
+}
+
+int us_run_python(const char *script, const char *const *args)
+{
+    char spath[4096];
+    static unsigned seq;
+    snprintf(spath, sizeof spath, "%s", us_tmp("script"));
+    snprintf(spath + strlen(spath), sizeof spath - strlen(spath), "_%u.py", seq++);
+    if (us_write_file(spath, script, strlen(script)))
+        return -1;
+    const char *argv[32] = {us_python(), spath};
+    int n = 2;
+    for (; args && args[n - 2] && n < 31; n++)
+        argv[n] = args[n - 2];
+    argv[n] = NULL;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    unlink(spath);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int us_have_torch(void)
+{
+    static int cached = -1;
+    if (cached < 0)
+        cached = us_run_python("import torch, numpy\n", NULL) == 0;
+    return cached;
+}
+
+/* ---- tiny zip writer ---- */
+
+typedef struct {
+    uint8_t *p;
+    size_t n, cap;
+} ubuf;
+
+static void put(ubuf *b, const void *d, size_t n)
+{
+    if (b->cap - b->n < n) {
+        b->cap = (b->cap + n) * 2;
+        b->p = realloc(b->p, b->cap);
+        if (!b->p)
+            abort();
+    }
+    if (n)
+        memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+
+static void put16(ubuf *b, unsigned v)
+{
+    uint8_t x[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
+    put(b, x, 2);
+}
+
+static void put32(ubuf *b, uint64_t v)
+{
+    put16(b, (unsigned)(v & 0xffff));
+    put16(b, (unsigned)((v >> 16) & 0xffff));
+}
+
+static void put64(ubuf *b, uint64_t v)
+{
+    put32(b, v & 0xffffffffu);
+    put32(b, v >> 32);
+}
+
+int us_write_zip(const char *path, const us_zip_item *it, size_t n, int zip64_eocd)
+{
+    ubuf b = {0}, cd = {0};
+    for (size_t i = 0; i < n; i++) {
+        uint64_t off = b.n;
+        size_t nl = strlen(it[i].name);
+        put(&b, "PK\x03\x04", 4);
+        put16(&b, 20), put16(&b, 0), put16(&b, it[i].method), put16(&b, 0), put16(&b, 0);
+        put32(&b, 0), put32(&b, it[i].len), put32(&b, it[i].len);
+        put16(&b, (unsigned)nl), put16(&b, 0);
+        put(&b, it[i].name, nl);
+        put(&b, it[i].data, it[i].len);
+
+        int x = it[i].zip64_extra;
+        put(&cd, "PK\x01\x02", 4);
+        put16(&cd, 45), put16(&cd, 45), put16(&cd, 0), put16(&cd, it[i].method), put16(&cd, 0), put16(&cd, 0);
+        put32(&cd, 0);
+        put32(&cd, x ? 0xffffffffu : it[i].len), put32(&cd, x ? 0xffffffffu : it[i].len);
+        put16(&cd, (unsigned)nl), put16(&cd, x ? 28 : 0), put16(&cd, 0), put16(&cd, 0), put16(&cd, 0);
+        put32(&cd, 0), put32(&cd, x ? 0xffffffffu : off);
+        put(&cd, it[i].name, nl);
+        if (x) {
+            put16(&cd, 1), put16(&cd, 24);
+            put64(&cd, it[i].len), put64(&cd, it[i].len), put64(&cd, off);
+        }
+    }
+    uint64_t cd_off = b.n;
+    put(&b, cd.p, cd.n);
+    free(cd.p);
+    if (zip64_eocd) {
+        uint64_t z64 = b.n;
+        put(&b, "PK\x06\x06", 4);
+        put64(&b, 44), put16(&b, 45), put16(&b, 45), put32(&b, 0), put32(&b, 0);
+        put64(&b, n), put64(&b, n), put64(&b, cd.n), put64(&b, cd_off);
+        put(&b, "PK\x06\x07", 4);
+        put32(&b, 0), put64(&b, z64), put32(&b, 1);
+    }
+    put(&b, "PK\x05\x06", 4);
+    put16(&b, 0), put16(&b, 0);
+    put16(&b, zip64_eocd ? 0xffff : (unsigned)n), put16(&b, zip64_eocd ? 0xffff : (unsigned)n);
+    put32(&b, zip64_eocd ? 0xffffffffu : cd.n), put32(&b, zip64_eocd ? 0xffffffffu : cd_off);
+    put16(&b, 0);
+    int rc = us_write_file(path, b.p, b.n);
+    free(b.p);
+    return rc;
+}

@@ -1,0 +1,209 @@
+/* mcorefs-inspect [summary|tensors] CKPT [--json] [-o opts]: what a checkpoint holds. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+#include "mcorefs/error.h"
+#include "mcorefs/gather.h"
+#include "mcorefs/view.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: mcorefs-inspect [summary|tensors] CHECKPOINT [--json] [--source] [-o opt,...]\n\n"
+                 "  summary   iteration, layout, rank files, model family and sizes (default)\n"
+                 "  tensors   every HF tensor with dtype, shape and where it comes from\n"
+                 "  --tensors same as the tensors command\n"
+                 "  --json    machine-readable output\n\n"
+                 "options (as for mcorefs):\n%s\n"
+                 "exit status: 0 ok, 1 bad checkpoint or arguments\n", mf_options_help());
+}
+
+static cJSON *tensor_json(const mf_session *s, const mf_hf_tensor *t)
+{
+    cJSON *o = cJSON_CreateObject(), *shape = cJSON_CreateArray(), *src = cJSON_CreateArray();
+    cJSON_AddStringToObject(o, "name", t->name);
+    cJSON_AddStringToObject(o, "dtype", mf_dtype_st_name(t->dtype));
+    for (int d = 0; d < t->ndim; d++)
+        cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->shape[d]));
+    cJSON_AddItemToObject(o, "shape", shape);
+    cJSON_AddStringToObject(o, "file", s->files[1 + t->file].name);
+    cJSON_AddStringToObject(o, "source", t->source->name);
+    cJSON_AddStringToObject(o, "split", mf_split_name(t->split));
+    for (uint32_t i = 0; i < t->n_pieces; i++) {
+        const char *f = s->ckpt.files[t->pieces[i].src->file].name;
+        int dup = 0;
+        for (int k = 0; k < cJSON_GetArraySize(src) && !dup; k++)
+            dup = strcmp(cJSON_GetArrayItem(src, k)->valuestring, f) == 0;
+        if (!dup)
+            cJSON_AddItemToArray(src, cJSON_CreateString(f));
+    }
+    cJSON_AddItemToObject(o, "rank_files", src);
+    return o;
+}
+
+static cJSON *summary_json(const mf_session *s, int with_tensors)
+{
+    const mf_checkpoint *c = &s->ckpt;
+    const mf_model *m = &c->model;
+    cJSON *o = cJSON_CreateObject(), *files = cJSON_CreateArray();
+    cJSON_AddStringToObject(o, "checkpoint", c->iter_dir);
+    if (c->release)
+        cJSON_AddStringToObject(o, "iteration", "release");
+    else
+        cJSON_AddNumberToObject(o, "iteration", (double)c->iteration);
+    cJSON_AddStringToObject(o, "format", "torch");
+    cJSON_AddStringToObject(o, "family", m->family->name);
+    cJSON_AddStringToObject(o, "architecture", m->family->architecture);
+    cJSON_AddNumberToObject(o, "tp", (double)m->tp);
+    cJSON_AddNumberToObject(o, "pp", (double)m->pp);
+    cJSON_AddNumberToObject(o, "vpp", (double)m->vpp);
+    cJSON_AddNumberToObject(o, "ep", (double)m->ep);
+    cJSON_AddNumberToObject(o, "etp", (double)m->etp);
+    for (size_t i = 0; i < c->n_files; i++) {
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "name", c->files[i].name);
+        cJSON_AddNumberToObject(f, "tp", c->files[i].tp);
+        cJSON_AddNumberToObject(f, "pp", c->files[i].pp);
+        cJSON_AddNumberToObject(f, "ep", c->files[i].ep);
+        cJSON_AddNumberToObject(f, "etp", c->files[i].etp);
+        cJSON_AddNumberToObject(f, "bytes", (double)c->files[i].size);
+        cJSON_AddItemToArray(files, f);
+    }
+    cJSON_AddItemToObject(o, "rank_files", files);
+    cJSON_AddNumberToObject(o, "num_layers", (double)m->num_layers);
+    cJSON_AddNumberToObject(o, "mtp_layers", (double)m->mtp_layers);
+    cJSON_AddNumberToObject(o, "hidden_size", (double)m->hidden);
+    cJSON_AddNumberToObject(o, "num_experts", (double)m->num_experts);
+    cJSON_AddNumberToObject(o, "vocab_size", (double)m->vocab);
+    cJSON_AddNumberToObject(o, "padded_vocab_size", (double)m->padded_vocab);
+    cJSON_AddStringToObject(o, "dtype", mf_dtype_torch_name(m->params_dtype));
+    cJSON_AddNumberToObject(o, "num_tensors", (double)s->map.n);
+    cJSON_AddNumberToObject(o, "num_params", (double)s->map.num_params);
+    cJSON_AddNumberToObject(o, "total_bytes", (double)s->map.total_bytes);
+    cJSON *vf = cJSON_CreateArray();
+    for (size_t i = 0; i < s->n_files; i++)
+        cJSON_AddItemToArray(vf, cJSON_CreateString(s->files[i].name));
+    cJSON_AddItemToObject(o, "files", vf);
+    if (with_tensors) {
+        cJSON *ts = cJSON_CreateArray();
+        for (size_t i = 0; i < s->map.n; i++)
+            cJSON_AddItemToArray(ts, tensor_json(s, &s->map.tensors[i]));
+        cJSON_AddItemToObject(o, "tensors", ts);
+    }
+    return o;
+}
+
+static void print_summary(const mf_session *s)
+{
+    const mf_checkpoint *c = &s->ckpt;
+    const mf_model *m = &c->model;
+    printf("checkpoint   %s\n", c->iter_dir);
+    if (c->release)
+        printf("iteration    release\n");
+    else
+        printf("iteration    %lld\n", (long long)c->iteration);
+    printf("format       torch (legacy, one torch.save file per rank)\n");
+    printf("layout       tp=%lld pp=%lld vpp=%lld ep=%lld etp=%lld\n", (long long)m->tp, (long long)m->pp,
+           (long long)m->vpp, (long long)m->ep, (long long)m->etp);
+    printf("rank files   %zu\n", c->n_files);
+    for (size_t i = 0; i < c->n_files; i++)
+        printf("  %-22s tp=%d pp=%d ep=%d etp=%d  %llu bytes\n", c->files[i].name, c->files[i].tp,
+               c->files[i].pp, c->files[i].ep, c->files[i].etp, (unsigned long long)c->files[i].size);
+    printf("model        %s (%s)\n", m->family->architecture, m->family->name);
+    printf("sizes        layers=%lld hidden=%lld heads=%lld kv_groups=%lld head_dim=%lld ffn=%lld\n",
+           (long long)m->num_layers, (long long)m->hidden, (long long)m->heads, (long long)m->groups,
+           (long long)m->head_dim, (long long)m->ffn);
+    if (m->num_experts)
+        printf("experts      %lld (top-%lld, ffn %lld, shared ffn %lld)\n", (long long)m->num_experts,
+               (long long)m->moe_topk, (long long)m->moe_ffn, (long long)m->shared_ffn);
+    if (m->mtp_layers)
+        printf("mtp layers   %lld%s\n", (long long)m->mtp_layers, m->mtp_shown ? "" : " (hidden by skip_mtp)");
+    printf("vocab        %lld shown of %lld padded\n", (long long)m->vocab, (long long)m->padded_vocab);
+    printf("dtype        %s\n", mf_dtype_torch_name(m->params_dtype));
+    printf("parameters   %llu in %zu HF tensors, %llu bytes\n", (unsigned long long)s->map.num_params,
+           s->map.n, (unsigned long long)s->map.total_bytes);
+    printf("view         ");
+    for (size_t i = 0; i < s->n_files; i++)
+        printf("%s%s", i ? ", " : "", s->files[i].name);
+    printf("\n");
+}
+
+static void print_tensors(const mf_session *s)
+{
+    for (size_t i = 0; i < s->map.n; i++) {
+        const mf_hf_tensor *t = &s->map.tensors[i];
+        char shape[64];
+        if (t->ndim == 1)
+            snprintf(shape, sizeof(shape), "[%lld]", (long long)t->shape[0]);
+        else
+            snprintf(shape, sizeof(shape), "[%lld, %lld]", (long long)t->shape[0], (long long)t->shape[1]);
+        printf("%-60s %-5s %-14s <- %s (%s, %u piece%s)\n", t->name, mf_dtype_st_name(t->dtype), shape,
+               t->source->name, mf_split_name(t->split), t->n_pieces, t->n_pieces == 1 ? "" : "s");
+    }
+}
+
+int main(int argc, char **argv)
+{
+    mf_options o;
+    const char *ckpt = NULL;
+    int json = 0, tensors = 0;
+    mf_options_init(&o);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--json") == 0) {
+            json = 1;
+        } else if (strcmp(a, "--tensors") == 0 || strcmp(a, "tensors") == 0) {
+            tensors = 1;
+        } else if (strcmp(a, "summary") == 0) {
+            tensors = 0;
+        } else if (strcmp(a, "-o") == 0 && i + 1 < argc) {
+            char *list = strdup(argv[++i]), *save = NULL;
+            for (char *kv = strtok_r(list, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+                int rc = mf_options_apply(&o, kv);
+                if (rc == 0)
+                    rc = mf_fail(MF_ERR_INVALID, "unknown option '%s'", kv);
+                if (rc < 0) {
+                    fprintf(stderr, "mcorefs-inspect: %s\n", mf_error());
+                    free(list);
+                    return 1;
+                }
+            }
+            free(list);
+        } else if (a[0] == '-') {
+            fprintf(stderr, "mcorefs-inspect: unknown flag '%s' (see --help)\n", a);
+            return 1;
+        } else if (ckpt == NULL) {
+            ckpt = a;
+        } else {
+            fprintf(stderr, "mcorefs-inspect: unexpected argument '%s' (see --help)\n", a);
+            return 1;
+        }
+    }
+    if (ckpt == NULL) {
+        usage(stderr);
+        return 1;
+    }
+    mf_session *s;
+    if (mf_session_open(&s, ckpt, &o) != 0) {
+        fprintf(stderr, "mcorefs-inspect: %s\n", mf_error());
+        mf_options_free(&o);
+        return 1;
+    }
+    if (json) {
+        cJSON *j = summary_json(s, tensors);
+        char *text = cJSON_Print(j);
+        printf("%s\n", text);
+        free(text);
+        cJSON_Delete(j);
+    } else if (tensors) {
+        print_tensors(s);
+    } else {
+        print_summary(s);
+    }
+    mf_session_close(s);
+    mf_options_free(&o);
+    return 0;
+}
