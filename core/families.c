@@ -114,6 +114,15 @@ static void cfg_llama(const mf_model *m, cJSON *c)
     mf_json_bool(c, "mlp_bias", m->add_bias_linear);
 }
 
+static void cfg_mistral(const mf_model *m, cJSON *c)
+{
+    cfg_llama(m, c);
+    if (m->window > 0)   /* Megatron window (left, 0) = HF sliding_window - 1 */
+        mf_json_int(c, "sliding_window", m->window + 1);
+    else
+        mf_json_null(c, "sliding_window");
+}
+
 static void cfg_qwen2(const mf_model *m, cJSON *c)
 {
     mf_json_bool(c, "use_sliding_window", 0);
@@ -219,7 +228,7 @@ static void cfg_deepseek(const mf_model *m, cJSON *c)
 
 static const mf_family families[] = {
     { "llama", "LlamaForCausalLM", "llama", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_llama },
-    { "mistral", "MistralForCausalLM", "mistral", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_llama },
+    { "mistral", "MistralForCausalLM", "mistral", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_mistral },
     { "qwen2", "Qwen2ForCausalLM", "qwen2", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_qwen2 },
     { "qwen3", "Qwen3ForCausalLM", "qwen3", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_qwen3 },
     { "mixtral", "MixtralForCausalLM", "mixtral", gqa_attn, dense_mlp, mixtral_moe, mixtral_expert, NULL, cfg_mixtral },

@@ -130,6 +130,9 @@ int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const c
     mf_args_int(a, "max_position_embeddings", 0, &m->max_pos);
     if (m->max_pos == 0)
         mf_args_int(a, "seq_length", 0, &m->max_pos);
+    const mf_pv *win = mf_pv_dict_get(a, "window_size");
+    if (win && (win->kind == MF_PV_TUPLE || win->kind == MF_PV_LIST) && win->u.seq.n > 0)
+        mf_pv_get_int(win->u.seq.items[0], &m->window);
     m->norm_eps = mf_args_float(a, "layernorm_epsilon", mf_args_float(a, "norm_epsilon", 1e-5));
     m->rope_theta = mf_args_float(a, "rotary_base", 10000.0);
     m->init_std = mf_args_float(a, "init_method_std", 0.02);

@@ -147,6 +147,12 @@ def _convert(dt, shape, b, target):
         return "F32", shape, f.astype("<f4").tobytes()
     if target == "F16":
         return "F16", shape, f.astype("<f2").tobytes()
+    if target == "BF16":
+        if dt == "BF16":
+            return dt, shape, b
+        u = f.astype("<f4").view("<u4").astype(np.uint64)
+        r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16          # round to nearest even
+        return "BF16", shape, r.astype("<u2").tobytes()
     raise ValueError(target)
 
 
@@ -156,21 +162,18 @@ def dtype_case(target_opt):
     g = T.generate("qwen3", tp=2, pp=2)
     with T.Mount(g.ckpt, mount_opts(g, extra=["dtype=" + target_opt])) as m:
         v = T.read_view(m.path)
-        if target == "BF16":
-            exp = g.tensors
-        else:
-            # weights: BF16 -> target exactly (numpy, round-to-nearest-even for F16);
-            # fp32 norms either stay F32 or are converted, but the same way for all of them
-            exp = {}
-            for k, (dt, shape, b) in g.tensors.items():
-                if dt == "F32" and v.tensors.get(k, ("F32",))[0] == "F32":
-                    exp[k] = (dt, shape, b)
-                else:
-                    exp[k] = _convert(dt, shape, b, target)
-            f32_kept = {k for k, t in g.tensors.items() if t[0] == "F32" and exp[k][0] == "F32"}
-            f32_all = {k for k, t in g.tensors.items() if t[0] == "F32"}
-            T.check(target == "F32" or not f32_kept or f32_kept == f32_all,
-                    "dtype=%s converted some fp32 norms but not others" % target_opt)
+        # weights: BF16 -> target exactly (numpy; round-to-nearest-even where it narrows);
+        # fp32 norms either stay F32 or are converted, but the same way for all of them
+        exp = {}
+        for k, (dt, shape, b) in g.tensors.items():
+            if dt == "F32" and v.tensors.get(k, ("F32",))[0] == "F32":
+                exp[k] = (dt, shape, b)
+            else:
+                exp[k] = _convert(dt, shape, b, target)
+        f32_kept = {k for k, t in g.tensors.items() if t[0] == "F32" and exp[k][0] == "F32"}
+        f32_all = {k for k, t in g.tensors.items() if t[0] == "F32"}
+        T.check(not f32_kept or f32_kept == f32_all,
+                "dtype=%s converted some fp32 norms but not others" % target_opt)
         T.assert_same_tensors(v.tensors, exp, "mount", "reference converted to %s" % target)
         T.assert_config(v.config_text, dict(g.ref["config"], torch_dtype=torch_dtype),
                         g.ref["derivable_config_keys"])
@@ -178,7 +181,7 @@ def dtype_case(target_opt):
 
 def fp16_checkpoint():
     """A checkpoint trained in fp16 (params_dtype fp16) shows F16 tensors, torch_dtype float16."""
-    g = T.generate("mistral", tp=2, params_dtype="fp16")
+    g = T.generate("qwen2", tp=2, params_dtype="fp16")
     with T.Mount(g.ckpt, mount_opts(g)) as m:
         check_view(m.path, g.tensors, g.ref)
 
@@ -260,7 +263,7 @@ def inspect_case(family, kw):
         probs.append("num_params = %r, expected %d" % (j.get("num_params"), nparams))
     rf = sorted(os.path.basename(os.path.dirname(p)) for p in g.ref["rank_files"])
     got = j.get("rank_files") or []
-    got_dirs = sorted(os.path.basename(os.path.dirname(p)) for p in got if isinstance(p, str))
+    got_dirs = T.rank_file_dirs(got)
     if got_dirs != rf:
         probs.append("rank_files %r, expected files in %r" % (got, rf))
     listed = {t.get("name"): (t.get("dtype"), list(t.get("shape", []))) for t in j.get("tensors", [])}

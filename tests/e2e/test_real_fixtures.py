@@ -73,7 +73,7 @@ def inspect_case(name):
     T.check(j["architecture"] == exp["architectures"][0],
             "architecture %r != %r" % (j["architecture"], exp["architectures"][0]))
     rank_dirs = sorted(x for x in os.listdir(latest_iter_dir(d)) if x.startswith("mp_rank_"))
-    got = sorted(os.path.basename(os.path.dirname(p)) for p in j["rank_files"])
+    got = T.rank_file_dirs(j["rank_files"])
     T.check(got == rank_dirs, "rank_files %r != %r" % (got, rank_dirs))
     tp = int(name.split("tp")[1][0])
     T.check(j["tp"] == tp, "tp %r != %d" % (j["tp"], tp))
