@@ -87,7 +87,17 @@ static int file_etp(const mf_model *m, int tp, int ep, const char *path, int *et
     return MF_OK;
 }
 
-static int add_tensor(mf_checkpoint *c, const mf_rankfile *rf, int file_idx, const mf_torchfile *tf,
+typedef struct {
+    mf_visit_fn fn;
+    void *ctx;
+} walker;
+
+static int visit_add(mf_checkpoint *c, void *ctx, const char *name, int expert, int n_shards, int shard, const mf_shard *sh)
+{
+    return mf_source_add(c, name, expert, n_shards, shard, sh);
+}
+
+static int add_tensor(mf_checkpoint *c, const walker *w, const mf_rankfile *rf, int file_idx, const mf_torchfile *tf,
                       const char *canon, const mf_canon *cr, const mf_pv *val, const char *key)
 {
     const mf_model *m = &c->model;
@@ -98,7 +108,7 @@ static int add_tensor(mf_checkpoint *c, const mf_rankfile *rf, int file_idx, con
     int n_shards = cr->expert ? (int)m->etp : (int)m->tp;
     int shard = cr->expert ? rf->etp : rf->tp;
     if (!cr->legacy_grouped)
-        return mf_source_add(c, canon, cr->expert, n_shards, shard, &sh);
+        return w->fn(c, w->ctx, canon, cr->expert, n_shards, shard, &sh);
 
     /* Legacy GroupedMLP: weight1 bytes are [E_l][H][X] and weight2 [E_l][Y][H]; expert j's
      * Linear weight is the transpose of its block (mcore-format.md §5.3). */
@@ -124,14 +134,14 @@ static int add_tensor(mf_checkpoint *c, const mf_rankfile *rf, int file_idx, con
             e.t.stride[0] = 1; e.t.stride[1] = h;
         }
         e.t.offset = t.offset + (uint64_t)(j * x * h) * es;
-        rc = mf_source_add(c, name, 1, n_shards, shard, &e);
+        rc = w->fn(c, w->ctx, name, 1, n_shards, shard, &e);
         if (rc)
             return rc;
     }
     return MF_OK;
 }
 
-static int index_chunk(mf_checkpoint *c, const mf_rankfile *rf, int file_idx, const mf_torchfile *tf,
+static int index_chunk(mf_checkpoint *c, const walker *w, const mf_rankfile *rf, int file_idx, const mf_torchfile *tf,
                        const mf_pv *dict, int64_t vp, const char *chunk_name)
 {
     const mf_model *m = &c->model;
@@ -161,14 +171,14 @@ static int index_chunk(mf_checkpoint *c, const mf_rankfile *rf, int file_idx, co
                            rf->path, chunk_name, key, (long long)off, (long long)(off + cnt - 1));
         if (cr.skip || !mf_torchfile_is_tensor(val))
             continue;
-        rc = add_tensor(c, rf, file_idx, tf, canon, &cr, val, key);
+        rc = add_tensor(c, w, rf, file_idx, tf, canon, &cr, val, key);
         if (rc)
             return rc;
     }
     return MF_OK;
 }
 
-static int index_file(mf_checkpoint *c, int idx, const mf_torchfile *tf)
+static int index_file(mf_checkpoint *c, const walker *w, int idx, const mf_torchfile *tf)
 {
     const mf_rankfile *rf = &c->files[idx];
     const mf_model *m = &c->model;
@@ -179,7 +189,7 @@ static int index_file(mf_checkpoint *c, int idx, const mf_torchfile *tf)
             const mf_pv *d = mf_pv_dict_get(tf->root, key);
             if (d == NULL)
                 return mf_fail(MF_ERR_FORMAT, "%s: no '%s' (virtual pipeline size %lld)", rf->path, key, (long long)m->vpp);
-            int rc = index_chunk(c, rf, idx, tf, d, vp, key);
+            int rc = index_chunk(c, w, rf, idx, tf, d, vp, key);
             if (rc)
                 return rc;
         }
@@ -188,7 +198,13 @@ static int index_file(mf_checkpoint *c, int idx, const mf_torchfile *tf)
     const mf_pv *d = mf_pv_dict_get(tf->root, "model");
     if (d == NULL)
         return mf_fail(MF_ERR_FORMAT, "%s: no 'model' state dict", rf->path);
-    return index_chunk(c, rf, idx, tf, d, 0, "model");
+    return index_chunk(c, w, rf, idx, tf, d, 0, "model");
+}
+
+int mf_checkpoint_walk_file(mf_checkpoint *c, int idx, mf_visit_fn fn, void *ctx, const mf_torchfile *tf)
+{
+    walker w = { fn, ctx };
+    return index_file(c, &w, idx, tf);
 }
 
 static int check_coverage(const mf_checkpoint *c)
@@ -319,7 +335,7 @@ int mf_checkpoint_open(mf_checkpoint *c, const char *path, const mf_options *o)
         else
             rc = check_args_agree(c->args, c->files[0].path, a, rf->path);
         if (rc == 0)
-            rc = index_file(c, (int)i, &tf);
+            rc = mf_checkpoint_walk_file(c, (int)i, visit_add, NULL, &tf);
         rf->fd = dup(tf.fd);
         if (rc == 0 && (rf->fd < 0 || fstat(rf->fd, &st) != 0))
             rc = mf_fail(MF_ERR_IO, "%s: %s", rf->path, strerror(errno));

@@ -6,6 +6,8 @@
 
 void mf_format_float(double v, char *buf, size_t n)
 {
+    if (buf == NULL || n < 8)
+        return;
     if (!isfinite(v)) {
         snprintf(buf, n, "%s", isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
         return;

@@ -743,6 +743,11 @@ int mf_pickle_load(const uint8_t *buf, size_t len, const char *name, const mf_pi
     m.pk->budget = limits && limits->max_bytes ? limits->max_bytes : DEFAULT_BUDGET;
     int done = 0, rc = 0;
     mf_pv *result = NULL;
+    /* Never-NULL stack: `stack + start` on an empty stack must stay defined. */
+    if (GROW(&m, m.stack, &m.scap, 64) || GROW(&m, m.marks, &m.mcap, 16)) {
+        mf_pickle_free(m.pk);
+        return MF_ERR_NOMEM;
+    }
     while (!done && !rc) {
         if (m.pos >= m.len) {
             m.op_pos = m.pos;

@@ -5,17 +5,26 @@
 #include <cjson/cJSON.h>
 #include "mcorefs/error.h"
 #include "mcorefs/gather.h"
+#include "mcorefs/verify.h"
 #include "mcorefs/view.h"
+#include "export.h"
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: mcorefs-inspect [summary|tensors] CHECKPOINT [--json] [--source] [-o opt,...]\n\n"
-                 "  summary   iteration, layout, rank files, model family and sizes (default)\n"
-                 "  tensors   every HF tensor with dtype, shape and where it comes from\n"
-                 "  --tensors same as the tensors command\n"
-                 "  --json    machine-readable output\n\n"
+    fprintf(out, "usage: mcorefs-inspect [COMMAND] CHECKPOINT [ARGS] [--json] [-o opt,...]\n\n"
+                 "commands:\n"
+                 "  summary          iteration, layout, rank files, model family and sizes (default)\n"
+                 "  tensors          every HF tensor: dtype, shape, source tensor, split, rank files\n"
+                 "  verify [--hash]  read everything; check that replicated tensors (norms, routers,\n"
+                 "                   dense weights in EP files, duplicated expert shards, the MTP stage's\n"
+                 "                   embedding copy) are identical (xxHash); --hash prints each HF tensor's\n"
+                 "                   XXH64 so two exports can be compared\n"
+                 "  export OUTDIR [--force]  write the same files as the mount, without FUSE\n"
+                 "flags:\n"
+                 "  --tensors        same as the tensors command\n"
+                 "  --json           machine-readable output\n\n"
                  "options (as for mcorefs):\n%s\n"
-                 "exit status: 0 ok, 1 bad checkpoint or arguments\n", mf_options_help());
+                 "exit status: 0 ok, 1 bad checkpoint or arguments, 2 verify found differing copies\n", mf_options_help());
 }
 
 static cJSON *tensor_json(const mf_session *s, const mf_hf_tensor *t)
@@ -142,11 +151,57 @@ static void print_tensors(const mf_session *s)
     }
 }
 
+static int cmd_verify(mf_session *s, int json, int hashes)
+{
+    mf_verify_report r;
+    if (mf_verify_replicas(s, &r) != 0) {
+        fprintf(stderr, "mcorefs-inspect: %s\n", mf_error());
+        return 1;
+    }
+    cJSON *o = cJSON_CreateObject(), *hs = cJSON_CreateObject();
+    for (size_t i = 0; hashes && i < s->map.n; i++) {
+        uint64_t h;
+        char hex[17];
+        if (mf_hash_tensor(s, &s->map.tensors[i], &h) != 0) {
+            fprintf(stderr, "mcorefs-inspect: %s\n", mf_error());
+            cJSON_Delete(o);
+            cJSON_Delete(hs);
+            return 1;
+        }
+        snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)h);
+        if (json)
+            cJSON_AddStringToObject(hs, s->map.tensors[i].name, hex);
+        else
+            printf("%s  %s\n", hex, s->map.tensors[i].name);
+    }
+    if (json) {
+        cJSON_AddNumberToObject(o, "copies_compared", (double)r.copies_compared);
+        cJSON_AddNumberToObject(o, "mismatches", (double)r.mismatches);
+        cJSON_AddNumberToObject(o, "bytes_hashed", (double)r.bytes_hashed);
+        if (r.mismatches)
+            cJSON_AddStringToObject(o, "first_mismatch", r.first_mismatch);
+        if (hashes)
+            cJSON_AddItemToObject(o, "xxh64", hs);
+        else
+            cJSON_Delete(hs);
+        char *text = cJSON_Print(o);
+        printf("%s\n", text);
+        free(text);
+    } else {
+        cJSON_Delete(hs);
+        printf("verify: %llu copies compared, %llu bytes hashed, %llu mismatches%s%s\n",
+               (unsigned long long)r.copies_compared, (unsigned long long)r.bytes_hashed,
+               (unsigned long long)r.mismatches, r.mismatches ? ": first " : "", r.first_mismatch);
+    }
+    cJSON_Delete(o);
+    return r.mismatches ? 2 : 0;
+}
+
 int main(int argc, char **argv)
 {
     mf_options o;
-    const char *ckpt = NULL;
-    int json = 0, tensors = 0;
+    const char *ckpt = NULL, *outdir = NULL;
+    int json = 0, tensors = 0, verify = 0, hashes = 0, export = 0, force = 0;
     mf_options_init(&o);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -157,8 +212,16 @@ int main(int argc, char **argv)
             json = 1;
         } else if (strcmp(a, "--tensors") == 0 || strcmp(a, "tensors") == 0) {
             tensors = 1;
-        } else if (strcmp(a, "summary") == 0) {
+        } else if (strcmp(a, "summary") == 0 && ckpt == NULL) {
             tensors = 0;
+        } else if (strcmp(a, "verify") == 0 && ckpt == NULL) {
+            verify = 1;
+        } else if (strcmp(a, "export") == 0 && ckpt == NULL) {
+            export = 1;
+        } else if (strcmp(a, "--hash") == 0) {
+            hashes = 1;
+        } else if (strcmp(a, "--force") == 0) {
+            force = 1;
         } else if (strcmp(a, "-o") == 0 && i + 1 < argc) {
             char *list = strdup(argv[++i]), *save = NULL;
             for (char *kv = strtok_r(list, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
@@ -177,12 +240,14 @@ int main(int argc, char **argv)
             return 1;
         } else if (ckpt == NULL) {
             ckpt = a;
+        } else if (export && outdir == NULL) {
+            outdir = a;
         } else {
             fprintf(stderr, "mcorefs-inspect: unexpected argument '%s' (see --help)\n", a);
             return 1;
         }
     }
-    if (ckpt == NULL) {
+    if (ckpt == NULL || (export && outdir == NULL)) {
         usage(stderr);
         return 1;
     }
@@ -192,7 +257,15 @@ int main(int argc, char **argv)
         mf_options_free(&o);
         return 1;
     }
-    if (json) {
+    int rc = 0;
+    if (verify) {
+        rc = cmd_verify(s, json, hashes);
+    } else if (export) {
+        if (mf_export(s, outdir, force) != 0) {
+            fprintf(stderr, "mcorefs-inspect: %s\n", mf_error());
+            rc = 1;
+        }
+    } else if (json) {
         cJSON *j = summary_json(s, tensors);
         char *text = cJSON_Print(j);
         printf("%s\n", text);
@@ -205,5 +278,5 @@ int main(int argc, char **argv)
     }
     mf_session_close(s);
     mf_options_free(&o);
-    return 0;
+    return rc;
 }

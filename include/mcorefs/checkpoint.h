@@ -42,6 +42,12 @@ typedef struct {
     size_t n_slots;
 } mf_checkpoint;
 
+/* Visit every weight tensor of rank file idx under its canonical name (used to index, and to
+ * verify replicas). tf must be that file, open. */
+typedef int (*mf_visit_fn)(mf_checkpoint *c, void *ctx, const char *name, int expert, int n_shards,
+                           int shard, const mf_shard *sh);
+int mf_checkpoint_walk_file(mf_checkpoint *c, int idx, mf_visit_fn fn, void *ctx, const mf_torchfile *tf);
+
 int mf_checkpoint_open(mf_checkpoint *c, const char *path, const mf_options *o);
 void mf_checkpoint_close(mf_checkpoint *c);
 mf_source *mf_checkpoint_find(const mf_checkpoint *c, const char *name);

@@ -103,7 +103,8 @@ def missing_rank_file(remove_dir):
         shutil.rmtree(d)
     else:
         os.unlink(os.path.join(d, RF))
-    both(ck, ["mp_rank_01_001"])
+    # the missing path, or the missing shard's coordinates (tp=1 of stage 1)
+    both(ck, [("mp_rank_01_001", "tp=1", "tp 1", "tp rank 1")] if remove_dir else ["mp_rank_01_001"])
 
 
 def args_disagree(key, value, victim="mp_rank_01_001"):
@@ -239,6 +240,14 @@ def read_only():
         expect_erofs("link", lambda: os.link(cfg, new))
         expect_erofs("setxattr", lambda: os.setxattr(f, "user.x", b"1"),
                      (errno.EROFS, errno.ENOTSUP))
+        for what, fn in (("stat of a missing name", lambda: os.stat(new)),
+                         ("open of a missing name", lambda: open_close(new, os.O_RDONLY))):
+            try:
+                fn()
+                probs.append("%s succeeded" % what)
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    probs.append("%s: errno %d, expected ENOENT" % (what, e.errno))
         st = os.statvfs(m.path)
         if not st.f_flag & os.ST_RDONLY:
             probs.append("statvfs f_flag lacks ST_RDONLY (mount not flagged read-only)")
@@ -250,6 +259,23 @@ def read_only():
     after = T.tree_snapshot(ck)
     probs += ["checkpoint dir: " + p for p in T.snapshot_diff(before, after)]
     T.check(not probs, "read-only violations:\n  " + "\n  ".join(probs))
+
+
+def sigterm_unmounts():
+    """SIGTERM to the daemon: it unmounts and exits (no stale mount, no sanitizer report)."""
+    import signal
+    import time
+    ck = os.path.join(T.MEGATRON_FIXTURES, GPT)
+    m = T.Mount(ck, ["true_vocab_size=1000"])
+    with m:
+        T.check(m.pids, "could not find the daemon's pid for %s" % m.path)
+        for p in m.pids:
+            os.kill(p, signal.SIGTERM)
+        end = time.monotonic() + 20
+        while time.monotonic() < end and (T.is_mounted(m.path) or T.daemon_pids(m.path)):
+            time.sleep(0.05)
+        T.check(not T.daemon_pids(m.path), "daemon still running 20s after SIGTERM")
+        T.check(not T.is_mounted(m.path), "mount still present after the daemon exited on SIGTERM")
 
 
 def main():
@@ -290,6 +316,7 @@ def main():
     r.run("hf_config-not-json", hf_config_not_json)
     r.run("mountpoint-missing", mountpoint_missing)
     r.run("read-only", read_only)
+    r.run("sigterm-unmounts", sigterm_unmounts)
     return r.finish()
 
 

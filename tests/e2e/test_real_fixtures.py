@@ -101,6 +101,60 @@ def inspect_case(name):
                             "different %r" % (miss, extra, bad))
 
 
+def concurrent_reads():
+    """Several threads pread() random ranges of every file (page cache dropped) at once;
+    every answer must equal the golden-derived bytes of a first full read, which itself
+    must match golden."""
+    import random
+    import threading
+    name = "head_moe_tp2ep2_torch"
+    d = fixture(name)
+    golden = T.load_golden_dir(os.path.join(d, "golden"))
+    with T.Mount(d, ["true_vocab_size=1000", "shard_size=250000"]) as m:
+        v = T.read_view(m.path, shard_size=250000)
+        T.assert_same_tensors(v.tensors, golden, "mount", "golden")
+        errors = []
+
+        def worker(seed):
+            rng = random.Random(seed)
+            fds = {fn: os.open(os.path.join(m.path, fn), os.O_RDONLY) for fn in v.files}
+            try:
+                for fd in fds.values():
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                for _ in range(300):
+                    fn = rng.choice(sorted(v.files))
+                    data = v.files[fn]
+                    off = rng.randrange(0, len(data))
+                    ln = rng.choice([1, 3, 4096, 10000, 65536, 200000])
+                    got = os.pread(fds[fn], ln, off)
+                    if got != data[off:off + ln]:
+                        errors.append("%s off=%d len=%d: wrong bytes" % (fn, off, ln))
+                        return
+            except OSError as e:
+                errors.append("%s" % e)
+            finally:
+                for fd in fds.values():
+                    os.close(fd)
+        ts = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(120)
+        T.check(not any(t.is_alive() for t in ts), "reader threads hung")
+        T.check(not errors, "concurrent reads: %s" % errors[:5])
+
+
+def two_mounts_same_ckpt():
+    name = "head_dsv3_tp2ep2_torch"
+    d = fixture(name)
+    golden = T.load_golden_dir(os.path.join(d, "golden"))
+    golden_skip = T.load_golden_dir(os.path.join(d, "golden.skip_mtp"))
+    with T.Mount(d, ["true_vocab_size=1000"]) as a, \
+            T.Mount(d, ["true_vocab_size=1000", "skip_mtp"]) as b:
+        T.assert_same_tensors(T.read_view(b.path).tensors, golden_skip, "mount 2", "golden.skip_mtp")
+        T.assert_same_tensors(T.read_view(a.path).tensors, golden, "mount 1", "golden")
+
+
 def main():
     r = T.Runner("real-fixtures")
     for name in TORCH:
@@ -118,6 +172,8 @@ def main():
           golden="golden.skip_mtp", extra_opts=("skip_mtp",))
     r.run("golden:head_dsv3_tp2ep2_torch:shard_size=200000", golden_case,
           "head_dsv3_tp2ep2_torch", shard_size=200000)
+    r.run("concurrent-reads:head_moe_tp2ep2_torch", concurrent_reads)
+    r.run("two-mounts-at-once:head_dsv3_tp2ep2_torch", two_mounts_same_ckpt)
     for name in TORCH:
         r.run("inspect:%s" % name, inspect_case, name)
     for name in TORCH_DIST:

@@ -1,0 +1,138 @@
+/* Replica verification and hashing, through the same gather engine as reads. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+#include "mcorefs/error.h"
+#include "mcorefs/gather.h"
+#include "mcorefs/verify.h"
+
+#define CHUNK (4u << 20)
+
+static int hash_pieces(const int *fds, const mf_hf_tensor *t, uint64_t *out, uint64_t *bytes)
+{
+    uint8_t *buf = malloc(CHUNK);
+    XXH64_state_t *st = XXH64_createState();
+    int rc = 0;
+    if (!buf || !st) {
+        free(buf);
+        XXH64_freeState(st);
+        return mf_fail(MF_ERR_NOMEM, "out of memory");
+    }
+    XXH64_reset(st, 0);
+    for (uint64_t off = 0; off < t->nbytes && rc == 0; off += CHUNK) {
+        size_t n = t->nbytes - off < CHUNK ? (size_t)(t->nbytes - off) : CHUNK;
+        rc = mf_gather(t, fds, off, n, buf);
+        if (rc == 0)
+            XXH64_update(st, buf, n);
+    }
+    *out = XXH64_digest(st);
+    if (bytes)
+        *bytes += t->nbytes;
+    XXH64_freeState(st);
+    free(buf);
+    return rc ? mf_fail(MF_ERR_IO, "read error while hashing %s", t->name) : MF_OK;
+}
+
+int mf_hash_tensor(const mf_session *s, const mf_hf_tensor *t, uint64_t *out)
+{
+    return hash_pieces(s->fds, t, out, NULL);
+}
+
+/* A one-piece tensor that shows a whole source shard as it is stored. */
+static int hash_shard(const mf_session *s, const mf_shard *sh, uint64_t *out, uint64_t *bytes)
+{
+    int64_t rows, cols, rs, cs;
+    if (mf_tensor_2d(&sh->t, &rows, &cols, &rs, &cs) != 0)
+        return mf_fail(MF_ERR_UNSUPPORTED, "cannot view a shard as a matrix");
+    mf_piece p = { sh, 0, 0, 0, 0, (uint32_t)rows, (uint32_t)cols };
+    mf_hf_tensor t = { .name = "shard", .dtype = sh->t.dtype, .src_dtype = sh->t.dtype, .ndim = 2,
+                       .shape = { rows, cols }, .pieces = &p, .n_pieces = 1 };
+    t.nbytes = (uint64_t)rows * (uint64_t)cols * mf_dtype_size(sh->t.dtype);
+    return hash_pieces(s->fds, &t, out, bytes);
+}
+
+typedef struct {
+    mf_session *s;
+    mf_verify_report *r;
+    int file;
+} verify_ctx;
+
+static void mismatch(verify_ctx *v, const char *name, int a, int b)
+{
+    v->r->mismatches++;
+    if (v->r->first_mismatch[0] == 0)
+        snprintf(v->r->first_mismatch, sizeof(v->r->first_mismatch), "'%s' differs between %s and %s", name,
+                 v->s->ckpt.files[a].path, v->s->ckpt.files[b].path);
+}
+
+static int visit(mf_checkpoint *c, void *ctx, const char *name, int expert, int n_shards, int shard, const mf_shard *sh)
+{
+    verify_ctx *v = ctx;
+    const char *main_name = name;
+    if (strcmp(name, "stage_copy.output_layer.weight") == 0)
+        main_name = "embedding.word_embeddings.weight";   /* tied head copy */
+    else if (strncmp(name, "stage_copy.", 11) == 0)
+        main_name = name + 11;
+    mf_source *src = mf_checkpoint_find(c, main_name);
+    if (src == NULL || shard >= src->n_shards || src->shards[shard].file < 0)
+        return MF_OK;
+    const mf_shard *kept = &src->shards[shard];
+    if (kept->file == sh->file && kept->t.offset == sh->t.offset)
+        return MF_OK;   /* this is the copy the view serves */
+    uint64_t h1, h2;
+    int rc = hash_shard(v->s, kept, &h1, &v->r->bytes_hashed);
+    if (rc == 0)
+        rc = hash_shard(v->s, sh, &h2, &v->r->bytes_hashed);
+    if (rc)
+        return rc;
+    v->r->copies_compared++;
+    if (h1 != h2 || memcmp(kept->t.shape, sh->t.shape, sizeof(sh->t.shape)) != 0)
+        mismatch(v, name, kept->file, sh->file);
+    return MF_OK;
+}
+
+int mf_verify_replicas(mf_session *s, mf_verify_report *r)
+{
+    memset(r, 0, sizeof(*r));
+    verify_ctx v = { s, r, 0 };
+    /* 1. copies in other files of the same (name, shard) */
+    for (size_t i = 0; i < s->ckpt.n_files; i++) {
+        mf_torchfile tf;
+        int rc = mf_torchfile_open(&tf, s->ckpt.files[i].path, 0);
+        if (rc)
+            return rc;
+        v.file = (int)i;
+        rc = mf_checkpoint_walk_file(&s->ckpt, (int)i, visit, &v, &tf);
+        mf_torchfile_close(&tf);
+        if (rc)
+            return rc;
+    }
+    /* 2. replicated tensors (norms, routers, biases of row-parallel layers) agree over TP */
+    for (size_t i = 0; i < s->map.n; i++) {
+        const mf_hf_tensor *t = &s->map.tensors[i];
+        const mf_source *src = t->source;
+        if (t->split != MF_SPLIT_REPL)
+            continue;
+        uint64_t h0 = 0, h;
+        int first = -1;
+        for (int k = 0; k < src->n_shards; k++) {
+            if (src->shards[k].file < 0)
+                continue;
+            int rc = hash_shard(s, &src->shards[k], &h, &r->bytes_hashed);
+            if (rc)
+                return rc;
+            if (first < 0) {
+                first = k;
+                h0 = h;
+                continue;
+            }
+            r->copies_compared++;
+            if (h != h0) {
+                verify_ctx mv = { s, r, 0 };
+                mismatch(&mv, src->name, src->shards[first].file, src->shards[k].file);
+            }
+        }
+    }
+    return MF_OK;
+}

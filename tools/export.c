@@ -1,0 +1,125 @@
+/* mcorefs-inspect export CKPT OUTDIR: write the view to disk without FUSE.
+ * Atomic: every file goes to a hidden temp name and is renamed only after all were written,
+ * config.json last, so an interrupted export never looks complete. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include "export.h"
+#include "mcorefs/error.h"
+
+#define BUF (8u << 20)
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+typedef struct {
+    uint64_t done, total, last_line;
+    double t0, last_draw;
+    int tty;
+} progress;
+
+static void draw(progress *p, int final)
+{
+    double t = now(), dt = t - p->t0;
+    if (!final && t - p->last_draw < 0.2)
+        return;
+    p->last_draw = t;
+    double rate = dt > 0 ? (double)p->done / dt : 0;
+    double eta = rate > 0 ? (double)(p->total - p->done) / rate : 0;
+    double pct = p->total ? 100.0 * (double)p->done / (double)p->total : 100.0;
+    if (p->tty) {
+        int width = 30, fill = (int)(pct / 100.0 * width);
+        fprintf(stderr, "\r[%.*s%*s] %5.1f%% %8.1f MB %7.1f MB/s ETA %4.0fs", fill,
+                "##############################", width - fill, "", pct, p->done / 1e6, rate / 1e6, eta);
+        if (final)
+            fputc('\n', stderr);
+    } else if (final || p->done - p->last_line >= p->total / 10 + 1) {
+        p->last_line = p->done;
+        fprintf(stderr, "export: %.1f%% %.1f MB %.1f MB/s ETA %.0fs\n", pct, p->done / 1e6, rate / 1e6, eta);
+    }
+}
+
+static int write_file(const mf_session *s, const mf_vfile *f, const char *tmp, char *buf, progress *p)
+{
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return mf_fail(MF_ERR_IO, "%s: %s", tmp, strerror(errno));
+    for (uint64_t off = 0; off < f->size;) {
+        ssize_t n = mf_session_read(s, f, buf, BUF, off);
+        if (n <= 0) {
+            close(fd);
+            return n < 0 ? MF_ERR_IO : mf_fail(MF_ERR_IO, "%s: short read at %llu", f->name, (unsigned long long)off);
+        }
+        for (ssize_t w = 0; w < n;) {
+            ssize_t k = write(fd, buf + w, (size_t)(n - w));
+            if (k < 0) {
+                if (errno == EINTR)
+                    continue;
+                int e = errno;
+                close(fd);
+                return mf_fail(MF_ERR_IO, "%s: %s", tmp, strerror(e));
+            }
+            w += k;
+        }
+        off += (uint64_t)n;
+        p->done += (uint64_t)n;
+        draw(p, 0);
+    }
+    if (fsync(fd) != 0 || close(fd) != 0)
+        return mf_fail(MF_ERR_IO, "%s: %s", tmp, strerror(errno));
+    return MF_OK;
+}
+
+int mf_export(const mf_session *s, const char *outdir, int force)
+{
+    char path[4096], tmp[4096];
+    struct stat st;
+    if (mkdir(outdir, 0755) != 0 && errno != EEXIST)
+        return mf_fail(MF_ERR_IO, "%s: %s", outdir, strerror(errno));
+    for (size_t i = 0; i < s->n_files && !force; i++) {
+        snprintf(path, sizeof(path), "%s/%s", outdir, s->files[i].name);
+        if (stat(path, &st) == 0)
+            return mf_fail(MF_ERR_INVALID, "%s exists (use --force to overwrite)", path);
+    }
+    char *buf = malloc(BUF);
+    if (!buf)
+        return mf_fail(MF_ERR_NOMEM, "out of memory");
+    progress p = { 0 };
+    p.t0 = now();
+    p.tty = isatty(2);
+    for (size_t i = 0; i < s->n_files; i++)
+        p.total += s->files[i].size;
+    int rc = MF_OK;
+    /* config.json is files[0]: write it last */
+    for (size_t k = 1; k <= s->n_files && rc == 0; k++) {
+        const mf_vfile *f = &s->files[k % s->n_files];
+        snprintf(tmp, sizeof(tmp), "%s/.%s.mcorefs-partial", outdir, f->name);
+        rc = write_file(s, f, tmp, buf, &p);
+    }
+    for (size_t k = 1; k <= s->n_files && rc == 0; k++) {
+        const mf_vfile *f = &s->files[k % s->n_files];
+        snprintf(tmp, sizeof(tmp), "%s/.%s.mcorefs-partial", outdir, f->name);
+        snprintf(path, sizeof(path), "%s/%s", outdir, f->name);
+        if (rename(tmp, path) != 0)
+            rc = mf_fail(MF_ERR_IO, "%s: %s", path, strerror(errno));
+    }
+    if (rc) {   /* leave nothing that looks like a finished export */
+        for (size_t k = 0; k < s->n_files; k++) {
+            snprintf(tmp, sizeof(tmp), "%s/.%s.mcorefs-partial", outdir, s->files[k].name);
+            unlink(tmp);
+        }
+    } else {
+        draw(&p, 1);
+    }
+    free(buf);
+    return rc;
+}
