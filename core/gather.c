@@ -137,10 +137,10 @@ static int gather_strided(const request *q, const mf_piece *p, int fd, int64_t r
     return 0;
 }
 
-static int gather_piece(const request *q, const mf_piece *p, const int *fds, scratch *sc)
+static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, scratch *sc)
 {
     const mf_tensor *t = &p->src->t;
-    int fd = fds[p->src->file];
+    int fd = io->fds[p->src->file];
     size_t es = q->es;
     uint64_t rowbytes = (uint64_t)q->C * es;
     int64_t rows, cols, rs, cs;
@@ -153,6 +153,8 @@ static int gather_piece(const request *q, const mf_piece *p, const int *fds, scr
         r1 = (int64_t)p->dst_row + p->rows;
     if (r0 >= r1)
         return 0;
+    if (io->file_bytes)
+        __atomic_fetch_add(&io->file_bytes[p->src->file], (uint64_t)(r1 - r0) * p->cols * es, __ATOMIC_RELAXED);
 
     if (cs != 1 && p->cols > 1)
         return gather_strided(q, p, fd, rs, cs, r0, r1, sc);
@@ -197,18 +199,18 @@ static int gather_piece(const request *q, const mf_piece *p, const int *fds, scr
     return 0;
 }
 
-static int gather_raw(const mf_hf_tensor *t, const int *fds, uint64_t off, size_t len, uint8_t *dst, scratch *sc)
+static int gather_raw(const mf_hf_tensor *t, const mf_io *io, uint64_t off, size_t len, uint8_t *dst, scratch *sc)
 {
     request q = { off, off + len, dst, mf_dtype_size(t->src_dtype), t->shape[1] };
     for (uint32_t i = 0; i < t->n_pieces; i++) {
-        int rc = gather_piece(&q, &t->pieces[i], fds, sc);
+        int rc = gather_piece(&q, &t->pieces[i], io, sc);
         if (rc)
             return rc;
     }
     return 0;
 }
 
-int mf_gather(const mf_hf_tensor *t, const int *fds, uint64_t off, size_t len, uint8_t *dst)
+int mf_gather(const mf_hf_tensor *t, const mf_io *io, uint64_t off, size_t len, uint8_t *dst)
 {
     scratch *sc = get_scratch();
     if (sc == NULL)
@@ -216,7 +218,7 @@ int mf_gather(const mf_hf_tensor *t, const int *fds, uint64_t off, size_t len, u
     if (off > t->nbytes || len > t->nbytes - off)
         return -EINVAL;
     if (t->dtype == t->src_dtype)
-        return gather_raw(t, fds, off, len, dst, sc);
+        return gather_raw(t, io, off, len, dst, sc);
 
     /* Converting: gather whole source elements in chunks, convert, copy the asked bytes. */
     size_t ds = mf_dtype_size(t->dtype), ss = mf_dtype_size(t->src_dtype);
@@ -224,7 +226,7 @@ int mf_gather(const mf_hf_tensor *t, const int *fds, uint64_t off, size_t len, u
     uint8_t tmp[CONV_ELEMS > 0 ? 64 : 1];
     while (e < e_end) {
         uint64_t n = e_end - e < CONV_ELEMS ? e_end - e : CONV_ELEMS;
-        int rc = gather_raw(t, fds, e * ss, (size_t)(n * ss), sc->conv, sc);
+        int rc = gather_raw(t, io, e * ss, (size_t)(n * ss), sc->conv, sc);
         if (rc)
             return rc;
         /* convert in place from the end would clobber; convert element by element into dst */

@@ -81,6 +81,8 @@ int mf_session_open(mf_session **out, const char *path, const mf_options *o)
     }
     if ((rc = mf_mapping_build(&s->map, &s->ckpt, &s->opts)) != 0)
         goto fail;
+    struct stat dst;
+    s->mtime = stat(s->ckpt.iter_dir, &dst) == 0 ? (int64_t)dst.st_mtime : 0;
     s->config_json = mf_config_build(&s->ckpt, &s->opts);
     if (!s->config_json) {
         rc = MF_ERR_INVALID;
@@ -103,6 +105,17 @@ int mf_session_open(mf_session **out, const char *path, const mf_options *o)
     }
     for (size_t i = 0; i < s->ckpt.n_files; i++)
         s->fds[i] = s->ckpt.files[i].fd;
+    s->file_bytes = calloc(s->ckpt.n_files ? s->ckpt.n_files : 1, sizeof(uint64_t));
+    char *manifest = mf_manifest_build(s);
+    if (!s->file_bytes || !manifest || (rc = add_memory_file(s, MF_META_DIR "/manifest.json", manifest)) != 0) {
+        if (!s->file_bytes || !manifest)
+            rc = mf_fail(MF_ERR_NOMEM, "out of memory (manifest)");
+        free(manifest);
+        goto fail;
+    }
+    if ((rc = add_memory_file(s, MF_META_DIR "/stats", strdup(""))) != 0)
+        goto fail;
+    s->files[s->n_files - 1].kind = MF_VF_STATS;
     *out = s;
     return MF_OK;
 fail:
@@ -122,6 +135,7 @@ void mf_session_close(mf_session *s)
     }
     free(s->files);
     free(s->fds);
+    free(s->file_bytes);
     free(s->config_json);
     mf_mapping_free(&s->map);
     mf_checkpoint_close(&s->ckpt);
@@ -152,8 +166,23 @@ static uint32_t first_tensor_at(const mf_session *s, const mf_vfile *f, uint64_t
     return lo;
 }
 
+static ssize_t read_stats(const mf_session *s, char *buf, size_t len, uint64_t off)
+{
+    char *text = mf_stats_render(s);
+    if (!text)
+        return -ENOMEM;
+    size_t n = strlen(text);
+    size_t k = off >= n ? 0 : (n - off < len ? n - (size_t)off : len);
+    memcpy(buf, text + (off < n ? off : n), k);
+    free(text);
+    return (ssize_t)k;
+}
+
 ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_t len, uint64_t off)
 {
+    __atomic_fetch_add((uint64_t *)&s->n_reads, 1, __ATOMIC_RELAXED);
+    if (f->kind == MF_VF_STATS)
+        return read_stats(s, buf, len, off);
     if (off >= f->size)
         return 0;
     if (len > f->size - off)
@@ -182,8 +211,10 @@ ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_
         const mf_hf_tensor *t = &s->map.tensors[f->tensors[i]];
         uint64_t in_t = pos - t->offset;
         size_t n = t->nbytes - in_t < len - done ? (size_t)(t->nbytes - in_t) : len - done;
-        int rc = mf_gather(t, s->fds, in_t, n, (uint8_t *)buf + done);
+        mf_io io = { s->fds, s->file_bytes };
+        int rc = mf_gather(t, &io, in_t, n, (uint8_t *)buf + done);
         if (rc < 0) {
+            __atomic_fetch_add((uint64_t *)&s->n_errors, 1, __ATOMIC_RELAXED);
             mf_fail(MF_ERR_IO, "read of %s (%s, bytes %llu+%zu) failed: %s", f->name, t->name,
                     (unsigned long long)in_t, n, strerror(-rc));
             return rc;
@@ -191,5 +222,6 @@ ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_
         done += n;
         pos += n;
     }
+    __atomic_fetch_add((uint64_t *)&s->n_bytes, done, __ATOMIC_RELAXED);
     return (ssize_t)done;
 }

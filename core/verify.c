@@ -9,7 +9,15 @@
 
 #define CHUNK (4u << 20)
 
+static int hash_io(const mf_io *io, const mf_hf_tensor *t, uint64_t *out, uint64_t *bytes);
+
 static int hash_pieces(const int *fds, const mf_hf_tensor *t, uint64_t *out, uint64_t *bytes)
+{
+    mf_io io = { fds, NULL };
+    return hash_io(&io, t, out, bytes);
+}
+
+static int hash_io(const mf_io *io, const mf_hf_tensor *t, uint64_t *out, uint64_t *bytes)
 {
     uint8_t *buf = malloc(CHUNK);
     XXH64_state_t *st = XXH64_createState();
@@ -22,7 +30,7 @@ static int hash_pieces(const int *fds, const mf_hf_tensor *t, uint64_t *out, uin
     XXH64_reset(st, 0);
     for (uint64_t off = 0; off < t->nbytes && rc == 0; off += CHUNK) {
         size_t n = t->nbytes - off < CHUNK ? (size_t)(t->nbytes - off) : CHUNK;
-        rc = mf_gather(t, fds, off, n, buf);
+        rc = mf_gather(t, io, off, n, buf);
         if (rc == 0)
             XXH64_update(st, buf, n);
     }

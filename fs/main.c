@@ -91,6 +91,10 @@ int main(int argc, char *argv[])
         fprintf(stderr, "mcorefs: %s\n", mf_error());
         return 1;
     }
+    if (c.opts.tokenizer && c.opts.true_vocab_size == 0)
+        fprintf(stderr, "mcorefs: note: tokenizer given without true_vocab_size: config.json says vocab_size %lld (%s); "
+                "pass -o true_vocab_size=N if the tokenizer has fewer tokens\n", (long long)s->ckpt.model.vocab,
+                s->ckpt.model.vocab == s->ckpt.model.padded_vocab ? "the padded size" : "args.vocab_size");
     fs_log_init(c.foreground);
     char fsname[4200];
     snprintf(fsname, sizeof(fsname), "-ofsname=mcorefs:%s,subtype=mcorefs,ro,default_permissions", c.ckpt);

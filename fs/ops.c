@@ -34,7 +34,8 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
     memset(st, 0, sizeof(*st));
     st->st_uid = fuse_get_context()->uid;
     st->st_gid = fuse_get_context()->gid;
-    if (strcmp(path, "/") == 0) {
+    st->st_mtime = st->st_ctime = st->st_atime = (time_t)S()->mtime;
+    if (strcmp(path, "/") == 0 || strcmp(path, "/" MF_META_DIR) == 0) {
         st->st_mode = S_IFDIR | 0555;
         st->st_nlink = 2;
         return 0;
@@ -52,12 +53,22 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
                       struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
-    if (strcmp(path, "/") != 0)
-        return -ENOTDIR;
+    /* a flat view plus the hidden .mcorefs/ folder */
+    int meta = strcmp(path, "/" MF_META_DIR) == 0;
+    size_t plen = strlen(MF_META_DIR "/");
+    if (strcmp(path, "/") != 0 && !meta)
+        return lookup(path) ? -ENOTDIR : -ENOENT;
     fill(buf, ".", NULL, 0, 0);
     fill(buf, "..", NULL, 0, 0);
-    for (size_t i = 0; i < S()->n_files; i++)
-        fill(buf, S()->files[i].name, NULL, 0, 0);
+    if (!meta)
+        fill(buf, MF_META_DIR, NULL, 0, 0);
+    for (size_t i = 0; i < S()->n_files; i++) {
+        const char *n = S()->files[i].name;
+        if (!meta && strchr(n, '/') == NULL)
+            fill(buf, n, NULL, 0, 0);
+        else if (meta && strncmp(n, MF_META_DIR "/", plen) == 0)
+            fill(buf, n + plen, NULL, 0, 0);
+    }
     return 0;
 }
 
@@ -68,7 +79,8 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         return -ENOENT;
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
         return -EROFS;
-    fi->keep_cache = 1;
+    fi->keep_cache = f->kind != MF_VF_STATS;
+    fi->direct_io = f->kind == MF_VF_STATS;   /* live counters: bypass the page cache */
     fi->fh = (uint64_t)(f - S()->files);
     return 0;
 }
@@ -103,7 +115,7 @@ static int op_statfs(const char *path, struct statvfs *st)
 
 static int op_access(const char *path, int mask)
 {
-    if (strcmp(path, "/") != 0 && !lookup(path))
+    if (strcmp(path, "/") != 0 && strcmp(path, "/" MF_META_DIR) != 0 && !lookup(path))
         return -ENOENT;
     return (mask & W_OK) ? -EROFS : 0;
 }

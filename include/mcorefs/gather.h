@@ -9,10 +9,16 @@
 /* A source tensor seen as 2-D rows x cols with element strides. 0, or -1 if not expressible. */
 int mf_tensor_2d(const mf_tensor *t, int64_t *rows, int64_t *cols, int64_t *rstride, int64_t *cstride);
 
-/* Fill dst with bytes [off, off+len) of tensor t (in its shown dtype). `fds` are the rank
- * files' descriptors indexed like the checkpoint's files. Returns 0 or a negative errno
- * (-EIO on short reads, e.g. a rank file truncated after mount). Thread-safe; no locks. */
-int mf_gather(const mf_hf_tensor *t, const int *fds, uint64_t off, size_t len, uint8_t *dst);
+/* Where reads go: the rank files' descriptors (indexed like the checkpoint's files) and
+ * optional per-file byte counters, bumped atomically. */
+typedef struct {
+    const int *fds;
+    uint64_t *file_bytes;   /* may be NULL */
+} mf_io;
+
+/* Fill dst with bytes [off, off+len) of tensor t (in its shown dtype). Returns 0 or a negative
+ * errno (-EIO on short reads, e.g. a rank file truncated after mount). Thread-safe; no locks. */
+int mf_gather(const mf_hf_tensor *t, const mf_io *io, uint64_t off, size_t len, uint8_t *dst);
 
 /* Dtype conversion of n elements (round to nearest even when narrowing). */
 void mf_convert(mf_dtype from, const void *src, mf_dtype to, void *dst, size_t n);

@@ -3,7 +3,13 @@
  * imported, looked up or executed. A few pure-data constructors are folded into plain values
  * (collections.OrderedDict() -> dict, torch.Size(t) -> tuple, _codecs.encode(s,'latin1') ->
  * bytes, builtins.set/frozenset -> set, builtins.bytes() -> empty bytes); everything else
- * stays opaque. All memory comes from one arena freed by mf_pickle_free. */
+ * stays opaque. All memory comes from one arena freed by mf_pickle_free.
+ *
+ * The result is a DAG, not a tree: memoized values (BINGET) are shared, so the same node can
+ * be reached along several paths; walkers that visit every path must bound their work. It is
+ * never cyclic, and nesting is at most limits->max_depth: a container that has been placed
+ * inside another value is frozen, and later SETITEM(S)/APPEND(S)/ADDITEMS/BUILD on it are
+ * ignored (this only affects self-referencing Python objects). */
 #ifndef MCOREFS_PICKLE_H
 #define MCOREFS_PICKLE_H
 
@@ -41,7 +47,10 @@ typedef struct {
 typedef struct mf_pickle mf_pickle;  /* owns the arena */
 
 /* Run the VM over buf[0..len). On success *out is the unpickled root and *pk owns its memory.
- * `name` is used in error messages. Integers that do not fit int64 are rejected. */
+ * `name` is used in error messages. Integers that do not fit int64 (LONG1/LONG4) become an inert
+ * OBJECT with callable GLOBAL builtins.int and args = BYTES holding the raw little-endian
+ * two's-complement encoding. Failures are one-line messages naming `name`, the opcode byte and
+ * its offset. */
 int mf_pickle_load(const uint8_t *buf, size_t len, const char *name,
                    const mf_pickle_limits *limits, mf_pickle **pk, mf_pv **out);
 void mf_pickle_free(mf_pickle *pk);
@@ -54,6 +63,7 @@ int mf_pv_is_global(const mf_pv *v, const char *module, const char *name);
 /* If v is an OBJECT whose callable is GLOBAL module.name, return 1. */
 int mf_pv_is_call_of(const mf_pv *v, const char *module, const char *name);
 /* The getters return 0 on success and a negative value when v is NULL or of another kind. */
+/* The getters return MF_OK (0) and set *out, or MF_ERR_FORMAT (no message set) for another kind. */
 int mf_pv_get_int(const mf_pv *v, int64_t *out);     /* INT or BOOL */
 int mf_pv_get_float(const mf_pv *v, double *out);    /* FLOAT or INT */
 const char *mf_pv_get_str(const mf_pv *v);           /* STR or NULL */

@@ -10,7 +10,12 @@
 #include "mcorefs/mapping.h"
 #include "mcorefs/options.h"
 
-typedef enum { MF_VF_MEMORY, MF_VF_SAFETENSORS, MF_VF_OVERLAY } mf_vfile_kind;
+typedef enum {
+    MF_VF_MEMORY,       /* JSON built at mount */
+    MF_VF_SAFETENSORS,  /* header in memory, data gathered */
+    MF_VF_OVERLAY,      /* a real file read through (tokenizer) */
+    MF_VF_STATS,        /* live counters, rendered on each read (size 0: read with direct_io) */
+} mf_vfile_kind;
 
 typedef struct {
     char *name;            /* path inside the mount, without leading '/', e.g. "config.json" */
@@ -30,7 +35,10 @@ typedef struct mf_session {
     mf_vfile *files;
     size_t n_files;
     int *fds;              /* rank file descriptors, indexed like ckpt.files */
+    uint64_t *file_bytes;  /* bytes gathered per rank file (atomic counters) */
+    uint64_t n_reads, n_bytes, n_errors;  /* atomic counters */
     char *config_json;     /* also in files[], kept for tools */
+    int64_t mtime;         /* shown for every entry: the iteration folder's mtime */
 } mf_session;
 
 /* Open the checkpoint at `path` with options and build the whole view. */
@@ -40,7 +48,12 @@ const mf_vfile *mf_session_lookup(const mf_session *s, const char *name);
 /* Read up to len bytes at off. Returns bytes read (short only at EOF) or a negative errno. */
 ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_t len, uint64_t off);
 
+/* Names under the hidden ".mcorefs/" folder: manifest.json (where every byte comes from), stats. */
+#define MF_META_DIR ".mcorefs"
+
 /* Lower-level pieces, used by the session and tests. */
+char *mf_manifest_build(const mf_session *s);
+char *mf_stats_render(const mf_session *s);
 int mf_view_build_shards(mf_session *s);
 char *mf_config_build(const mf_checkpoint *c, const mf_options *o);
 
