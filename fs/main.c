@@ -69,27 +69,30 @@ int main(int argc, char *argv[])
     cli c = { 0 };
     mf_session *s = NULL;
     mf_options_init(&c.opts);
+    int rc = 1;
     if (fuse_opt_parse(&args, &c, cli_spec, on_arg) != 0) {
         fprintf(stderr, "mcorefs: %s\n", c.bad ? mf_error() : "bad arguments (see --help)");
-        return 1;
+        goto out;
     }
     if (c.show_help) {
         usage(argv[0]);
         fuse_opt_add_arg(&args, "--help");
         fuse_main(args.argc, args.argv, &mcorefs_ops, NULL);
-        return 0;
+        rc = 0;
+        goto out;
     }
     if (c.show_version) {
         printf("mcorefs 0.1.0\n");
-        return 0;
+        rc = 0;
+        goto out;
     }
     if (c.ckpt == NULL || args.argc < 2) {
         fprintf(stderr, "mcorefs: need a checkpoint folder and a mount point (see --help)\n");
-        return 1;
+        goto out;
     }
     if (mf_session_open(&s, c.ckpt, &c.opts) != 0) {
         fprintf(stderr, "mcorefs: %s\n", mf_error());
-        return 1;
+        goto out;
     }
     if (c.opts.tokenizer && c.opts.true_vocab_size == 0)
         fprintf(stderr, "mcorefs: note: tokenizer given without true_vocab_size: config.json says vocab_size %lld (%s); "
@@ -97,12 +100,14 @@ int main(int argc, char *argv[])
                 s->ckpt.model.vocab == s->ckpt.model.padded_vocab ? "the padded size" : "args.vocab_size");
     fs_log_init(c.foreground);
     char fsname[4200];
-    snprintf(fsname, sizeof(fsname), "-ofsname=mcorefs:%s,subtype=mcorefs,ro,default_permissions", c.ckpt);
-    fuse_opt_add_arg(&args, fsname);
-    int rc = fuse_main(args.argc, args.argv, &mcorefs_ops, s);
+    /* defaults go first so the user's own -o options override them */
+    snprintf(fsname, sizeof(fsname), "-ofsname=mcorefs:%s,subtype=mcorefs,ro,default_permissions,max_threads=32", c.ckpt);
+    fuse_opt_insert_arg(&args, 1, fsname);
+    rc = fuse_main(args.argc, args.argv, &mcorefs_ops, s) ? 1 : 0;
+out:
     mf_session_close(s);
     mf_options_free(&c.opts);
     free(c.ckpt);
     fuse_opt_free_args(&args);
-    return rc ? 1 : 0;
+    return rc;
 }

@@ -79,6 +79,12 @@ static int write_file(const mf_session *s, const mf_vfile *f, const char *tmp, c
     return MF_OK;
 }
 
+/* The hidden .mcorefs/ folder (manifest, live stats) describes the mount, not the model. */
+static int exported(const mf_vfile *f)
+{
+    return strchr(f->name, '/') == NULL;
+}
+
 int mf_export(const mf_session *s, const char *outdir, int force)
 {
     char path[4096], tmp[4096];
@@ -86,6 +92,8 @@ int mf_export(const mf_session *s, const char *outdir, int force)
     if (mkdir(outdir, 0755) != 0 && errno != EEXIST)
         return mf_fail(MF_ERR_IO, "%s: %s", outdir, strerror(errno));
     for (size_t i = 0; i < s->n_files && !force; i++) {
+        if (!exported(&s->files[i]))
+            continue;
         snprintf(path, sizeof(path), "%s/%s", outdir, s->files[i].name);
         if (stat(path, &st) == 0)
             return mf_fail(MF_ERR_INVALID, "%s exists (use --force to overwrite)", path);
@@ -97,16 +105,20 @@ int mf_export(const mf_session *s, const char *outdir, int force)
     p.t0 = now();
     p.tty = isatty(2);
     for (size_t i = 0; i < s->n_files; i++)
-        p.total += s->files[i].size;
+        p.total += exported(&s->files[i]) ? s->files[i].size : 0;
     int rc = MF_OK;
     /* config.json is files[0]: write it last */
     for (size_t k = 1; k <= s->n_files && rc == 0; k++) {
         const mf_vfile *f = &s->files[k % s->n_files];
+        if (!exported(f))
+            continue;
         snprintf(tmp, sizeof(tmp), "%s/.%s.mcorefs-partial", outdir, f->name);
         rc = write_file(s, f, tmp, buf, &p);
     }
     for (size_t k = 1; k <= s->n_files && rc == 0; k++) {
         const mf_vfile *f = &s->files[k % s->n_files];
+        if (!exported(f))
+            continue;
         snprintf(tmp, sizeof(tmp), "%s/.%s.mcorefs-partial", outdir, f->name);
         snprintf(path, sizeof(path), "%s/%s", outdir, f->name);
         if (rename(tmp, path) != 0)
@@ -114,6 +126,8 @@ int mf_export(const mf_session *s, const char *outdir, int force)
     }
     if (rc) {   /* leave nothing that looks like a finished export */
         for (size_t k = 0; k < s->n_files; k++) {
+            if (!exported(&s->files[k]))
+                continue;
             snprintf(tmp, sizeof(tmp), "%s/.%s.mcorefs-partial", outdir, s->files[k].name);
             unlink(tmp);
         }
