@@ -31,6 +31,8 @@ static int on_arg(void *data, const char *arg, int key, struct fuse_args *out)
     case KEY_VERSION: c->show_version = 1; return 0;
     case KEY_FG: c->foreground = 1; return 1;
     case FUSE_OPT_KEY_OPT: {
+        if (strcmp(arg, "rw") == 0)   /* mount(8) adds rw by default: this file system is read-only */
+            return 0;
         int rc = mf_options_apply(&c->opts, arg);
         if (rc < 0) {
             c->bad = 1;
@@ -101,8 +103,9 @@ int main(int argc, char *argv[])
     fs_log_init(c.foreground);
     char fsname[4200];
     /* defaults go first so the user's own -o options override them */
-    snprintf(fsname, sizeof(fsname), "-ofsname=mcorefs:%s,subtype=mcorefs,ro,default_permissions,max_threads=32", c.ckpt);
+    snprintf(fsname, sizeof(fsname), "-ofsname=mcorefs:%s,subtype=mcorefs,default_permissions,max_threads=32", c.ckpt);
     fuse_opt_insert_arg(&args, 1, fsname);
+    fuse_opt_add_arg(&args, "-oro");   /* last, so nothing can turn it off */
     rc = fuse_main(args.argc, args.argv, &mcorefs_ops, s) ? 1 : 0;
 out:
     mf_session_close(s);

@@ -53,15 +53,14 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
                       struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
-    /* a flat view plus the hidden .mcorefs/ folder */
+    /* A flat view. The .mcorefs/ folder is reachable by name but not listed, so that
+     * `cp -r` of the mount is exactly the HF directory. */
     int meta = strcmp(path, "/" MF_META_DIR) == 0;
     size_t plen = strlen(MF_META_DIR "/");
     if (strcmp(path, "/") != 0 && !meta)
         return lookup(path) ? -ENOTDIR : -ENOENT;
     fill(buf, ".", NULL, 0, 0);
     fill(buf, "..", NULL, 0, 0);
-    if (!meta)
-        fill(buf, MF_META_DIR, NULL, 0, 0);
     for (size_t i = 0; i < S()->n_files; i++) {
         const char *n = S()->files[i].name;
         if (!meta && strchr(n, '/') == NULL)

@@ -324,6 +324,9 @@ def load_golden_dir(d):
 # reading a mounted (or plain) HF model directory
 # --------------------------------------------------------------------------------------
 
+# the daemon's hidden metadata folder (manifest.json, stats); not part of the HF view
+META_DIR = ".mcorefs"
+
 SHARD_RE = re.compile(r"^model-(\d{5})-of-(\d{5})\.safetensors$")
 LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.")
 
@@ -338,6 +341,7 @@ class View:
         self.tensors = {}        # name -> (dtype, shape, bytes)
         self.tensor_file = {}    # name -> file name
         self.st_files = []       # safetensors file names, sorted
+        self.meta_dir = None     # path of the hidden .mcorefs/ folder if there is one
 
     @property
     def total_bytes(self):
@@ -391,7 +395,7 @@ def _read_mmap(path):
         os.close(fd)
 
 
-def read_view(mountdir, shard_size=None, check_modes=True, allowed_extra=(), mmap_all=False,
+def read_view(mountdir, shard_size=None, check_modes=True, allowed_extra=(".mcorefs",), mmap_all=False,
               seed=0):
     """Read an HF model directory (the mount) completely through the kernel and check
     the layout rules.  Returns a View.  Raises TestFailure on any rule violation.
@@ -412,6 +416,11 @@ def read_view(mountdir, shard_size=None, check_modes=True, allowed_extra=(), mma
         p = os.path.join(mountdir, name)
         lst = os.lstat(p)
         if name in allowed_extra:
+            continue
+        if name == META_DIR and stat.S_ISDIR(lst.st_mode):
+            v.meta_dir = p
+            if check_modes and stat.S_IMODE(lst.st_mode) != 0o555:
+                problems.append("%s/ mode is %o, expected 555" % (name, stat.S_IMODE(lst.st_mode)))
             continue
         if not stat.S_ISREG(lst.st_mode):
             problems.append("%s is not a regular file (mode %o)" % (name, lst.st_mode))
@@ -692,8 +701,10 @@ def cp_r_compare(mountdir, view):
                            timeout=300)
         check(r.returncode == 0, "cp -r %s failed (%d): %s" % (mountdir, r.returncode,
                                                              r.stderr.strip()))
-        got = sorted(os.listdir(dst))
+        got = sorted(n for n in os.listdir(dst) if n != META_DIR)
         check(got == sorted(view.files), "cp -r copied %r, view has %r" % (got, sorted(view.files)))
+        if view.meta_dir:
+            check(os.path.isdir(os.path.join(dst, META_DIR)), "cp -r did not copy %s/" % META_DIR)
         for fn in got:
             with open(os.path.join(dst, fn), "rb") as f:
                 data = f.read()

@@ -238,6 +238,18 @@ def read_only():
         expect_erofs("utime", lambda: os.utime(f, (1, 1)))
         expect_erofs("symlink", lambda: os.symlink("config.json", new))
         expect_erofs("link", lambda: os.link(cfg, new))
+        if v.meta_dir:
+            mf = [os.path.join(v.meta_dir, n) for n in sorted(os.listdir(v.meta_dir))]
+            expect_erofs("create in .mcorefs/",
+                         lambda: open_close(os.path.join(v.meta_dir, "x"),
+                                            os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+            expect_erofs("mkdir in .mcorefs/", lambda: os.mkdir(os.path.join(v.meta_dir, "d")))
+            expect_erofs("rmdir .mcorefs/", lambda: os.rmdir(v.meta_dir))
+            for q in mf:
+                if os.path.isfile(q):
+                    expect_erofs("open %s O_WRONLY" % os.path.basename(q),
+                                 lambda q=q: open_close(q, os.O_WRONLY))
+                    expect_erofs("unlink %s" % os.path.basename(q), lambda q=q: os.unlink(q))
         expect_erofs("setxattr", lambda: os.setxattr(f, "user.x", b"1"),
                      (errno.EROFS, errno.ENOTSUP))
         for what, fn in (("stat of a missing name", lambda: os.stat(new)),

@@ -1,0 +1,642 @@
+#!/usr/bin/python3
+"""mcorefs benchmark suite: every figure next to its baseline, measured in the same run.
+
+Run it through bench/run.sh (builds the daemon and the helpers first).  Environment:
+  BENCH_SCALE=full|smoke   model sizes (full: ~3.1 GB dense, ~2 GB MoE; smoke: ~60-90 MB)
+  BENCH_RUNS=N             runs per figure (default 3 at full, 1 at smoke)
+  BENCH_PY_RUNS=N          runs of the Python converter (default min(RUNS, 2): ~90 s each at full)
+  BENCH_RA=default,1024    read_ahead_kb settings to measure the read paths under ("default" =
+                           leave the kernel's value); each is applied equally to ceilingfs and mcorefs
+  BENCH_SKIP=export,...    skip sections: read, load, export, mount
+  BENCH_OUT=DIR            where exports are written (default bench/cache/out, on local disk)
+"""
+import atexit
+import collections
+import datetime
+import json
+import os
+import pathlib
+import platform
+import re
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import gen  # noqa: E402
+
+SCALE = os.environ.get("BENCH_SCALE", "full")
+if SCALE not in gen.SPECS:
+    sys.exit("BENCH_SCALE must be one of " + ", ".join(gen.SPECS))
+RUNS = int(os.environ.get("BENCH_RUNS", "3" if SCALE == "full" else "1"))
+PY_RUNS = int(os.environ.get("BENCH_PY_RUNS", str(min(RUNS, 2))))
+RAS = [x.strip() for x in os.environ.get("BENCH_RA", "default,1024").split(",") if x.strip()]
+SKIP = set(x.strip() for x in os.environ.get("BENCH_SKIP", "").split(",") if x.strip())
+CACHE = pathlib.Path(os.environ.get("BENCH_CACHE", HERE / "cache"))
+OUT = pathlib.Path(os.environ.get("BENCH_OUT", CACHE / "out"))
+MCOREFS = os.environ["MCOREFS_BIN"]
+CEILINGFS = os.environ["CEILINGFS_BIN"]
+BENCHTOOL = os.environ["BENCHTOOL_BIN"]
+SHARD = "1GB" if SCALE == "full" else "20MB"      # several virtual shards per model
+SHARD_BYTES = 10 ** 9 if SCALE == "full" else 20 * 10 ** 6
+MiB = 1 << 20
+
+WORK = CACHE / "mnt"
+_live = []            # (mountpoint, Popen) still mounted
+
+
+def log(msg):
+    sys.stderr.write("[bench %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
+    sys.stderr.flush()
+
+
+# ------------------------------------------------------------------------------------------------
+# mounts
+
+def _cleanup():
+    for mnt, p in list(_live):
+        _unmount(mnt, p)
+
+
+def _on_signal(sig, frame):
+    _cleanup()
+    sys.exit(128 + sig)
+
+
+atexit.register(_cleanup)
+signal.signal(signal.SIGINT, _on_signal)
+signal.signal(signal.SIGTERM, _on_signal)
+
+
+def _unmount(mnt, p):
+    for _ in range(50):
+        r = subprocess.run(["fusermount3", "-u", str(mnt)], stderr=subprocess.DEVNULL)
+        if r.returncode == 0 or not os.path.ismount(mnt):
+            break
+        time.sleep(0.1)
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    if (mnt, p) in _live:
+        _live.remove((mnt, p))
+
+
+class Mount:
+    """A foreground FUSE daemon; `ready_s` is spawn -> first successful read of `probe`."""
+
+    def __init__(self, argv, mnt, probe, ra=None):
+        self.mnt = pathlib.Path(mnt)
+        if os.path.ismount(self.mnt):
+            subprocess.run(["fusermount3", "-u", str(self.mnt)])
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        logf = open(CACHE / "daemon.log", "ab")
+        t0 = time.perf_counter()
+        self.p = subprocess.Popen(argv, stdout=logf, stderr=logf)
+        logf.close()
+        path = self.mnt / probe
+        while True:
+            try:
+                with open(path, "rb") as f:
+                    f.read()
+                break
+            except OSError:
+                if self.p.poll() is not None:
+                    raise RuntimeError("%s exited with %d (see %s)" % (argv[0], self.p.returncode,
+                                                                     CACHE / "daemon.log"))
+                time.sleep(0.0005)
+        self.ready_s = time.perf_counter() - t0
+        _live.append((self.mnt, self.p))
+        self.rss_mount = self.status()
+        if ra is not None and ra != "default":
+            set_ra(self.mnt, int(ra))
+
+    def status(self):
+        """VmRSS and VmHWM of the daemon, in bytes."""
+        out = {}
+        with open("/proc/%d/status" % self.p.pid) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "VmHWM"):
+                    out[k] = int(v.split()[0]) * 1024
+        return out
+
+    def close(self):
+        _unmount(self.mnt, self.p)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+def bdi_of(mnt):
+    d = os.stat(mnt).st_dev
+    return pathlib.Path("/sys/class/bdi/%d:%d" % (os.major(d), os.minor(d)))
+
+
+def set_ra(mnt, kb):
+    (bdi_of(mnt) / "read_ahead_kb").write_text(str(kb))
+
+
+def mcorefs(model, ra=None):
+    return Mount([MCOREFS, str(model["ckpt"]), str(WORK / "mcorefs"), "-f", "-o",
+                  "true_vocab_size=%d,shard_size=%s" % (model["vocab"], SHARD)],
+                 WORK / "mcorefs", "config.json", ra)
+
+
+def ceiling(sizes, ra=None):
+    return Mount([CEILINGFS, str(WORK / "ceiling"), "-f", "-o",
+                  "sizes=" + ":".join(str(s) for s in sizes)], WORK / "ceiling", "f0.bin", ra)
+
+
+# ------------------------------------------------------------------------------------------------
+# measurement helpers
+
+def tool(*args):
+    out = subprocess.run([BENCHTOOL] + [str(a) for a in args], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout.split()
+    return int(out[0]), float(out[1])
+
+
+def read_files(files, bs=MiB):
+    return tool("read", bs, *files)
+
+
+def warm(files):
+    """Read files once so that they sit in the page cache (like `cat f > /dev/null`)."""
+    read_files(files)
+
+
+def timed_v(argv):
+    """Run argv under /usr/bin/time -v; return (wall seconds, max RSS bytes)."""
+    t0 = time.perf_counter()
+    r = subprocess.run(["/usr/bin/time", "-v"] + [str(a) for a in argv], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode:
+        raise RuntimeError("%s failed:\n%s" % (argv, r.stderr[-3000:]))
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr)
+    return wall, int(m.group(1)) * 1024
+
+
+def sync():
+    subprocess.run(["sync"])
+
+
+def st_header(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return 8 + n, json.loads(f.read(n))
+
+
+def touch_list(d, index_order=True):
+    """(file, offset, length) of every tensor of the safetensors files in d, in index order."""
+    d = pathlib.Path(d)
+    idx = d / "model.safetensors.index.json"
+    if idx.exists():
+        weight_map = json.loads(idx.read_text())["weight_map"]
+    else:
+        weight_map = {n: "model.safetensors" for n in st_header(d / "model.safetensors")[1]
+                      if n != "__metadata__"}
+    heads = {f: st_header(d / f) for f in set(weight_map.values())}
+    rows = []
+    for name, f in weight_map.items():
+        base, h = heads[f]
+        a, b = h[name]["data_offsets"]
+        rows.append((f, base + a, b - a))
+    return rows
+
+
+def write_touch(rows, d, path):
+    with open(path, "w") as f:
+        for fn, off, n in rows:
+            f.write("%s %d %d\n" % (pathlib.Path(d) / fn, off, n))
+
+
+def same_tensors(a, b):
+    """True when the safetensors files in dirs a and b hold the same tensors, byte for byte."""
+    ra, rb = touch_list(a), touch_list(b)
+    ha = {}
+    for f in set(x[0] for x in ra):
+        for n, v in st_header(pathlib.Path(a) / f)[1].items():
+            if n != "__metadata__":
+                ha[n] = (f, v)
+    hb = {}
+    for f in set(x[0] for x in rb):
+        for n, v in st_header(pathlib.Path(b) / f)[1].items():
+            if n != "__metadata__":
+                hb[n] = (f, v)
+    if set(ha) != set(hb):
+        return False
+    files = {}
+
+    def fh(p):
+        if p not in files:
+            files[p] = open(p, "rb")
+        return files[p]
+    try:
+        for n in ha:
+            (fa, va), (fb, vb) = ha[n], hb[n]
+            if va["dtype"] != vb["dtype"] or va["shape"] != vb["shape"]:
+                return False
+            oa = st_header(pathlib.Path(a) / fa)[0] + va["data_offsets"][0]
+            ob = st_header(pathlib.Path(b) / fb)[0] + vb["data_offsets"][0]
+            ln = va["data_offsets"][1] - va["data_offsets"][0]
+            x, y = fh(pathlib.Path(a) / fa), fh(pathlib.Path(b) / fb)
+            x.seek(oa)
+            y.seek(ob)
+            left = ln
+            while left:
+                k = min(left, 64 * MiB)
+                if x.read(k) != y.read(k):
+                    return False
+                left -= k
+        return True
+    finally:
+        for f in files.values():
+            f.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# results
+
+R = collections.OrderedDict()      # key -> list of samples
+META = {}
+
+
+def add(key, v):
+    R.setdefault(key, []).append(v)
+
+
+def mmm(xs):
+    return min(xs), statistics.median(xs), max(xs)
+
+
+# ------------------------------------------------------------------------------------------------
+# sections
+
+def prepare(name):
+    d = pathlib.Path(subprocess.run([sys.executable, str(HERE / "gen.py"), str(CACHE), SCALE, name],
+                                    check=True, stdout=subprocess.PIPE, text=True).stdout.strip())
+    ref = json.loads((d / "reference.json").read_text())
+    ranks = [d / p for p in ref["rank_files"]]
+    m = dict(name=name, dir=d, ckpt=d / "ckpt", vocab=ref["true_vocab_size"], ranks=ranks,
+             rank_bytes=sum(p.stat().st_size for p in ranks), hf_bytes=ref["total_bytes"],
+             ntensors=ref["num_tensors"], layout=ref["layout"], nlayers=ref["num_layers"])
+    return m
+
+
+def make_plain(m):
+    """Copy the mount once to local disk: the plain-file baseline (same bytes)."""
+    plain = CACHE / ("plain-%s-%s" % (SCALE, m["name"]))
+    if plain.exists():
+        shutil.rmtree(plain)
+    warm(m["ranks"])
+    with mcorefs(m) as mt:
+        subprocess.run(["cp", "-r", str(mt.mnt), str(plain)], check=True)
+        files = sorted(p.name for p in mt.mnt.iterdir() if p.name.endswith(".safetensors"))
+    sync()
+    m["plain"] = plain
+    m["st_files"] = files
+    m["st_sizes"] = [(plain / f).stat().st_size for f in files]
+    m["st_bytes"] = sum(m["st_sizes"])
+
+
+def bench_read(m):
+    files = m["st_files"]
+    plain_files = [m["plain"] / f for f in files]
+    for r in range(RUNS):
+        for ra in RAS:
+            tag = "%s/ra=%s" % (m["name"], ra)
+            with ceiling(m["st_sizes"], ra) as c:
+                if r == 0:
+                    META.setdefault("ra_kb", {})[ra] = int((bdi_of(c.mnt) / "read_ahead_kb").read_text())
+                n, t = read_files([c.mnt / ("f%d.bin" % i) for i in range(len(files))])
+                add(tag + "/ceiling", t)
+            warm(m["ranks"])
+            with mcorefs(m, ra) as mt:
+                add(m["name"] + "/mount_s", mt.ready_s)
+                n1, t1 = read_files([mt.mnt / f for f in files])
+                s1 = mt.status()
+                n2, t2 = read_files([mt.mnt / f for f in files])
+                s2 = mt.status()
+                assert n1 == n2 == m["st_bytes"], (n1, n2, m["st_bytes"])
+                add(tag + "/first", t1)
+                add(tag + "/second", t2)
+                add(m["name"] + "/rss_mount", mt.rss_mount["VmRSS"])
+                add(m["name"] + "/rss_after_read", s2["VmRSS"])
+                add(m["name"] + "/hwm_after_read", s2["VmHWM"])
+            warm(plain_files)
+            n, t = read_files(plain_files)
+            add(tag + "/plain", t)
+        log("%s read run %d/%d done" % (m["name"], r + 1, RUNS))
+
+
+def bench_load(m):
+    rows = touch_list(m["plain"])
+    pl, ml = CACHE / "touch-plain.txt", CACHE / "touch-mcorefs.txt"
+    write_touch(rows, m["plain"], pl)
+    write_touch(rows, WORK / "mcorefs", ml)
+    plain_files = [m["plain"] / f for f in m["st_files"]]
+    for r in range(RUNS):
+        for ra in RAS:
+            tag = "%s/ra=%s" % (m["name"], ra)
+            warm(m["ranks"])
+            with mcorefs(m, ra) as mt:
+                n, t = tool("touch", ml)
+                add(tag + "/load_first", t)
+                n, t = tool("touch", ml)
+                add(tag + "/load_second", t)
+            warm(plain_files)
+            n, t = tool("touch", pl)
+            add(tag + "/load_plain", t)
+        log("%s load run %d/%d done" % (m["name"], r + 1, RUNS))
+
+
+def bench_export(m):
+    OUT.mkdir(parents=True, exist_ok=True)
+    out_cp, out_py = OUT / "cp", OUT / "py"
+    verified = None
+    for r in range(max(RUNS, PY_RUNS)):
+        for what in ("cp", "py"):
+            if what == "py" and r >= PY_RUNS or what == "cp" and r >= RUNS:
+                continue
+            for o in (out_cp, out_py):
+                if o.exists():
+                    shutil.rmtree(o)
+            sync()
+            warm(m["ranks"])
+            if what == "cp":
+                t0 = time.perf_counter()
+                with mcorefs(m) as mt:
+                    wall, rss = timed_v(["cp", "-r", mt.mnt, out_cp])
+                    t = time.perf_counter() - t0
+                    hwm = mt.status()["VmHWM"]
+                add(m["name"] + "/export_cp_s", t)
+                add(m["name"] + "/export_cp_rss", rss + hwm)
+                add(m["name"] + "/export_cp_rss_cp", rss)
+                add(m["name"] + "/export_cp_rss_daemon", hwm)
+            else:
+                t, rss = timed_v([sys.executable, HERE / "py_convert.py", m["ckpt"], out_py,
+                                  "--true-vocab-size", m["vocab"], "--shard-size", SHARD_BYTES])
+                add(m["name"] + "/export_py_s", t)
+                add(m["name"] + "/export_py_rss", rss)
+                if verified is None:
+                    verified = same_tensors(out_py, m["plain"])
+                    META["verified_" + m["name"]] = verified
+                    if not verified:
+                        log("WARNING: py_convert output differs from the mount (%s)" % m["name"])
+            log("%s export %s run %d done (%.1f s)" % (m["name"], what, r + 1, t))
+    for o in (out_cp, out_py):
+        if o.exists():
+            shutil.rmtree(o)
+    sync()
+
+
+def bench_mount(m, read_all=False):
+    for r in range(RUNS):
+        warm(m["ranks"])
+        with mcorefs(m) as mt:
+            add(m["name"] + "/mount_s", mt.ready_s)
+            add(m["name"] + "/rss_mount", mt.rss_mount["VmRSS"])
+            if read_all:
+                files = sorted(p for p in mt.mnt.iterdir() if p.is_file())
+                n, t = read_files(files)
+                s = mt.status()
+                add(m["name"] + "/rss_after_read", s["VmRSS"])
+                add(m["name"] + "/hwm_after_read", s["VmHWM"])
+                m["st_bytes"] = n
+    log("%s mount runs done" % m["name"])
+
+
+# ------------------------------------------------------------------------------------------------
+# report
+
+def fmt_s(x):
+    return "%.3f s" % x if x < 10 else "%.1f s" % x
+
+
+def fmt_mb(x):
+    return "%.0f MB" % (x / 1e6) if x >= 10e6 else "%.1f MB" % (x / 1e6)
+
+
+class Table:
+    def __init__(self):
+        self.rows = []
+        self.targets = []
+
+    def section(self, title):
+        self.rows.append(("##", title))
+
+    def row(self, label, xs, unit="s", nbytes=None, note=""):
+        if not xs:
+            return
+        lo, md, hi = mmm(xs)
+        f = fmt_s if unit == "s" else fmt_mb
+        rate = ""
+        if nbytes and unit == "s":
+            rate = "%.0f" % (nbytes / md / 1e6)
+            if len(xs) > 1:
+                rate += " (%.0f-%.0f)" % (nbytes / hi / 1e6, nbytes / lo / 1e6)
+        self.rows.append((label, f(lo), f(md), f(hi), rate, note))
+
+    def sub(self, title):
+        self.rows.append(("#", title))
+
+    def ratio(self, label, value, target, ok, shown):
+        self.rows.append(("=>", label, shown, target, "PASS" if ok else "MISS"))
+        self.targets.append((label, shown, target, "PASS" if ok else "MISS"))
+
+    def info(self, label, shown):
+        self.rows.append(("=>", label, shown, "", ""))
+
+    def markdown(self):
+        out = []
+        head = "| figure | min | median | max | MB/s median (range) | note |\n|---|---:|---:|---:|---:|---|"
+        in_table = False
+        for r in self.rows:
+            if r[0] == "##":
+                out.append("\n**%s**\n" % r[1])
+                out.append(head)
+                in_table = True
+            elif r[0] == "#":
+                out.append("| *%s* | | | | | |" % r[1])
+            elif r[0] == "=>":
+                status = (" **%s**" % r[4]) if r[4] else ""
+                tgt = (" (target %s)" % r[3]) if r[3] else ""
+                out.append("| → %s | | **%s** | | | %s%s |" % (r[1], r[2], tgt.strip(), status))
+            else:
+                out.append("| %s | %s | %s | %s | %s | %s |" % r)
+        return "\n".join(out)
+
+    def text(self):
+        out = []
+        for r in self.rows:
+            if r[0] == "##":
+                out.append("")
+                out.append(r[1])
+                out.append("  %-52s %10s %10s %10s  %-18s" % ("", "min", "median", "max", "MB/s med (range)"))
+            elif r[0] == "#":
+                out.append(" " + r[1])
+            elif r[0] == "=>":
+                out.append("  => %-49s %s%s%s" % (r[1], r[2], ("   target " + r[3]) if r[3] else "",
+                                                   ("   " + r[4]) if r[4] else ""))
+            else:
+                out.append("  %-52s %10s %10s %10s  %-18s %s" % r)
+        return "\n".join(out)
+
+
+def med(key):
+    return statistics.median(R[key]) if R.get(key) else None
+
+
+def report(models, total_s):
+    T = Table()
+    for m in models:
+        if m["name"] == "dsv3" or m.get("st_files") is None:
+            continue
+        n = m["name"]
+        lay = m["layout"]
+        desc = "%s: %s, %.2f GB bf16, %d tensors, tp%d pp%d ep%d, %d rank files (%.2f GB), %d virtual shards" % (
+            n, "Llama-like" if n == "dense" else "Mixtral-like 8 experts", m["st_bytes"] / 1e9, m["ntensors"],
+            lay["tp"], lay["pp"], lay["ep"], len(m["ranks"]), m["rank_bytes"] / 1e9, len(m["st_files"]))
+        T.section(desc)
+        B = m["st_bytes"]
+        for ra in RAS:
+            tag = "%s/ra=%s" % (n, ra)
+            kb = META.get("ra_kb", {}).get(ra)
+            rl = "RA%s" % (kb if kb is not None else ra)
+            T.sub("%s: mount's read_ahead_kb = %s%s" % (rl, kb if kb is not None else ra,
+                                                       " (kernel default)" if ra == "default" else
+                                                       ", set on ceilingfs and mcorefs alike"))
+            if tag + "/ceiling" in R:
+                T.row("ceiling: trivial FUSE fs, 1 MiB read()s", R[tag + "/ceiling"], nbytes=B)
+                T.row("mcorefs first read (fresh mount, via daemon)", R[tag + "/first"], nbytes=B)
+                T.row("mcorefs second read (mount's page cache)", R[tag + "/second"], nbytes=B)
+                T.row("plain copy on local disk, warm", R[tag + "/plain"], nbytes=B)
+                r1 = med(tag + "/ceiling") / med(tag + "/first")
+                T.ratio("%s first read / ceiling" % rl, r1, ">= 0.85", r1 >= 0.85, "%.2f" % r1)
+                r2 = med(tag + "/plain") / med(tag + "/second")
+                T.ratio("%s second read / plain file" % rl, r2, ">= 0.5", r2 >= 0.5, "%.2f" % r2)
+            if tag + "/load_first" in R:
+                T.row("load: mmap, touch tensors, mcorefs fresh mount", R[tag + "/load_first"], nbytes=B)
+                T.row("load: mmap, touch tensors, mcorefs page cache", R[tag + "/load_second"], nbytes=B)
+                T.row("load: mmap, touch tensors, plain copy, warm", R[tag + "/load_plain"], nbytes=B)
+                r3 = med(tag + "/load_plain") / med(tag + "/load_first")
+                T.info("%s load: plain time / mcorefs first time" % rl, "%.2f" % r3)
+                r3 = med(tag + "/load_plain") / med(tag + "/load_second")
+                T.info("%s load: plain time / mcorefs page-cache time" % rl, "%.2f" % r3)
+        if n + "/export_cp_s" in R:
+            T.sub("export to local disk (rank files warm; both write the same safetensors bytes)")
+            T.row("export: mount + cp -r (wall)", R[n + "/export_cp_s"], nbytes=B)
+            T.row("export: Python torch.load converter (wall)", R[n + "/export_py_s"], nbytes=B,
+                  note="" if META.get("verified_" + n) else "OUTPUT DIFFERS")
+            T.row("export: cp + daemon peak RSS", R[n + "/export_cp_rss"], unit="B",
+                  note="cp %s + daemon %s" % (fmt_mb(med(n + "/export_cp_rss_cp")), fmt_mb(med(n + "/export_cp_rss_daemon"))))
+            T.row("export: Python converter peak RSS", R[n + "/export_py_rss"], unit="B")
+            sp = med(n + "/export_py_s") / med(n + "/export_cp_s")
+            T.ratio("export speedup vs Python", sp, ">= 5x", sp >= 5, "%.1fx" % sp)
+            mr = med(n + "/export_cp_rss") / med(n + "/export_py_rss")
+            T.ratio("export memory, cp+daemon / Python", mr, "<= 0.10", mr <= 0.1, "%.3f (1/%.0f)" % (mr, 1 / mr))
+    T.section("mount cost (spawn -> config.json readable; daemon RSS from /proc)")
+    for m in models:
+        n = m["name"]
+        if n + "/mount_s" not in R:
+            continue
+        lay = m["layout"]
+        T.sub("%s: %d HF tensors, %d layers, %d rank files (tp%d pp%d ep%d), %s of safetensors" % (
+            n, m["ntensors"], m["nlayers"], len(m["ranks"]), lay["tp"], lay["pp"], lay["ep"],
+            fmt_mb(m.get("st_bytes", 0))))
+        T.row("mount time", R[n + "/mount_s"])
+        T.row("daemon VmRSS after mount", R[n + "/rss_mount"], unit="B")
+        if R.get(n + "/hwm_after_read"):
+            T.row("daemon VmRSS after reading every file", R[n + "/rss_after_read"], unit="B")
+            T.row("daemon VmHWM after reading every file", R[n + "/hwm_after_read"], unit="B")
+    for n, lim in (("dense", 0.5), ("dsv3", 3.0)):
+        if R.get(n + "/mount_s"):
+            x = med(n + "/mount_s")
+            T.ratio("%s mount time (median)" % n, x, "<= %.1f s" % lim, x <= lim, fmt_s(x))
+    if R.get("dsv3/hwm_after_read"):
+        x = max(R["dsv3/hwm_after_read"])
+        T.ratio("dsv3 daemon peak RSS (VmHWM, max of runs)", x, "<= 128 MB", x <= 128e6, fmt_mb(x))
+    for m in models:
+        n = m["name"]
+        if R.get(n + "/hwm_after_read") and R.get(n + "/rss_mount"):
+            g = max(R[n + "/hwm_after_read"]) - min(R[n + "/rss_mount"])
+            T.ratio("%s RSS growth reading %s (HWM - mount RSS)" % (n, fmt_mb(m["st_bytes"])), g,
+                    "<= 64 MB", g <= 64e6, fmt_mb(g))
+
+    env = "%s, %s, kernel %s, %d CPUs, %.0f GiB RAM, fuse3 %s" % (
+        datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), cpu_model(), platform.release(), os.cpu_count(),
+        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30,
+        subprocess.run(["pkg-config", "--modversion", "fuse3"], stdout=subprocess.PIPE, text=True).stdout.strip())
+    head = ("mcorefs benchmark, scale=%s, %d runs per figure (Python converter: %d), suite time %.0f s\n%s"
+            % (SCALE, RUNS, PY_RUNS, total_s, env))
+    print("\n" + head)
+    print(T.text())
+    print("\ntargets: %d PASS, %d MISS" % (sum(t[3] == "PASS" for t in T.targets), sum(t[3] == "MISS" for t in T.targets)))
+    md = ["# mcorefs benchmark results", "",
+          "- scale: `%s`, %d runs per figure (Python converter: %d runs), whole suite %.0f s" % (SCALE, RUNS, PY_RUNS, total_s),
+          "- machine: %s" % env,
+          "- rank files warm in the page cache before every run; first reads on a fresh mount; "
+          "ratios are of medians; MB/s = virtual safetensors bytes / time", "",
+          T.markdown(), "",
+          "**Targets**", "", "| target | value | wanted | status |", "|---|---:|---|---|"]
+    for t in T.targets:
+        md.append("| %s | %s | %s | %s |" % t)
+    name = "results.md" if SCALE == "full" else "results-%s.md" % SCALE
+    (HERE / name).write_text("\n".join(md) + "\n")
+    (CACHE / ("raw-%s.json" % SCALE)).write_text(json.dumps({"R": R, "META": META}, indent=1, default=str))
+    log("wrote %s" % (HERE / name))
+
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main():
+    t0 = time.time()
+    global RAS
+    CACHE.mkdir(parents=True, exist_ok=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 and RAS != ["default"]:
+        log("not root: cannot write /sys/class/bdi/*/read_ahead_kb; measuring the default only")
+        RAS = ["default"]
+    models = []
+    for name in ("dense", "moe", "dsv3"):
+        t = time.time()
+        models.append(prepare(name))
+        log("%s ready (%.1f s)" % (name, time.time() - t))
+    for m in models[:2]:
+        make_plain(m)
+        log("%s: %d virtual shards, %.2f GB" % (m["name"], len(m["st_files"]), m["st_bytes"] / 1e9))
+        if "read" not in SKIP:
+            bench_read(m)
+        elif "mount" not in SKIP:
+            bench_mount(m)
+        if "load" not in SKIP:
+            bench_load(m)
+        if "export" not in SKIP:
+            bench_export(m)
+    if "mount" not in SKIP:
+        bench_mount(models[2], read_all=True)
+    report(models, time.time() - t0)
+
+
+if __name__ == "__main__":
+    main()
