@@ -140,11 +140,9 @@ static int build_recipe(builder *b, const mf_rule *r, const mf_source *s, const 
                 return mf_fail(MF_ERR_INCONSISTENT, "%s: shards of '%s' disagree in dtype or shape", c_path(b, s, k), s->name);
         }
     }
-    int64_t sum_rows = 0, sum_cols = 0;
-    for (int k = 0; k < n; k++) {
+    int64_t sum_rows = 0;
+    for (int k = 0; k < n; k++)
         sum_rows += srows[k];
-        sum_cols += scols[k];
-    }
     int64_t rows = 0, cols = scols[first];
     int64_t d = m->head_dim, ng = m->groups, rq = m->heads / m->groups;
     switch (split) {

@@ -137,7 +137,7 @@ static int grow_(vm *m, const void *arr, size_t *cap, size_t need, size_t elsize
     void *p = aalloc(m->pk, nc * elsize);
     if (!p)
         return oom(m);
-    if (*cap)
+    if (*cap && arr)
         memcpy(p, arr, *cap * elsize);
     m->grown = p;
     *cap = nc;
@@ -380,7 +380,7 @@ static int op_long(vm *m, unsigned lb)
 
 static int memo_put(vm *m, uint64_t id)
 {
-    mf_pv *v;
+    mf_pv *v = NULL;
     int rc = peek(m, &v);
     if (rc)
         return rc;
@@ -485,7 +485,7 @@ static int reduce(vm *m, mf_pv *fn, mf_pv *args, mf_pv **out)
 
 static int op_setitems(vm *m, int single)
 {
-    size_t start;
+    size_t start = 0;
     int rc;
     if (single) {
         if (m->sp < floor_(m) + 2)
@@ -512,7 +512,7 @@ static int op_setitems(vm *m, int single)
 
 static int op_appends(vm *m, int single, mf_pv_kind want)
 {
-    size_t start;
+    size_t start = 0;
     int rc;
     if (single) {
         if (m->sp < floor_(m) + 1)
@@ -537,11 +537,11 @@ static int op_appends(vm *m, int single, mf_pv_kind want)
 
 static int op_collect(vm *m, mf_pv_kind kind) /* TUPLE, LIST, FROZENSET, DICT after MARK */
 {
-    size_t start;
+    size_t start = 0;
     int rc = pop_mark(m, &start);
     if (rc)
         return rc;
-    mf_pv *v;
+    mf_pv *v = NULL;
     if (kind == MF_PV_DICT) {
         if ((m->sp - start) % 2)
             return fail(m, MF_ERR_FORMAT, "odd number of items for DICT");
@@ -573,7 +573,7 @@ static int op_tuple_n(vm *m, size_t n)
 
 static int step(vm *m, int *done, mf_pv **result)
 {
-    mf_pv *a, *b, *c, *v;
+    mf_pv *a = NULL, *b = NULL, *c = NULL, *v = NULL;
     int rc;
     m->op_pos = m->pos;
     m->op = m->buf[m->pos++];

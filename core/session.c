@@ -1,6 +1,7 @@
 /* A mounted checkpoint: options -> checkpoint -> mapping -> virtual files; and reads. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,13 +107,13 @@ int mf_session_open(mf_session **out, const char *path, const mf_options *o)
     for (size_t i = 0; i < s->ckpt.n_files; i++)
         s->fds[i] = s->ckpt.files[i].fd;
     s->file_bytes = calloc(s->ckpt.n_files ? s->ckpt.n_files : 1, sizeof(uint64_t));
-    char *manifest = mf_manifest_build(s);
-    if (!s->file_bytes || !manifest || (rc = add_memory_file(s, MF_META_DIR "/manifest.json", manifest)) != 0) {
-        if (!s->file_bytes || !manifest)
-            rc = mf_fail(MF_ERR_NOMEM, "out of memory (manifest)");
-        free(manifest);
+    if (!s->file_bytes) {
+        rc = mf_fail(MF_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    if ((rc = add_memory_file(s, MF_META_DIR "/manifest.json", strdup(""))) != 0)
+        goto fail;
+    s->files[s->n_files - 1].kind = MF_VF_LAZY;
     if ((rc = add_memory_file(s, MF_META_DIR "/stats", strdup(""))) != 0)
         goto fail;
     s->files[s->n_files - 1].kind = MF_VF_STATS;
@@ -143,11 +144,34 @@ void mf_session_close(mf_session *s)
     free(s);
 }
 
+static pthread_mutex_t lazy_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Build a lazy file's contents once; later lookups see a plain memory file. */
+static const mf_vfile *materialize(const mf_session *s, mf_vfile *f)
+{
+    pthread_mutex_lock(&lazy_lock);
+    if (__atomic_load_n(&f->kind, __ATOMIC_ACQUIRE) == MF_VF_LAZY) {
+        char *text = mf_manifest_build(s);
+        if (text) {
+            free(f->data);
+            f->data = text;
+            f->size = strlen(text);
+            __atomic_store_n(&f->kind, MF_VF_MEMORY, __ATOMIC_RELEASE);
+        }
+    }
+    pthread_mutex_unlock(&lazy_lock);
+    return __atomic_load_n(&f->kind, __ATOMIC_ACQUIRE) == MF_VF_LAZY ? NULL : f;
+}
+
 const mf_vfile *mf_session_lookup(const mf_session *s, const char *name)
 {
     for (size_t i = 0; i < s->n_files; i++)
-        if (strcmp(s->files[i].name, name) == 0)
-            return &s->files[i];
+        if (strcmp(s->files[i].name, name) == 0) {
+            mf_vfile *f = &s->files[i];
+            if (__atomic_load_n(&f->kind, __ATOMIC_ACQUIRE) == MF_VF_LAZY)
+                return materialize(s, f);
+            return f;
+        }
     return NULL;
 }
 

@@ -145,7 +145,7 @@ static int build_index(mf_session *s, uint32_t first, uint32_t n)
     cJSON_AddItemToObject(root, "weight_map", wm);
     char *json = cJSON_Print(root);
     cJSON_Delete(root);
-    mf_vfile *f;
+    mf_vfile *f = NULL;
     if (!json || add_file(s, &f) != 0) {
         free(json);
         return mf_fail(MF_ERR_NOMEM, "out of memory");
@@ -169,7 +169,7 @@ int mf_view_build_shards(mf_session *s)
     uint32_t first = (uint32_t)s->n_files;
     int rc = MF_OK;
     for (uint32_t k = 0; k < n_files && rc == 0; k++) {
-        mf_vfile *f;
+        mf_vfile *f = NULL;
         char name[64];
         if ((rc = add_file(s, &f)) != 0)
             break;

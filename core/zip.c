@@ -226,7 +226,7 @@ int mf_zip_open(mf_zip *z, int fd, const char *path, uint64_t base, uint64_t len
         rc = mf_fail(MF_ERR_FORMAT, "%s: not a zip archive (torch.save files start with PK\\x03\\x04)", z->path);
         goto fail;
     }
-    uint64_t cd_off, cd_size, count;
+    uint64_t cd_off = 0, cd_size = 0, count = 0;
     if ((rc = find_cd(z, &cd_off, &cd_size, &count)))
         goto fail;
     if (count == 0) {

@@ -15,6 +15,7 @@ typedef enum {
     MF_VF_SAFETENSORS,  /* header in memory, data gathered */
     MF_VF_OVERLAY,      /* a real file read through (tokenizer) */
     MF_VF_STATS,        /* live counters, rendered on each read (size 0: read with direct_io) */
+    MF_VF_LAZY,         /* JSON built on first use (the manifest: large, rarely read) */
 } mf_vfile_kind;
 
 typedef struct {
@@ -44,6 +45,8 @@ typedef struct mf_session {
 /* Open the checkpoint at `path` with options and build the whole view. */
 int mf_session_open(mf_session **out, const char *path, const mf_options *o);
 void mf_session_close(mf_session *s);
+/* Lookup by name. A lazy file is built on first lookup (thread-safe); NULL if absent or if
+ * building it failed. */
 const mf_vfile *mf_session_lookup(const mf_session *s, const char *name);
 /* Read up to len bytes at off. Returns bytes read (short only at EOF) or a negative errno. */
 ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_t len, uint64_t off);

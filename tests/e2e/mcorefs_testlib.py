@@ -433,6 +433,8 @@ def read_view(mountdir, shard_size=None, check_modes=True, allowed_extra=(".mcor
             problems.append("%s: stat size %d but read returned %d bytes"
                             % (name, lst.st_size, len(data)))
         v.files[name] = data
+    if v.meta_dir is None and os.path.isdir(os.path.join(mountdir, META_DIR)):
+        v.meta_dir = os.path.join(mountdir, META_DIR)      # reachable by name, not listed
     check(not problems, "view %s:\n  %s" % (mountdir, "\n  ".join(problems)))
 
     check("config.json" in v.files, "no config.json in %s (files: %r)" % (mountdir, names))
@@ -701,10 +703,11 @@ def cp_r_compare(mountdir, view):
                            timeout=300)
         check(r.returncode == 0, "cp -r %s failed (%d): %s" % (mountdir, r.returncode,
                                                              r.stderr.strip()))
-        got = sorted(n for n in os.listdir(dst) if n != META_DIR)
+        listed = sorted(os.listdir(mountdir))
+        got_all = sorted(os.listdir(dst))
+        check(got_all == listed, "cp -r copied %r, the mount lists %r" % (got_all, listed))
+        got = sorted(n for n in got_all if n != META_DIR)
         check(got == sorted(view.files), "cp -r copied %r, view has %r" % (got, sorted(view.files)))
-        if view.meta_dir:
-            check(os.path.isdir(os.path.join(dst, META_DIR)), "cp -r did not copy %s/" % META_DIR)
         for fn in got:
             with open(os.path.join(dst, fn), "rb") as f:
                 data = f.read()
