@@ -293,6 +293,7 @@ int mf_checkpoint_open(mf_checkpoint *c, const char *path, const mf_options *o)
     }
     if (o->skip_mtp)
         c->model.mtp_shown = 0;
+    c->model.mtp_head_copies = o->mtp_head_copies;
     if (o->true_vocab_size > 0) {
         if (o->true_vocab_size > c->model.padded_vocab) {
             rc = mf_fail(MF_ERR_INVALID, "true_vocab_size=%lld is larger than the checkpoint's padded vocab %lld",

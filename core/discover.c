@@ -100,7 +100,10 @@ int mf_find_iteration(const char *path, int64_t want, char **iter_dir, int64_t *
 {
     char buf[PATH_MAX];
     *iter_dir = NULL;
-    if (!is_dir(path))
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return mf_fail(MF_ERR_IO, "%s: %s", path, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
         return mf_fail(MF_ERR_IO, "%s: not a directory", path);
     if (has_rank_dirs(path)) {
         /* mounted an iter_* folder directly */

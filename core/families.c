@@ -102,6 +102,10 @@ static const mf_rule deepseek_mtp[] = {
     { HL "hnorm.weight", { "mtp.layers.{L}.hnorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
     { HL "eh_proj.weight", { "mtp.layers.{L}.eh_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_ALWAYS, 0 },
     { HL "shared_head.norm.weight", { "mtp.layers.{L}.final_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
+    /* copies of the shared embedding and head, as DeepSeek's own release layout has them */
+    { HL "embed_tokens.weight", { "embedding.word_embeddings.weight" }, MF_SPLIT_VOCAB, MF_WHEN_MTP_COPIES, 0 },
+    { HL "shared_head.head.weight", { "output_layer.weight" }, MF_SPLIT_VOCAB, MF_WHEN_MTP_COPIES_UNTIED, 0 },
+    { HL "shared_head.head.weight", { "embedding.word_embeddings.weight" }, MF_SPLIT_VOCAB, MF_WHEN_MTP_COPIES_TIED, 0 },
     { NULL, { NULL }, 0, 0, 0 },
 };
 

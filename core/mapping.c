@@ -43,6 +43,9 @@ static int when_holds(const mf_model *m, mf_when w)
     case MF_WHEN_LINEAR_BIAS: return m->add_bias_linear;
     case MF_WHEN_GLU: return m->swiglu;
     case MF_WHEN_NOT_GLU: return !m->swiglu;
+    case MF_WHEN_MTP_COPIES: return m->mtp_head_copies;
+    case MF_WHEN_MTP_COPIES_UNTIED: return m->mtp_head_copies && !m->tied;
+    case MF_WHEN_MTP_COPIES_TIED: return m->mtp_head_copies && m->tied;
     }
     return 0;
 }

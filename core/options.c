@@ -83,6 +83,10 @@ int mf_options_apply(mf_options *o, const char *kv)
         o->skip_mtp = 1;
         return 1;
     }
+    if (strcmp(key, "mtp_head_copies") == 0) {
+        o->mtp_head_copies = 1;
+        return 1;
+    }
     if (strcmp(key, "arch") == 0)
         return set_str(&o->arch, key, v);
     if (strcmp(key, "hf_config") == 0)
@@ -108,6 +112,7 @@ const char *mf_options_help(void)
     return "    -o iteration=N          mount iteration N instead of latest_checkpointed_iteration.txt\n"
            "    -o true_vocab_size=N    trim vocab padding: embed/lm_head keep N rows (default: args.vocab_size, else padded)\n"
            "    -o skip_mtp             hide multi-token-prediction layers (num_nextn_predict_layers: 0)\n"
+           "    -o mtp_head_copies      DeepSeek release layout: add embed_tokens and shared_head.head to each MTP layer\n"
            "    -o arch=NAME            llama|mistral|qwen2|qwen3|mixtral|qwen2_moe|qwen3_moe|deepseek_v2|deepseek_v3 (default: detect)\n"
            "    -o shard_size=SIZE      largest safetensors shard, e.g. 5GB (default), 500MB, 2GiB\n"
            "    -o dtype=bf16|fp16|fp32 convert float tensors on read (default: each tensor's stored dtype)\n"

@@ -39,6 +39,7 @@ typedef struct mf_model_s {
     /* MTP */
     int64_t mtp_layers;                /* in the checkpoint */
     int64_t mtp_shown;                 /* 0 with skip_mtp */
+    int mtp_head_copies;               /* also show embed_tokens / shared_head.head per MTP layer */
 } mf_model;
 
 /* Read args (the argparse Namespace state dict) into m. `arch` (may be NULL) overrides

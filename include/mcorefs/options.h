@@ -9,6 +9,7 @@ typedef struct {
     int64_t iteration;        /* -1: from latest_checkpointed_iteration.txt */
     int64_t true_vocab_size;  /* 0: not given */
     int skip_mtp;
+    int mtp_head_copies;      /* DeepSeek release layout: embed_tokens + shared_head.head per MTP layer */
     char *arch;               /* NULL: auto-detect from args */
     uint64_t shard_size;      /* bytes; default 5 GB (5e9) like huggingface_hub */
     mf_dtype dtype;           /* MF_DT_INVALID: keep each tensor's stored dtype */

@@ -28,6 +28,8 @@ typedef enum {
     MF_WHEN_ALWAYS, MF_WHEN_QKV_BIAS, MF_WHEN_QK_NORM, MF_WHEN_Q_LORA, MF_WHEN_NO_Q_LORA,
     MF_WHEN_SHARED, MF_WHEN_SHARED_GATE, MF_WHEN_EXPERT_BIAS, MF_WHEN_ROUTER_BIAS,
     MF_WHEN_UNTIED, MF_WHEN_LINEAR_BIAS, MF_WHEN_GLU, MF_WHEN_NOT_GLU,
+    MF_WHEN_MTP_COPIES_UNTIED, MF_WHEN_MTP_COPIES_TIED,  /* -o mtp_head_copies */
+    MF_WHEN_MTP_COPIES,
 } mf_when;
 
 /* HF and source names are templates: {L} = layer index (HF numbering, MTP layers follow the
