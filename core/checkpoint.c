@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "canon.h"
+#include "checkpoint_dist.h"
 #include "discover.h"
 #include "mcorefs/checkpoint.h"
 #include "mcorefs/error.h"
@@ -263,6 +264,22 @@ int mf_checkpoint_open(mf_checkpoint *c, const char *path, const mf_options *o)
     rc = mf_find_iteration(path, o->iteration, &c->iter_dir, &c->iteration, &c->release);
     if (rc)
         return rc;
+    if (mf_dcp_detect(c->iter_dir)) {
+        rc = mf_checkpoint_open_dist(c, o);
+        if (rc == 0) {
+            if (o->skip_mtp)
+                c->model.mtp_shown = 0;
+            c->model.mtp_head_copies = o->mtp_head_copies;
+            if (o->true_vocab_size > c->model.padded_vocab)
+                rc = mf_fail(MF_ERR_INVALID, "true_vocab_size=%lld is larger than the checkpoint's padded vocab %lld",
+                             (long long)o->true_vocab_size, (long long)c->model.padded_vocab);
+            else if (o->true_vocab_size > 0)
+                c->model.vocab = o->true_vocab_size;
+        }
+        if (rc)
+            mf_checkpoint_close(c);
+        return rc;
+    }
     rc = mf_list_rank_dirs(c->iter_dir, &names, &n);
     if (rc)
         goto out;
@@ -366,6 +383,8 @@ void mf_checkpoint_close(mf_checkpoint *c)
     mf_source_index_free(c);
     mf_model_free(&c->model);
     mf_pickle_free(c->args_pk);
+    if (c->format == MF_FORMAT_TORCH_DIST)
+        mf_dcp_close(&c->dcp);
     free(c->iter_dir);
     memset(c, 0, sizeof(*c));
 }

@@ -39,6 +39,14 @@ static int has_rank_dirs(const char *dir)
     return found;
 }
 
+/* An iteration folder: legacy rank folders, or a torch_dist index. */
+static int is_iter_dir(const char *dir)
+{
+    char p[PATH_MAX + 32];
+    snprintf(p, sizeof(p), "%s/.metadata", dir);
+    return has_rank_dirs(dir) || exists(p);
+}
+
 static char *join(const char *a, const char *b)
 {
     size_t n = strlen(a) + strlen(b) + 2;
@@ -105,7 +113,7 @@ int mf_find_iteration(const char *path, int64_t want, char **iter_dir, int64_t *
         return mf_fail(MF_ERR_IO, "%s: %s", path, strerror(errno));
     if (!S_ISDIR(st.st_mode))
         return mf_fail(MF_ERR_IO, "%s: not a directory", path);
-    if (has_rank_dirs(path)) {
+    if (is_iter_dir(path)) {
         /* mounted an iter_* folder directly */
         const char *base = strrchr(path, '/');
         base = base ? base + 1 : path;
@@ -117,11 +125,6 @@ int mf_find_iteration(const char *path, int64_t want, char **iter_dir, int64_t *
             return mf_fail(MF_ERR_INVALID, "%s: is the folder of one iteration; iteration=%lld does not apply", path, (long long)want);
         *iter_dir = strdup(path);
         return *iter_dir ? MF_OK : mf_fail(MF_ERR_NOMEM, "out of memory");
-    }
-    if (exists(path) && is_dir(path)) {
-        snprintf(buf, sizeof(buf), "%s/metadata.json", path);
-        if (exists(buf))
-            return mf_fail(MF_ERR_UNSUPPORTED, "%s: torch_dist checkpoint folder (metadata.json); this version mounts --ckpt-format torch only", path);
     }
     if (want >= 0) {
         *iter = want;
@@ -140,12 +143,8 @@ int mf_find_iteration(const char *path, int64_t want, char **iter_dir, int64_t *
         snprintf(buf, sizeof(buf), "%s/iter_%07lld", path, (long long)*iter);
     if (!is_dir(buf))
         return mf_fail(MF_ERR_MISSING, "%s: iteration folder missing", buf);
-    char probe[PATH_MAX + 64];
-    snprintf(probe, sizeof(probe), "%s/metadata.json", buf);
-    if (!has_rank_dirs(buf) && exists(probe))
-        return mf_fail(MF_ERR_UNSUPPORTED, "%s: torch_dist checkpoint (metadata.json); this version mounts --ckpt-format torch only", buf);
-    if (!has_rank_dirs(buf))
-        return mf_fail(MF_ERR_MISSING, "%s: no mp_rank_* folders", buf);
+    if (!is_iter_dir(buf))
+        return mf_fail(MF_ERR_MISSING, "%s: no mp_rank_* folders and no torch_dist .metadata", buf);
     *iter_dir = strdup(buf);
     return *iter_dir ? MF_OK : mf_fail(MF_ERR_NOMEM, "out of memory");
 }

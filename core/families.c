@@ -52,7 +52,8 @@ static const mf_rule dense_mlp[] = {
     { NULL, { NULL }, 0, 0, 0 },
 };
 
-#define PRE_MLP_NORM { HL "post_attention_layernorm.weight", { DL "pre_mlp_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 }
+/* torch_dist renames a local-spec pre-MLP norm to the TE name, even on MoE layers */
+#define PRE_MLP_NORM { HL "post_attention_layernorm.weight", { DL "pre_mlp_layernorm.weight", DL "mlp.linear_fc1.layer_norm_weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 }
 #define XP DL "mlp.experts.{E}."
 
 static const mf_rule mixtral_moe[] = {

@@ -199,6 +199,50 @@ static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, sc
     return 0;
 }
 
+/* A piece whose destination is whole rows and whose source rows are contiguous maps a byte
+ * range of the HF tensor linearly onto a byte range of one file. */
+static int piece_is_linear(const mf_hf_tensor *t, const mf_piece *p)
+{
+    int64_t rows, cols, rs, cs;
+    if (mf_tensor_2d(&p->src->t, &rows, &cols, &rs, &cs) != 0)
+        return 0;
+    return p->dst_col == 0 && (int64_t)p->cols == t->shape[1] && (cs == 1 || p->cols == 1) &&
+           (rs == (int64_t)p->cols || p->rows == 1);
+}
+
+int mf_gather_segments(const mf_hf_tensor *t, const mf_io *io, uint64_t off, size_t len, mf_segment *segs, int max)
+{
+    size_t es = mf_dtype_size(t->src_dtype);
+    uint64_t rowbytes = (uint64_t)t->shape[1] * es, end = off + len, next = off;
+    int n = 0;
+    if (t->dtype != t->src_dtype)
+        return 0;
+    for (uint32_t i = 0; i < t->n_pieces; i++) {
+        const mf_piece *p = &t->pieces[i];
+        uint64_t d0 = (uint64_t)p->dst_row * rowbytes, d1 = d0 + (uint64_t)p->rows * rowbytes;
+        if (d1 <= off || d0 >= end)
+            continue;
+        if (!piece_is_linear(t, p) || d0 > next || n == max)
+            return 0;
+        uint64_t a = off > d0 ? off : d0, b = end < d1 ? end : d1;
+        if (a != next)
+            return 0;   /* pieces out of order: gather instead */
+        int64_t rows, cols, rs, cs;
+        mf_tensor_2d(&p->src->t, &rows, &cols, &rs, &cs);
+        uint64_t src0 = p->src->t.offset + ((uint64_t)p->src_row * (uint64_t)rs + p->src_col) * es;
+        segs[n++] = (mf_segment){ p->src->file, src0 + (a - d0), (size_t)(b - a) };
+        next = b;
+    }
+    if (next != end)
+        return 0;
+    for (int k = 0; k < n; k++) {   /* file index -> descriptor, and count the bytes */
+        if (io->file_bytes)
+            __atomic_fetch_add(&io->file_bytes[segs[k].fd], segs[k].len, __ATOMIC_RELAXED);
+        segs[k].fd = io->fds[segs[k].fd];
+    }
+    return n;
+}
+
 static int gather_raw(const mf_hf_tensor *t, const mf_io *io, uint64_t off, size_t len, uint8_t *dst, scratch *sc)
 {
     request q = { off, off + len, dst, mf_dtype_size(t->src_dtype), t->shape[1] };

@@ -102,9 +102,104 @@ static const char *src_file(const mf_checkpoint *c, const mf_source *s)
     return c->iter_dir;
 }
 
+/* Shape, dtype and size of a built HF tensor; the recipe's pieces move into it. */
+static void finish_tensor(const builder *b, const mf_rule *r, const mf_source *s, const mf_tensor *t0,
+                          const char *hf, piece_vec *v, int64_t rows, int64_t cols, mf_hf_tensor *t)
+{
+    t->pieces = v->p;
+    t->n_pieces = v->n;
+    t->ndim = t0->ndim <= 1 ? 1 : 2;
+    t->shape[0] = rows;
+    t->shape[1] = t->ndim == 2 ? cols : 1;
+    t->split = r->split;
+    t->source = s;
+    t->src_dtype = t->dtype = t0->dtype;
+    if (b->o->dtype != MF_DT_INVALID && mf_dtype_is_float(t0->dtype) &&
+        strstr(hf, "e_score_correction_bias") == NULL)   /* kept F32, as transformers does */
+        t->dtype = b->o->dtype;
+    t->nbytes = (uint64_t)rows * (uint64_t)t->shape[1] * mf_dtype_size(t->dtype);
+}
+
+/* Rectangle [gr0, gr0+nr) x [gc0, gc0+nc) of a positioned (torch_dist) source's global tensor,
+ * intersected with each chunk, placed at (dr0, dc0) of the HF tensor. */
+static int add_global_rect(piece_vec *v, const mf_source *s, int64_t gr0, int64_t gc0, int64_t nr, int64_t nc,
+                           int64_t dr0, int64_t dc0)
+{
+    for (int k = 0; k < s->n_shards; k++) {
+        const mf_shard *sh = &s->shards[k];
+        int64_t rows, cols, rs, cs;
+        if (mf_tensor_2d(&sh->t, &rows, &cols, &rs, &cs) != 0)
+            return mf_fail(MF_ERR_UNSUPPORTED, "'%s': a chunk cannot be viewed as a matrix", s->name);
+        int64_t r0 = gr0 > sh->row0 ? gr0 : sh->row0, r1 = gr0 + nr < sh->row0 + rows ? gr0 + nr : sh->row0 + rows;
+        int64_t c0 = gc0 > sh->col0 ? gc0 : sh->col0, c1 = gc0 + nc < sh->col0 + cols ? gc0 + nc : sh->col0 + cols;
+        if (r1 <= r0 || c1 <= c0)
+            continue;
+        int rc = push(v, sh, dr0 + (r0 - gr0), dc0 + (c0 - gc0), r0 - sh->row0, c0 - sh->col0, r1 - r0, c1 - c0);
+        if (rc)
+            return rc;
+    }
+    return MF_OK;
+}
+
+/* torch_dist: the global tensor is already unsharded (fc1 is [gate; up], QKV keeps its group
+ * interleave), so every split is the TP=1 case over one global matrix. */
+static int build_positioned(builder *b, const mf_rule *r, const mf_source *s, const char *hf, mf_hf_tensor *t)
+{
+    const mf_model *m = &b->c->model;
+    int64_t R = s->grows, C = s->gcols, rows = R, d = m->head_dim, ng = m->groups, rq = m->heads / m->groups;
+    piece_vec v = { 0 };
+    int rc = MF_OK;
+    if (s->n_shards == 0)
+        return mf_fail(MF_ERR_MISSING, "%s: '%s' has no chunks", b->c->iter_dir, s->name);
+    switch (r->split) {
+    case MF_SPLIT_VOCAB:
+        if (R != m->padded_vocab)
+            return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has %lld vocab rows, args say padded_vocab_size=%lld",
+                           b->c->iter_dir, s->name, (long long)R, (long long)m->padded_vocab);
+        rows = m->vocab;
+        rc = add_global_rect(&v, s, 0, 0, rows, C, 0, 0);
+        break;
+    case MF_SPLIT_QKV_Q:
+    case MF_SPLIT_QKV_K:
+    case MF_SPLIT_QKV_V:
+        if (R != (m->heads + 2 * ng) * d)
+            return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has %lld rows, args say (heads + 2 x groups) x head_dim = %lld",
+                           b->c->iter_dir, s->name, (long long)R, (long long)((m->heads + 2 * ng) * d));
+        for (int64_t g = 0; g < ng && rc == 0; g++) {
+            int64_t blk = g * (rq + 2) * d;
+            if (r->split == MF_SPLIT_QKV_Q)
+                rc = add_global_rect(&v, s, blk, 0, rq * d, C, g * rq * d, 0);
+            else if (r->split == MF_SPLIT_QKV_K)
+                rc = add_global_rect(&v, s, blk + rq * d, 0, d, C, g * d, 0);
+            else
+                rc = add_global_rect(&v, s, blk + (rq + 1) * d, 0, d, C, g * d, 0);
+        }
+        rows = (r->split == MF_SPLIT_QKV_Q ? m->heads : ng) * d;
+        break;
+    case MF_SPLIT_GLU_GATE:
+    case MF_SPLIT_GLU_UP:
+        if (R % 2)
+            return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has an odd row count %lld for [gate; up]", b->c->iter_dir, s->name, (long long)R);
+        rows = R / 2;
+        rc = add_global_rect(&v, s, r->split == MF_SPLIT_GLU_GATE ? 0 : rows, 0, rows, C, 0, 0);
+        break;
+    default:   /* replicated or concatenated: the global tensor as it is */
+        rc = add_global_rect(&v, s, 0, 0, R, C, 0, 0);
+        break;
+    }
+    if (rc) {
+        free(v.p);
+        return rc;
+    }
+    finish_tensor(b, r, s, &s->shards[0].t, hf, &v, rows, C, t);
+    return MF_OK;
+}
+
 /* Build the pieces of one HF tensor from source s according to the rule's split. */
 static int build_recipe(builder *b, const mf_rule *r, const mf_source *s, const char *hf, mf_hf_tensor *t)
 {
+    if (s->positioned)
+        return build_positioned(b, r, s, hf, t);
     const mf_model *m = &b->c->model;
     const char *file = src_file(b->c, s);
     int64_t srows[256], scols[256], rs, cs;
@@ -208,19 +303,7 @@ static int build_recipe(builder *b, const mf_rule *r, const mf_source *s, const 
         free(v.p);
         return rc;
     }
-    t->pieces = v.p;
-    t->n_pieces = v.n;
-    t->ndim = t0->ndim <= 1 ? 1 : 2;
-    t->shape[0] = rows;
-    t->shape[1] = t->ndim == 2 ? cols : 1;
-    t->split = r->split;
-    t->source = s;
-    t->src_dtype = t0->dtype;
-    t->dtype = t0->dtype;
-    if (b->o->dtype != MF_DT_INVALID && mf_dtype_is_float(t0->dtype) &&
-        strstr(hf, "e_score_correction_bias") == NULL)   /* kept F32, as transformers does */
-        t->dtype = b->o->dtype;
-    t->nbytes = (uint64_t)rows * (uint64_t)t->shape[1] * mf_dtype_size(t->dtype);
+    finish_tensor(b, r, s, t0, hf, &v, rows, cols, t);
     return MF_OK;
 }
 

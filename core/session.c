@@ -202,6 +202,67 @@ static ssize_t read_stats(const mf_session *s, char *buf, size_t len, uint64_t o
     return (ssize_t)k;
 }
 
+/* Append a buffer segment, merging with a previous buffer segment that it continues. */
+static int add_buf_seg(mf_segment *segs, size_t *n, size_t max, uint64_t at, size_t len)
+{
+    if (*n > 0 && segs[*n - 1].fd < 0 && segs[*n - 1].pos + segs[*n - 1].len == at) {
+        segs[*n - 1].len += len;
+        return 0;
+    }
+    if (*n == max)
+        return -1;
+    segs[(*n)++] = (mf_segment){ -1, at, len };
+    return 0;
+}
+
+ssize_t mf_session_read_segments(const mf_session *s, const mf_vfile *f, char *buf, size_t len, uint64_t off,
+                                 mf_segment *segs, size_t max_segs)
+{
+    size_t n = 0, done = 0;
+    if (f->kind != MF_VF_SAFETENSORS || max_segs < 2) {   /* small or special files: plain read */
+        ssize_t r = mf_session_read(s, f, buf, len, off);
+        if (r > 0)
+            segs[n++] = (mf_segment){ -1, 0, (size_t)r };
+        return r < 0 ? r : (ssize_t)n;
+    }
+    __atomic_fetch_add((uint64_t *)&s->n_reads, 1, __ATOMIC_RELAXED);
+    if (off >= f->size)
+        return 0;
+    if (len > f->size - off)
+        len = (size_t)(f->size - off);
+    if (off < f->header_len) {
+        size_t h = (size_t)(f->header_len - off) < len ? (size_t)(f->header_len - off) : len;
+        memcpy(buf, f->data + off, h);
+        add_buf_seg(segs, &n, max_segs, 0, h);
+        done = h;
+    }
+    uint64_t pos = off + done - f->header_len;
+    mf_io io = { s->fds, s->file_bytes };
+    for (uint32_t i = first_tensor_at(s, f, pos); done < len && i < f->n_tensors; i++) {
+        const mf_hf_tensor *t = &s->map.tensors[f->tensors[i]];
+        uint64_t in_t = pos - t->offset;
+        size_t k = t->nbytes - in_t < len - done ? (size_t)(t->nbytes - in_t) : len - done;
+        int got = n + 1 < max_segs ? mf_gather_segments(t, &io, in_t, k, segs + n, (int)(max_segs - n - 1)) : 0;
+        if (got > 0) {
+            n += (size_t)got;
+        } else {
+            int rc = mf_gather(t, &io, in_t, k, (uint8_t *)buf + done);
+            if (rc < 0) {
+                __atomic_fetch_add((uint64_t *)&s->n_errors, 1, __ATOMIC_RELAXED);
+                mf_fail(MF_ERR_IO, "read of %s (%s, bytes %llu+%zu) failed: %s", f->name, t->name,
+                        (unsigned long long)in_t, k, strerror(-rc));
+                return rc;
+            }
+            if (add_buf_seg(segs, &n, max_segs, done, k) != 0)
+                return -EIO;   /* cannot happen: one slot is always kept free */
+        }
+        done += k;
+        pos += k;
+    }
+    __atomic_fetch_add((uint64_t *)&s->n_bytes, done, __ATOMIC_RELAXED);
+    return (ssize_t)n;
+}
+
 ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_t len, uint64_t off)
 {
     __atomic_fetch_add((uint64_t *)&s->n_reads, 1, __ATOMIC_RELAXED);

@@ -41,47 +41,78 @@ static int rehash(mf_checkpoint *c, size_t n_slots)
     return MF_OK;
 }
 
+static mf_source *create(mf_checkpoint *c, const char *name, int expert, int n_shards);
+
 int mf_source_add(mf_checkpoint *c, const char *name, int expert, int n_shards, int shard, const mf_shard *sh)
 {
     mf_source *s = mf_checkpoint_find(c, name);
-    if (s == NULL) {
-        if ((c->n_sources + 1) * 2 > c->n_slots) {
-            int rc = rehash(c, c->n_slots ? c->n_slots * 2 : 1024);
-            if (rc)
-                return rc;
-        }
-        if (c->n_sources == c->cap_sources) {
-            size_t cap = c->cap_sources ? c->cap_sources * 2 : 1024;
-            mf_source *ns = realloc(c->sources, cap * sizeof(*ns));
-            if (!ns)
-                return mf_fail(MF_ERR_NOMEM, "out of memory (source index)");
-            c->sources = ns;
-            c->cap_sources = cap;
-        }
-        s = &c->sources[c->n_sources];
-        memset(s, 0, sizeof(*s));
-        s->name = strdup(name);
-        s->shards = calloc((size_t)n_shards, sizeof(mf_shard));
-        if (!s->name || !s->shards) {
-            free(s->name);
-            free(s->shards);
-            return mf_fail(MF_ERR_NOMEM, "out of memory (source index)");
-        }
-        s->n_shards = (uint16_t)n_shards;
-        s->expert = (uint8_t)expert;
-        for (int k = 0; k < n_shards; k++)
-            s->shards[k].file = -1;
-        size_t i = slot_of(c, name);
-        while (c->slots[i])
-            i = (i + 1) & (c->n_slots - 1);
-        c->slots[i] = (uint32_t)(++c->n_sources);
-    }
+    if (s == NULL && (s = create(c, name, expert, n_shards)) == NULL)
+        return MF_ERR_NOMEM;
     s->copies++;
     if (shard < 0 || shard >= s->n_shards)
         return mf_fail(MF_ERR_INCONSISTENT, "shard %d of '%s' out of range (%d shards)", shard, name, s->n_shards);
     if (s->shards[shard].file < 0)
         s->shards[shard] = *sh;
     return MF_OK;
+}
+
+int mf_source_add_chunk(mf_checkpoint *c, const char *name, int expert, int64_t grows, int64_t gcols, const mf_shard *sh)
+{
+    mf_source *s = mf_checkpoint_find(c, name);
+    if (s == NULL) {
+        if ((s = create(c, name, expert, 0)) == NULL)
+            return MF_ERR_NOMEM;
+        s->positioned = 1;
+        s->grows = grows;
+        s->gcols = gcols;
+    }
+    if (!s->positioned || s->grows != grows || s->gcols != gcols)
+        return mf_fail(MF_ERR_INCONSISTENT, "'%s' appears with different global shapes", name);
+    if (s->n_shards == UINT16_MAX)
+        return mf_fail(MF_ERR_LIMIT, "'%s' has more than %d chunks", name, UINT16_MAX);
+    mf_shard *ns = realloc(s->shards, (size_t)(s->n_shards + 1) * sizeof(*ns));
+    if (!ns)
+        return mf_fail(MF_ERR_NOMEM, "out of memory (source index)");
+    s->shards = ns;
+    s->shards[s->n_shards++] = *sh;
+    s->copies++;
+    return MF_OK;
+}
+
+static mf_source *create(mf_checkpoint *c, const char *name, int expert, int n_shards)
+{
+    mf_source *s;
+    if ((c->n_sources + 1) * 2 > c->n_slots && rehash(c, c->n_slots ? c->n_slots * 2 : 1024) != 0)
+        return NULL;
+    if (c->n_sources == c->cap_sources) {
+        size_t cap = c->cap_sources ? c->cap_sources * 2 : 1024;
+        mf_source *ns = realloc(c->sources, cap * sizeof(*ns));
+        if (!ns) {
+            mf_fail(MF_ERR_NOMEM, "out of memory (source index)");
+            return NULL;
+        }
+        c->sources = ns;
+        c->cap_sources = cap;
+    }
+    s = &c->sources[c->n_sources];
+    memset(s, 0, sizeof(*s));
+    s->name = strdup(name);
+    s->shards = calloc((size_t)(n_shards ? n_shards : 1), sizeof(mf_shard));
+    if (!s->name || !s->shards) {
+        free(s->name);
+        free(s->shards);
+        mf_fail(MF_ERR_NOMEM, "out of memory (source index)");
+        return NULL;
+    }
+    s->n_shards = (uint16_t)n_shards;
+    s->expert = (uint8_t)expert;
+    for (int k = 0; k < n_shards; k++)
+        s->shards[k].file = -1;
+    size_t i = slot_of(c, name);
+    while (c->slots[i])
+        i = (i + 1) & (c->n_slots - 1);
+    c->slots[i] = (uint32_t)(++c->n_sources);
+    return s;
 }
 
 void mf_source_index_free(mf_checkpoint *c)

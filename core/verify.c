@@ -104,8 +104,8 @@ int mf_verify_replicas(mf_session *s, mf_verify_report *r)
 {
     memset(r, 0, sizeof(*r));
     verify_ctx v = { s, r, 0 };
-    /* 1. copies in other files of the same (name, shard) */
-    for (size_t i = 0; i < s->ckpt.n_files; i++) {
+    /* 1. copies in other files of the same (name, shard); torch_dist stores each tensor once */
+    for (size_t i = 0; s->ckpt.format == MF_FORMAT_TORCH && i < s->ckpt.n_files; i++) {
         mf_torchfile tf;
         int rc = mf_torchfile_open(&tf, s->ckpt.files[i].path, 0);
         if (rc)
@@ -120,7 +120,7 @@ int mf_verify_replicas(mf_session *s, mf_verify_report *r)
     for (size_t i = 0; i < s->map.n; i++) {
         const mf_hf_tensor *t = &s->map.tensors[i];
         const mf_source *src = t->source;
-        if (t->split != MF_SPLIT_REPL)
+        if (t->split != MF_SPLIT_REPL || src->positioned)
             continue;
         uint64_t h0 = 0, h;
         int first = -1;

@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include "log.h"
 #include "mcorefs/error.h"
@@ -21,6 +23,8 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     conn->max_readahead = 1u << 20;
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
+    if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+        conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
     return fuse_get_context()->private_data;
 }
 
@@ -98,6 +102,66 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
     return (int)n;
 }
 
+#define MAX_SEGS 64
+
+/* Reads as buffer vectors: file ranges that need no gathering are handed to libfuse as fd
+ * buffers, which it splices from the rank file's page cache into /dev/fuse (one copy fewer). */
+static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    mf_session *s = S();
+    const mf_vfile *f = fi && fi->fh < s->n_files ? &s->files[fi->fh] : lookup(path);
+    mf_segment segs[MAX_SEGS];
+    if (!f)
+        return -ENOENT;
+    char *buf = malloc(size ? size : 1);
+    if (!buf)
+        return -ENOMEM;
+    ssize_t n = mf_session_read_segments(s, f, buf, size, (uint64_t)off, segs, MAX_SEGS);
+    if (n < 0) {
+        fs_log("%s", mf_error());
+        free(buf);
+        return -EIO;
+    }
+    struct fuse_bufvec *bv = calloc(1, sizeof(*bv) + (size_t)(n ? n : 1) * sizeof(struct fuse_buf));
+    if (!bv) {
+        free(buf);
+        return -ENOMEM;
+    }
+    bv->count = (size_t)n;
+    for (ssize_t i = 0; i < n; i++) {
+        struct fuse_buf *b = &bv->buf[i];
+        b->size = segs[i].len;
+        if (segs[i].fd >= 0) {
+            struct stat st;   /* a rank file cut short after mount must give EIO, not a short read */
+            if (fstat(segs[i].fd, &st) != 0 || (uint64_t)st.st_size < segs[i].pos + segs[i].len) {
+                fs_log("read of %s: a rank file is shorter than at mount time", f->name);
+                bv->count = (size_t)i;
+                free(buf);
+                for (ssize_t k = 0; k < i; k++)
+                    if (!(bv->buf[k].flags & FUSE_BUF_IS_FD))
+                        free(bv->buf[k].mem);
+                free(bv);
+                return -EIO;
+            }
+            b->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+            b->fd = segs[i].fd;
+            b->pos = (off_t)segs[i].pos;
+        } else if (n == 1) {
+            b->mem = buf;          /* libfuse frees it */
+            buf = NULL;
+        } else {
+            b->mem = malloc(segs[i].len);
+            if (b->mem)
+                memcpy(b->mem, buf + segs[i].pos, segs[i].len);
+            else
+                b->size = 0;
+        }
+    }
+    free(buf);
+    *bufp = bv;
+    return 0;
+}
+
 static int op_statfs(const char *path, struct statvfs *st)
 {
     uint64_t total = 0;
@@ -140,6 +204,7 @@ const struct fuse_operations mcorefs_ops = {
     .readdir = op_readdir,
     .open = op_open,
     .read = op_read,
+    .read_buf = op_read_buf,
     .statfs = op_statfs,
     .access = op_access,
     .mkdir = ro_path_mode,

@@ -60,7 +60,15 @@ static cJSON *summary_json(const mf_session *s, int with_tensors)
         cJSON_AddStringToObject(o, "iteration", "release");
     else
         cJSON_AddNumberToObject(o, "iteration", (double)c->iteration);
-    cJSON_AddStringToObject(o, "format", "torch");
+    int dist = c->format == MF_FORMAT_TORCH_DIST;
+    cJSON_AddStringToObject(o, "format", dist ? "torch_dist" : "torch");
+    if (dist) {
+        size_t chunks = 0;
+        for (size_t i = 0; i < c->dcp.n_tensors; i++)
+            chunks += c->dcp.tensors[i].n_chunks;
+        cJSON_AddNumberToObject(o, "dcp_keys", (double)c->dcp.n_tensors);
+        cJSON_AddNumberToObject(o, "dcp_chunks", (double)chunks);
+    }
     cJSON_AddStringToObject(o, "family", m->family->name);
     cJSON_AddStringToObject(o, "architecture", m->family->architecture);
     cJSON_AddNumberToObject(o, "tp", (double)m->tp);
@@ -111,13 +119,24 @@ static void print_summary(const mf_session *s)
         printf("iteration    release\n");
     else
         printf("iteration    %lld\n", (long long)c->iteration);
-    printf("format       torch (legacy, one torch.save file per rank)\n");
+    if (c->format == MF_FORMAT_TORCH_DIST) {
+        size_t chunks = 0;
+        for (size_t i = 0; i < c->dcp.n_tensors; i++)
+            chunks += c->dcp.tensors[i].n_chunks;
+        printf("format       torch_dist (PyTorch DCP: %zu global keys in %zu chunks)\n", c->dcp.n_tensors, chunks);
+    } else {
+        printf("format       torch (legacy, one torch.save file per rank)\n");
+    }
     printf("layout       tp=%lld pp=%lld vpp=%lld ep=%lld etp=%lld\n", (long long)m->tp, (long long)m->pp,
            (long long)m->vpp, (long long)m->ep, (long long)m->etp);
-    printf("rank files   %zu\n", c->n_files);
-    for (size_t i = 0; i < c->n_files; i++)
-        printf("  %-22s tp=%d pp=%d ep=%d etp=%d  %llu bytes\n", c->files[i].name, c->files[i].tp,
-               c->files[i].pp, c->files[i].ep, c->files[i].etp, (unsigned long long)c->files[i].size);
+    printf("%s   %zu\n", c->format == MF_FORMAT_TORCH_DIST ? "data files" : "rank files", c->n_files);
+    for (size_t i = 0; i < c->n_files; i++) {
+        if (c->format == MF_FORMAT_TORCH_DIST)
+            printf("  %-22s %llu bytes\n", c->files[i].name, (unsigned long long)c->files[i].size);
+        else
+            printf("  %-22s tp=%d pp=%d ep=%d etp=%d  %llu bytes\n", c->files[i].name, c->files[i].tp,
+                   c->files[i].pp, c->files[i].ep, c->files[i].etp, (unsigned long long)c->files[i].size);
+    }
     printf("model        %s (%s)\n", m->family->architecture, m->family->name);
     printf("sizes        layers=%lld hidden=%lld heads=%lld kv_groups=%lld head_dim=%lld ffn=%lld\n",
            (long long)m->num_layers, (long long)m->hidden, (long long)m->heads, (long long)m->groups,

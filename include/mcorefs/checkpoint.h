@@ -5,29 +5,39 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "mcorefs/dcp.h"
 #include "mcorefs/model.h"
 #include "mcorefs/options.h"
 #include "mcorefs/recipe.h"
 
 typedef struct {
-    char *path;      /* .../mp_rank_TT[_PPP][_EEE]/model_optim_rng.pt */
-    char *name;      /* mp_rank_TT[_PPP][_EEE] */
+    char *path;      /* .../mp_rank_TT[_PPP][_EEE]/model_optim_rng.pt, or a torch_dist .distcp */
+    char *name;      /* mp_rank_TT[_PPP][_EEE], or the .distcp file name */
     int tp, pp, ep, etp;
     int fd;          /* kept open for reads */
     uint64_t size;   /* file size at mount time */
 } mf_rankfile;
 
-/* One canonical source tensor and its shards (index = tp rank, or etp rank for experts). */
+/* One canonical source tensor and its shards.
+ * torch format: shards[k] is TP rank k (expert-TP rank for experts); how they join depends on
+ * the rule. torch_dist ("positioned"): shards are chunks placed at (row0, col0) of one global
+ * grows x gcols tensor. */
 typedef struct {
     char *name;
     mf_shard *shards;   /* [n_shards]; shards[k].file < 0 when absent */
     uint16_t n_shards;
     uint8_t expert;     /* sharded over expert-TP */
     uint8_t used;       /* consumed by a mapping rule */
+    uint8_t positioned;
     uint32_t copies;    /* how many times it was found (replicas over tp/ep files) */
+    int64_t grows, gcols;
 } mf_source;
 
+typedef enum { MF_FORMAT_TORCH, MF_FORMAT_TORCH_DIST } mf_format;
+
 typedef struct {
+    mf_format format;
+    mf_dcp dcp;         /* torch_dist only */
     char *iter_dir;
     int64_t iteration;  /* -1 for release */
     int release;

@@ -20,6 +20,19 @@ typedef struct {
  * errno (-EIO on short reads, e.g. a rank file truncated after mount). Thread-safe; no locks. */
 int mf_gather(const mf_hf_tensor *t, const mf_io *io, uint64_t off, size_t len, uint8_t *dst);
 
+/* A part of a read: a byte range of a rank file that can be sent as it is (fd >= 0, for
+ * zero-copy splicing), or bytes already gathered into the caller's buffer (fd < 0). */
+typedef struct {
+    int fd;
+    uint64_t pos;      /* fd: file offset; buffer: offset into the caller's buffer */
+    size_t len;
+} mf_segment;
+
+/* If bytes [off, off+len) of t are plain file ranges (no dtype conversion, every piece contiguous
+ * on both sides), append them to segs (at most max) and return how many; 0 when they are not
+ * (the caller gathers instead). */
+int mf_gather_segments(const mf_hf_tensor *t, const mf_io *io, uint64_t off, size_t len, mf_segment *segs, int max);
+
 /* Dtype conversion of n elements (round to nearest even when narrowing). */
 void mf_convert(mf_dtype from, const void *src, mf_dtype to, void *dst, size_t n);
 

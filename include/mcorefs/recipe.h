@@ -64,8 +64,9 @@ const mf_family *const *mf_family_all(void);        /* NULL-terminated */
 
 /* One source shard: a strided tensor in one rank file. */
 typedef struct {
-    int file;       /* index into the checkpoint's rank files */
+    int file;       /* index into the checkpoint's files */
     mf_tensor t;
+    int64_t row0, col0;  /* torch_dist chunks: position in the global tensor (else 0) */
 } mf_shard;
 
 /* A piece: dst rows [dst_row, dst_row+rows) x cols [dst_col, dst_col+cols) of the HF tensor

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include "mcorefs/checkpoint.h"
+#include "mcorefs/gather.h"
 #include "mcorefs/mapping.h"
 #include "mcorefs/options.h"
 
@@ -50,6 +51,12 @@ void mf_session_close(mf_session *s);
 const mf_vfile *mf_session_lookup(const mf_session *s, const char *name);
 /* Read up to len bytes at off. Returns bytes read (short only at EOF) or a negative errno. */
 ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_t len, uint64_t off);
+
+/* Like mf_session_read, but file ranges that need no gathering come back as fd segments (for
+ * splicing) instead of being copied; everything else is gathered into buf at its request offset.
+ * Returns the number of segments (covering the bytes up to EOF, in order) or a negative errno. */
+ssize_t mf_session_read_segments(const mf_session *s, const mf_vfile *f, char *buf, size_t len, uint64_t off,
+                                 mf_segment *segs, size_t max_segs);
 
 /* Names under the hidden ".mcorefs/" folder: manifest.json (where every byte comes from), stats. */
 #define MF_META_DIR ".mcorefs"

@@ -3,7 +3,7 @@
 with the golden HF files written by an independent converter (every tensor: name, dtype,
 shape, bytes; the derivable config keys; layout rules of the view).
 
-torch_dist fixtures are checked only with MCOREFS_TEST_TORCH_DIST=1 (later part).
+torch_dist fixtures are compared with their golden files too.
 """
 import json
 import os
@@ -176,12 +176,8 @@ def main():
     r.run("two-mounts-at-once:head_dsv3_tp2ep2_torch", two_mounts_same_ckpt)
     for name in TORCH:
         r.run("inspect:%s" % name, inspect_case, name)
-    for name in TORCH_DIST:
-        if os.environ.get("MCOREFS_TEST_TORCH_DIST") == "1":
-            r.run("golden:%s" % name, golden_case, name)
-        else:
-            r.run("golden:%s" % name, lambda: (_ for _ in ()).throw(
-                T.Skip("torch_dist not enabled (set MCOREFS_TEST_TORCH_DIST=1)")))
+    for name in TORCH_DIST:   # more torch_dist cases in test_torch_dist.py
+        r.run("golden:%s" % name, golden_case, name)
     return r.finish()
 
 

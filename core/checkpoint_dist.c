@@ -1,0 +1,178 @@
+/* Open a torch_dist checkpoint: args from common.pt / common_state, then every chunk of every
+ * global Megatron key becomes a positioned shard of a canonical per-layer, per-expert source
+ * (stacked layer and expert axes are sliced away), so mapping and gathering stay the same. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "checkpoint_dist.h"
+#include "mcorefs/dcp.h"
+#include "mcorefs/error.h"
+#include "source_index.h"
+
+/* How a global key splits into canonical names. */
+typedef struct {
+    int skip;
+    int layer_axis;        /* 1 if axis 0 is the stacked layer axis */
+    int expert_axis;       /* 1 if the next prepended axis is the global expert axis */
+    int replica_copy;
+    char prefix[96];       /* "decoder.layers.%lld" (layer filled per slice) or a fixed prefix */
+    char rest[256];        /* the part after the layer (and expert) */
+    int mtp_extra;         /* mtp.layers.K.<rest> (enorm, hnorm, ...) */
+} dist_key;
+
+static int parse_key(const char *fqn, const mf_model *m, dist_key *k)
+{
+    const char *p;
+    memset(k, 0, sizeof(*k));
+    if (strstr(fqn, "_extra_state") || !(strncmp(fqn, "embedding.", 10) == 0 || strncmp(fqn, "decoder.", 8) == 0 ||
+                                         strncmp(fqn, "output_layer.", 13) == 0 || strncmp(fqn, "mtp.", 4) == 0)) {
+        k->skip = 1;
+        return 0;
+    }
+    if (strncmp(fqn, "decoder.layers.", 15) == 0) {
+        p = fqn + 15;
+        if (*p >= '0' && *p <= '9') {                 /* non-homogeneous: per-layer keys */
+            char *end;
+            long long g = strtoll(p, &end, 10);
+            if (*end != '.' || g < 0 || g >= m->num_layers)
+                return -1;
+            snprintf(k->prefix, sizeof(k->prefix), "decoder.layers.%lld", g);
+            p = end + 1;
+        } else {                                      /* homogeneous: stacked on axis 0 */
+            k->layer_axis = 1;
+            snprintf(k->prefix, sizeof(k->prefix), "decoder.layers.%%lld");
+        }
+    } else if (strncmp(fqn, "mtp.layers.", 11) == 0) {
+        char *end;
+        long long i = strtoll(fqn + 11, &end, 10);
+        if (*end != '.' || i < 0 || i >= m->mtp_layers)
+            return -1;
+        p = end + 1;
+        if (strncmp(p, "transformer_layer.", 18) == 0 || strncmp(p, "mtp_model_layer.", 16) == 0) {
+            snprintf(k->prefix, sizeof(k->prefix), "decoder.layers.%lld", m->num_layers + i);
+            p = strchr(p, '.') + 1;
+        } else {
+            snprintf(k->prefix, sizeof(k->prefix), "mtp.layers.%lld", m->num_layers + i);
+            k->mtp_extra = 1;
+        }
+    } else {
+        if (strcmp(fqn, "output_layer.weight") == 0 && m->tied)
+            k->replica_copy = 1;
+        snprintf(k->rest, sizeof(k->rest), "%s", fqn);
+        return 0;
+    }
+    if (strncmp(p, "mlp.experts.experts.", 20) == 0) {
+        k->expert_axis = 1;
+        snprintf(k->rest, sizeof(k->rest), "%s", p + 20);
+    } else {
+        snprintf(k->rest, sizeof(k->rest), "%s", p);
+    }
+    return 0;
+}
+
+static void slice_name(const dist_key *k, long long layer, long long expert, char *out, size_t n)
+{
+    char prefix[128];
+    if (k->prefix[0] == 0) {
+        snprintf(out, n, "%s%s", k->replica_copy ? "stage_copy." : "", k->rest);
+        return;
+    }
+    snprintf(prefix, sizeof(prefix), k->prefix, layer);
+    if (k->expert_axis)
+        snprintf(out, n, "%s.mlp.experts.%lld.%s", prefix, expert, k->rest);
+    else
+        snprintf(out, n, "%s.%s", prefix, k->rest);
+}
+
+/* Add every (layer, expert) slice of one chunk as a positioned shard. */
+static int add_chunk(mf_checkpoint *c, const mf_dcp_tensor *t, const mf_dcp_chunk *ch, const dist_key *k)
+{
+    int np = k->layer_axis + k->expert_axis;
+    int rest = t->ndim - np;
+    mf_tensor full;
+    if (rest < 0 || rest > 2)
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: '%s' has %d dims after its layer/expert axes", c->iter_dir, t->fqn, rest);
+    int rc = mf_dcp_chunk_tensor(&c->dcp, c->files[ch->file].fd, ch, &full);
+    if (rc)
+        return rc;
+    if (full.ndim != t->ndim)
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: chunk of '%s' has %d dims, the global tensor %d",
+                       c->files[ch->file].path, t->fqn, full.ndim, t->ndim);
+    size_t es = mf_dtype_size(full.dtype);
+    int64_t grows = rest >= 1 ? t->size[np] : 1, gcols = rest == 2 ? t->size[np + 1] : 1;
+    int64_t l0 = k->layer_axis ? ch->offsets[0] : 0, nl = k->layer_axis ? ch->sizes[0] : 1;
+    int ea = k->layer_axis;  /* index of the expert axis */
+    int64_t e0 = k->expert_axis ? ch->offsets[ea] : 0, ne = k->expert_axis ? ch->sizes[ea] : 1;
+    for (int64_t li = 0; li < nl; li++)
+        for (int64_t ei = 0; ei < ne; ei++) {
+            mf_shard sh = { .file = ch->file };
+            sh.t = full;
+            sh.t.ndim = rest;
+            for (int d = 0; d < rest; d++) {
+                sh.t.shape[d] = full.shape[np + d];
+                sh.t.stride[d] = full.stride[np + d];
+            }
+            int64_t skip = (k->layer_axis ? li * full.stride[0] : 0) + (k->expert_axis ? ei * full.stride[ea] : 0);
+            sh.t.offset = full.offset + (uint64_t)skip * es;
+            sh.row0 = rest >= 1 ? ch->offsets[np] : 0;
+            sh.col0 = rest == 2 ? ch->offsets[np + 1] : 0;
+            char name[512];
+            slice_name(k, l0 + li, e0 + ei, name, sizeof(name));
+            if ((rc = mf_source_add_chunk(c, name, k->expert_axis, grows, gcols, &sh)) != 0)
+                return rc;
+        }
+    return MF_OK;
+}
+
+int mf_checkpoint_open_dist(mf_checkpoint *c, const mf_options *o)
+{
+    int rc;
+    c->format = MF_FORMAT_TORCH_DIST;
+    if ((rc = mf_dcp_open(&c->dcp, c->iter_dir)) != 0)
+        return rc;
+    const mf_pv *args = NULL;
+    if ((rc = mf_dcp_load_args(&c->dcp, &c->args_pk, &args)) != 0)
+        return rc;
+    c->args = args;
+    char where[4200];
+    snprintf(where, sizeof(where), "%s/.metadata", c->iter_dir);
+    if ((rc = mf_model_from_args(&c->model, args, o->arch, where)) != 0)
+        return rc;
+    c->n_files = c->dcp.n_files;
+    c->files = calloc(c->n_files ? c->n_files : 1, sizeof(mf_rankfile));
+    if (!c->files)
+        return mf_fail(MF_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < c->n_files; i++)
+        c->files[i].fd = -1;
+    for (size_t i = 0; i < c->n_files; i++) {
+        mf_rankfile *f = &c->files[i];
+        size_t n = strlen(c->iter_dir) + strlen(c->dcp.files[i]) + 2;
+        f->fd = -1;
+        f->tp = f->pp = f->ep = f->etp = -1;
+        f->name = strdup(c->dcp.files[i]);
+        f->path = malloc(n);
+        if (!f->name || !f->path)
+            return mf_fail(MF_ERR_NOMEM, "out of memory");
+        snprintf(f->path, n, "%s/%s", c->iter_dir, c->dcp.files[i]);
+        f->fd = open(f->path, O_RDONLY | O_CLOEXEC);
+        if (f->fd < 0)
+            return mf_fail(MF_ERR_IO, "%s: %s", f->path, strerror(errno));
+        f->size = c->dcp.file_sizes[i];
+    }
+    for (size_t i = 0; i < c->dcp.n_tensors; i++) {
+        const mf_dcp_tensor *t = &c->dcp.tensors[i];
+        dist_key k;
+        if (parse_key(t->fqn, &c->model, &k) != 0)
+            return mf_fail(MF_ERR_INCONSISTENT, "%s/.metadata: key '%s' does not fit %lld layers and %lld MTP layers",
+                           c->iter_dir, t->fqn, (long long)c->model.num_layers, (long long)c->model.mtp_layers);
+        if (k.skip)
+            continue;
+        for (size_t j = 0; j < t->n_chunks; j++)
+            if ((rc = add_chunk(c, t, &t->chunks[j], &k)) != 0)
+                return rc;
+    }
+    return MF_OK;
+}
