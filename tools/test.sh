@@ -75,6 +75,17 @@ run_ctest() {  # run_ctest BUILD_DIR
   return "${PIPESTATUS[0]}"
 }
 
+memcheck_units() {  # every cmocka unit test under valgrind: no invalid access, no leak
+  local rc=0 t
+  for t in "$1"/tests/test_*; do
+    [ -x "$t" ] || continue
+    echo "-- valgrind $t"
+    ( cd "$1/tests" && MCOREFS_PYTHON=/usr/bin/python3 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
+        --error-exitcode=99 "$t" ) || rc=1
+  done
+  return $rc
+}
+
 if [ ! -e /dev/fuse ]; then
   echo "tools/test.sh: warning: /dev/fuse is missing; the e2e tests cannot mount" >&2
 fi
@@ -95,6 +106,11 @@ if [ "$DO_RELEASE" = 1 ]; then
      step "build (release)" cmake --build build -j"$JOBS"; then
     if [ "$DO_ASAN" = 0 ]; then
       step "ctest (release)" run_ctest build || true
+    fi
+    if command -v valgrind >/dev/null 2>&1; then
+      step "memcheck (valgrind, unit)" memcheck_units build || true
+    else
+      skip "memcheck (valgrind, unit)" "valgrind not installed"
     fi
   fi
 fi

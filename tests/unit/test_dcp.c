@@ -381,7 +381,7 @@ static void test_sample_layout(void **state)
     free(txt);
     assert_int_equal(n_tensor_lines, 5);
     assert_int_equal(n_bytes_lines, 3);
-    assert_int_equal(n_storage, 14);
+    assert_int_equal(n_storage, 15);
 
     /* spot checks written out */
     const mf_dcp_tensor *t = mf_dcp_find(&d, "model.layer0.qkv.weight");
@@ -481,7 +481,7 @@ static void test_gpt_torch_dist(void **state)
     (void)state;
     mf_dcp d;
     open_ok(&d, us_shared(GPT_DIST ITER));
-    check_keys_txt(&d, GPT_DIST "/KEYS.txt", 10, 20);
+    check_keys_txt(&d, GPT_DIST "/KEYS.txt", 9, 21);
     assert_int_equal(d.n_files, 4);
     const mf_dcp_tensor *t = mf_dcp_find(&d, "decoder.layers.mlp.linear_fc1.weight");
     assert_non_null(t);
@@ -524,7 +524,7 @@ static void test_v014_common_pt(void **state)
     (void)state;
     mf_dcp d;
     open_ok(&d, us_shared(V014_DIST ITER));
-    check_keys_txt(&d, V014_DIST "/KEYS.txt", 10, 19);
+    check_keys_txt(&d, V014_DIST "/KEYS.txt", 9, 20);
     assert_int_equal(d.n_files, 8); /* two writer threads per rank: __R_0 and __R_1 */
     assert_null(find_bytes(&d, "common_state/shard_0_1"));
     check_all_chunks(&d, "v014");
@@ -787,7 +787,6 @@ static void raw(pbuf *p, const void *d, size_t n)
     p->n += n;
 }
 static void ops(pbuf *p, const char *s) { raw(p, s, strlen(s)); }
-static void op(pbuf *p, uint8_t c) { raw(p, &c, 1); }
 static void str(pbuf *p, const char *s)
 {
     uint32_t n = (uint32_t)strlen(s);
@@ -1041,7 +1040,7 @@ static void test_handmade_bad(void **state)
     expect_bad("dtype", &it, 1, 512, MF_ERR_UNSUPPORTED, "'layer.w'", "float8_e4m3fn");
 
     it = grid_item("layer.w", 4, 8, 2, 4, g);
-    it.nd = 3; /* chunks keep 2-D offsets but the tensor says 3-D: malformed chunk dims */
+    it.nd = 3; /* 3-D with every chunk empty on the last axis: nothing holds any element */
     it.size[2] = 1;
     {
         const char *dir = write_ckpt("dims", &it, 1, 512);
@@ -1214,7 +1213,6 @@ static void test_handmade_archives(void **state)
         assert_int_equal(mt.shape[1], 3);
         assert_int_equal(mt.stride[0], 3);
         assert_true(mt.offset >= t->chunks[k].offset && mt.offset + 24 <= t->chunks[k].offset + t->chunks[k].length);
-        assert_int_equal(mt.offset % 64, (t->chunks[k].offset + 0) % 64 == 0 ? 0 : mt.offset % 64); /* informative */
         uint8_t got[24];
         assert_int_equal(pread(fd, got, 24, (off_t)mt.offset), 24);
         for (int i = 0; i < 24; i++)
