@@ -646,7 +646,8 @@ static int parse_tensor(ctx *x, const char *fqn, const mf_pv *tsm, mf_dcp_tensor
         if (!is_class(cv, "ChunkStorageMetadata"))
             return mf_fail(MF_ERR_FORMAT, "%s: tensor '%s': chunk #%zu is not a ChunkStorageMetadata", x->mpath, fqn, j);
         if ((rc = get_dims(field(cv, "offsets"), c->offsets, &no)) || (rc = get_dims(field(cv, "sizes"), c->sizes, &ns)))
-            return mf_fail(MF_ERR_FORMAT, "%s: tensor '%s': chunk #%zu offsets/sizes %s", x->mpath, fqn, j, dims_problem(rc));
+            return mf_fail(rc == -2 ? MF_ERR_UNSUPPORTED : MF_ERR_FORMAT, "%s: tensor '%s': chunk #%zu offsets/sizes %s",
+                           x->mpath, fqn, j, dims_problem(rc));
         t->n_chunks = j + 1; /* chunk j is now initialised enough for messages */
         if (no != t->ndim || ns != t->ndim)
             return mf_fail(MF_ERR_FORMAT, "%s: tensor '%s': chunk #%zu has %d/%d dims, the tensor %d", x->mpath, fqn, j, no, ns,

@@ -396,7 +396,7 @@ static void test_sample_layout(void **state)
     assert_null(mf_dcp_find(&d, "step")); /* bytes items are not tensors */
     assert_null(mf_dcp_find(&d, "model.embed"));
 
-    assert_int_equal(check_all_chunks(&d, "sample"), 10);
+    assert_int_equal(check_all_chunks(&d, "sample"), 12);
     /* the sample has no Megatron common state */
     mf_pickle *pk;
     const mf_pv *args;
