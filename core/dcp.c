@@ -699,6 +699,13 @@ static int build_name_index(ctx *x)
     return rc;
 }
 
+/* Optimizer state (Adam moments, possibly with flattened ranges that change the global shape)
+ * is never shown and is not validated: a checkpoint saved with its optimizer must still mount. */
+static int skipped(const char *fqn, const mf_pv *v)
+{
+    return strncmp(fqn, "optimizer.", 10) == 0 && is_class(v, "TensorStorageMetadata");
+}
+
 static int parse_metadata(ctx *x, const mf_pv *root)
 {
     mf_dcp *d = x->d;
@@ -718,6 +725,8 @@ static int parse_metadata(ctx *x, const mf_pv *root)
         const mf_pv *v = sdm->u.dict.vals[i];
         if (!fqn)
             return mf_fail(MF_ERR_FORMAT, "%s: state_dict_metadata key #%zu is not a string", x->mpath, i);
+        if (skipped(fqn, v))
+            continue;
         if (is_class(v, "TensorStorageMetadata")) {
             const mf_pv *cl = field(v, "chunks");
             if (!cl || (cl->kind != MF_PV_LIST && cl->kind != MF_PV_TUPLE))
@@ -747,6 +756,8 @@ static int parse_metadata(ctx *x, const mf_pv *root)
     for (size_t i = 0; i < sdm->u.dict.n; i++) {
         const char *fqn = mf_pv_get_str(sdm->u.dict.keys[i]);
         const mf_pv *v = sdm->u.dict.vals[i];
+        if (skipped(fqn, v))
+            continue;
         if (is_class(v, "TensorStorageMetadata")) {
             size_t n = field(v, "chunks")->u.seq.n;
             mf_dcp_tensor *t = &d->tensors[d->n_tensors++];
