@@ -80,8 +80,8 @@ memcheck_units() {  # every cmocka unit test under valgrind: no invalid access, 
   for t in "$1"/tests/test_*; do
     [ -x "$t" ] || continue
     echo "-- valgrind $t"
-    ( cd "$1/tests" && MCOREFS_PYTHON=/usr/bin/python3 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
-        --error-exitcode=99 "$t" ) || rc=1
+    MCOREFS_PYTHON=/usr/bin/python3 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
+        --error-exitcode=99 "$t" || rc=1
   done
   return $rc
 }
@@ -101,7 +101,7 @@ if [ "$DO_ASAN" = 1 ]; then
 fi
 
 if [ "$DO_RELEASE" = 1 ]; then
-  if step "configure (release)" cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DMCOREFS_WERROR=ON \
+  if step "configure (release)" cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DMCOREFS_WERROR=ON -DMCOREFS_SANITIZE=OFF \
         "${CMAKE_EXTRA[@]}" &&
      step "build (release)" cmake --build build -j"$JOBS"; then
     if [ "$DO_ASAN" = 0 ]; then
