@@ -103,7 +103,7 @@ int main(int argc, char *argv[])
     fs_log_init(c.foreground);
     char fsname[4200];
     /* defaults go first so the user's own -o options override them */
-    snprintf(fsname, sizeof(fsname), "-ofsname=mcorefs:%s,subtype=mcorefs,default_permissions,max_threads=32", c.ckpt);
+    snprintf(fsname, sizeof(fsname), "-ofsname=mcorefs:%s,subtype=mcorefs,default_permissions,max_threads=32,max_idle_threads=8", c.ckpt);
     fuse_opt_insert_arg(&args, 1, fsname);
     fuse_opt_add_arg(&args, "-oro");   /* last, so nothing can turn it off */
     rc = fuse_main(args.argc, args.argv, &mcorefs_ops, s) ? 1 : 0;
