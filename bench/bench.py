@@ -9,6 +9,7 @@ Run it through bench/run.sh (builds the daemon and the helpers first).  Environm
                            leave the kernel's value); each is applied equally to ceilingfs and mcorefs
   BENCH_SKIP=export,...    skip sections: read, load, export, mount
   BENCH_OUT=DIR            where exports are written (default bench/cache/out, on local disk)
+  BENCH_TAG=NAME           write results-NAME.md (e.g. for a patched daemon via MCOREFS_BIN)
 """
 import atexit
 import collections
@@ -623,6 +624,8 @@ def report(models, total_s):
     for t in T.targets:
         md.append("| %s | %s | %s | %s |" % t)
     name = "results.md" if SCALE == "full" else "results-%s.md" % SCALE
+    if os.environ.get("BENCH_TAG"):
+        name = name[:-3] + "-" + os.environ["BENCH_TAG"] + ".md"
     (HERE / name).write_text("\n".join(md) + "\n")
     (CACHE / ("raw-%s.json" % SCALE)).write_text(json.dumps({"R": R, "META": META}, indent=1, default=str))
     log("wrote %s" % (HERE / name))

@@ -12,6 +12,7 @@ void mf_options_init(mf_options *o)
     o->iteration = -1;
     o->shard_size = 5000000000ull;   /* huggingface_hub's default "5GB" */
     o->dtype = MF_DT_INVALID;
+    o->read_ahead_kb = 1024;
 }
 
 void mf_options_free(mf_options *o)
@@ -79,6 +80,8 @@ int mf_options_apply(mf_options *o, const char *kv)
         return parse_int(key, v, 0, &o->iteration);
     if (strcmp(key, "true_vocab_size") == 0)
         return parse_int(key, v, 1, &o->true_vocab_size);
+    if (strcmp(key, "read_ahead_kb") == 0)
+        return parse_int(key, v, -1, &o->read_ahead_kb);
     if (strcmp(key, "skip_mtp") == 0) {
         o->skip_mtp = 1;
         return 1;
@@ -117,5 +120,7 @@ const char *mf_options_help(void)
            "    -o shard_size=SIZE      largest safetensors shard, e.g. 5GB (default), 500MB, 2GiB\n"
            "    -o dtype=bf16|fp16|fp32 convert float tensors on read (default: each tensor's stored dtype)\n"
            "    -o hf_config=FILE       JSON object merged over config.json (token ids, rope scaling, ...)\n"
-           "    -o tokenizer=DIR        show the tokenizer files of an HF tokenizer folder\n";
+           "    -o tokenizer=DIR        show the tokenizer files of an HF tokenizer folder\n"
+           "    -o read_ahead_kb=N      the mount's readahead in KiB (default 1024: 1 MiB FUSE requests; -1 keeps\n"
+           "                            the kernel's 128; needs root, else left alone)\n";
 }

@@ -1,6 +1,7 @@
 /* mcorefs CKPT MOUNTPOINT [-o opts]: mount a Megatron checkpoint as a Hugging Face model dir. */
 #include <stddef.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include "log.h"
@@ -11,6 +12,7 @@
 typedef struct {
     mf_options opts;
     char *ckpt;
+    char *mountpoint;   /* absolute: the daemon changes to / */
     int show_help, show_version, foreground, bad;
 } cli;
 
@@ -45,6 +47,8 @@ static int on_arg(void *data, const char *arg, int key, struct fuse_args *out)
             c->ckpt = strdup(arg);
             return 0;
         }
+        if (c->mountpoint == NULL)
+            c->mountpoint = realpath(arg, NULL);
         return 1;
     }
     return 1;
@@ -103,14 +107,16 @@ int main(int argc, char *argv[])
     fs_log_init(c.foreground);
     char fsname[4200];
     /* defaults go first so the user's own -o options override them */
-    snprintf(fsname, sizeof(fsname), "-ofsname=mcorefs:%s,subtype=mcorefs,default_permissions,max_threads=32,max_idle_threads=8", c.ckpt);
+    snprintf(fsname, sizeof(fsname), "-ofsname=mcorefs:%s,subtype=mcorefs,default_permissions,max_threads=32,max_idle_threads=32", c.ckpt);
     fuse_opt_insert_arg(&args, 1, fsname);
     fuse_opt_add_arg(&args, "-oro");   /* last, so nothing can turn it off */
+    fs_set_mountpoint(c.mountpoint);
     rc = fuse_main(args.argc, args.argv, &mcorefs_ops, s) ? 1 : 0;
 out:
     mf_session_close(s);
     mf_options_free(&c.opts);
     free(c.ckpt);
+    free(c.mountpoint);
     fuse_opt_free_args(&args);
     return rc;
 }

@@ -10,8 +10,12 @@
 #include "log.h"
 #include "mcorefs/error.h"
 #include "ops.h"
+#include "readahead.h"
 
 static mf_session *S(void) { return fuse_get_context()->private_data; }
+
+static const char *mountpoint;
+void fs_set_mountpoint(const char *path) { mountpoint = path; }
 
 static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
@@ -25,6 +29,7 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
         conn->want |= FUSE_CAP_ASYNC_READ;
     if (conn->capable & FUSE_CAP_SPLICE_WRITE)
         conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+    fs_tune_readahead(mountpoint, ((mf_session *)fuse_get_context()->private_data)->opts.read_ahead_kb);
     return fuse_get_context()->private_data;
 }
 
@@ -103,6 +108,19 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
 }
 
 #define MAX_SEGS 64
+/* libfuse splices a reply through a pipe of at most fs.pipe-max-size (1 MiB = 256 pages by
+ * default); unaligned file ranges need a page more each, and a reply that does not fit falls
+ * back to a slow path. Larger requests (read_ahead_kb > 512) are gathered into memory. */
+#define SPLICE_MAX (896u << 10)
+
+/* Pipe buffers a reply of these segments needs (each starts on its own page). */
+static size_t pipe_pages(const mf_segment *segs, ssize_t n)
+{
+    size_t pages = 0;
+    for (ssize_t i = 0; i < n; i++)
+        pages += ((segs[i].fd >= 0 ? segs[i].pos & 4095 : 0) + segs[i].len + 4095) / 4096 + 1;
+    return pages;
+}
 
 /* Reads as buffer vectors: file ranges that need no gathering are handed to libfuse as fd
  * buffers, which it splices from the rank file's page cache into /dev/fuse (one copy fewer). */
@@ -116,7 +134,21 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
     char *buf = malloc(size ? size : 1);
     if (!buf)
         return -ENOMEM;
-    ssize_t n = mf_session_read_segments(s, f, buf, size, (uint64_t)off, segs, MAX_SEGS);
+    ssize_t n = -1;
+    if (size <= SPLICE_MAX) {
+        n = mf_session_read_segments(s, f, buf, size, (uint64_t)off, segs, MAX_SEGS);
+        if (n > 0 && pipe_pages(segs, n) > 240)
+            n = -1;   /* would not fit the splice pipe: gather instead */
+        else if (n < 0)
+            goto failed;
+    }
+    if (n < 0) {
+        n = mf_session_read(s, f, buf, size, (uint64_t)off);
+        if (n > 0)
+            segs[0] = (mf_segment){ -1, 0, (size_t)n };
+        n = n > 0 ? 1 : n;
+    }
+failed:
     if (n < 0) {
         fs_log("%s", mf_error());
         free(buf);

@@ -4,4 +4,6 @@
 #include <fuse.h>
 #include "mcorefs/view.h"
 extern const struct fuse_operations mcorefs_ops;
+/* The mount point (absolute), for tuning the mount once it exists. */
+void fs_set_mountpoint(const char *path);
 #endif

@@ -15,6 +15,7 @@ typedef struct {
     mf_dtype dtype;           /* MF_DT_INVALID: keep each tensor's stored dtype */
     char *hf_config;          /* JSON object merged over config.json */
     char *tokenizer;          /* folder whose tokenizer files appear in the view */
+    int64_t read_ahead_kb;    /* daemon: the mount's readahead (bigger FUSE requests); -1 = kernel default */
 } mf_options;
 
 void mf_options_init(mf_options *o);
