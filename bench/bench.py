@@ -7,13 +7,15 @@ Run it through bench/run.sh (builds the daemon and the helpers first).  Environm
   BENCH_PY_RUNS=N          runs of the Python converter (default min(RUNS, 2): ~90 s each at full)
   BENCH_RA=default,1024    read_ahead_kb settings to measure the read paths under ("default" =
                            leave the kernel's value); each is applied equally to ceilingfs and mcorefs
-  BENCH_SKIP=export,...    skip sections: read, load, export, mount
+  BENCH_SKIP=export,...    skip sections: read, load, export, mount, dist (the torch_dist twins)
   BENCH_OUT=DIR            where exports are written (default bench/cache/out, on local disk)
   BENCH_TAG=NAME           write results-NAME.md (e.g. for a patched daemon via MCOREFS_BIN)
 """
 import atexit
 import collections
+import concurrent.futures
 import datetime
+import hashlib
 import json
 import os
 import pathlib
@@ -116,7 +118,7 @@ class Mount:
         self.ready_s = time.perf_counter() - t0
         _live.append((self.mnt, self.p))
         self.rss_mount = self.status()
-        if ra is not None and ra != "default":
+        if ra is not None and ra not in ("default", "daemon"):
             set_ra(self.mnt, int(ra))
 
     def cpu_s(self):
@@ -154,13 +156,14 @@ def set_ra(mnt, kb):
     (bdi_of(mnt) / "read_ahead_kb").write_text(str(kb))
 
 
-def mcorefs(model, ra=None):
+def mcorefs(model, ra=None, mnt="mcorefs"):
     # mcorefs raises its own mount's readahead to 1024 by default; the "default" rows compare
     # both file systems at the kernel's 128 KiB, so tell it to leave the kernel value there.
+    # ra="daemon": the daemon's own setting (only for the correctness check).
     keep = ",read_ahead_kb=-1" if ra is None or ra == "default" else ""
-    return Mount([MCOREFS, str(model["ckpt"]), str(WORK / "mcorefs"), "-f", "-o",
+    return Mount([MCOREFS, str(model["ckpt"]), str(WORK / mnt), "-f", "-o",
                   "true_vocab_size=%d,shard_size=%s%s" % (model["vocab"], SHARD, keep)],
-                 WORK / "mcorefs", "config.json", ra)
+                 WORK / mnt, "config.json", ra)
 
 
 def ceiling(sizes, ra=None):
@@ -313,8 +316,64 @@ def prepare(name):
     ranks = [d / p for p in ref["rank_files"]]
     m = dict(name=name, dir=d, ckpt=d / "ckpt", vocab=ref["true_vocab_size"], ranks=ranks,
              rank_bytes=sum(p.stat().st_size for p in ranks), hf_bytes=ref["total_bytes"],
-             ntensors=ref["num_tensors"], layout=ref["layout"], nlayers=ref["num_layers"])
+             ntensors=ref["num_tensors"], layout=ref["layout"], nlayers=ref["num_layers"],
+             dist=ref.get("ckpt_format") == "torch_dist")
+    # what a mount reads: the rank files, plus for torch_dist the .metadata index (22 MB for the
+    # DSv3 shape) and metadata.json; all of it is warmed before each mount
+    m["warm"] = list(ranks)
+    if m["dist"]:
+        it = ranks[0].parent
+        m["meta_bytes"] = (it / ".metadata").stat().st_size
+        m["warm"] += [it / ".metadata", it / "metadata.json"]
     return m
+
+
+def files_desc(m):
+    if m["dist"]:
+        return "%d .distcp files (%.2f GB) + .metadata (%s)" % (len(m["ranks"]), m["rank_bytes"] / 1e9,
+                                                               fmt_mb(m["meta_bytes"]))
+    return "%d rank files (%.2f GB)" % (len(m["ranks"]), m["rank_bytes"] / 1e9)
+
+
+def _sha256_dir(d):
+    out = {}
+    for p in sorted(pathlib.Path(d).iterdir()):
+        h = hashlib.sha256()
+        n = 0
+        with open(p, "rb") as f:
+            while True:
+                b = f.read(4 * MiB)
+                if not b:
+                    break
+                h.update(b)
+                n += len(b)
+        out[p.name] = (n, h.hexdigest())
+    return out
+
+
+def verify_dist(leg, dist):
+    """The torch_dist mount must show exactly the legacy mount's files, byte for byte: same names,
+    same sha256 (config.json, index and every safetensors shard).  Both mounts at once, hashed in
+    two threads (hashlib releases the GIL).  Stops the suite on any difference."""
+    t0 = time.time()
+    warm(leg["warm"])
+    warm(dist["warm"])
+    with mcorefs(leg, "daemon") as a, mcorefs(dist, "daemon", mnt="mcorefs-dist") as b:
+        with concurrent.futures.ThreadPoolExecutor(2) as ex:
+            fa, fb = ex.submit(_sha256_dir, a.mnt), ex.submit(_sha256_dir, b.mnt)
+            ha, hb = fa.result(), fb.result()
+    bad = sorted(n for n in set(ha) | set(hb) if ha.get(n) != hb.get(n))
+    if bad or not ha:
+        for n in bad:
+            log("  %s: legacy %s, torch_dist %s" % (n, ha.get(n), hb.get(n)))
+        raise SystemExit("bench: FAILED: the torch_dist mount of %s differs from the legacy mount "
+                         "(%d of %d files differ: %s)" % (dist["dir"], len(bad), len(set(ha) | set(hb)),
+                                                          ", ".join(bad[:6])))
+    dist["st_files"] = sorted(n for n in hb if n.endswith(".safetensors"))
+    dist["st_bytes"] = sum(hb[n][0] for n in dist["st_files"])
+    META["identical_" + dist["name"]] = dict(files=len(hb), bytes=sum(v[0] for v in hb.values()))
+    log("%s: torch_dist view == legacy view (sha256 of %d files, %.2f GB, %.1f s)"
+        % (dist["name"], len(hb), sum(v[0] for v in hb.values()) / 1e9, time.time() - t0))
 
 
 def make_plain(m):
@@ -323,7 +382,7 @@ def make_plain(m):
     if plain.exists():
         shutil.rmtree(plain)
     drop_caches()
-    warm(m["ranks"])
+    warm(m["warm"])
     with mcorefs(m) as mt:
         subprocess.run(["cp", "-r", str(mt.mnt), str(plain)], check=True)
         files = sorted(p.name for p in mt.mnt.iterdir() if p.name.endswith(".safetensors"))
@@ -334,7 +393,9 @@ def make_plain(m):
     m["st_bytes"] = sum(m["st_sizes"])
 
 
-def bench_read(m):
+def bench_read(m, dist=None):
+    """dist: the same model as torch_dist; measured right after the legacy mount, in each run and
+    under each read_ahead_kb setting (same files, same ceiling)."""
     files = m["st_files"]
     plain_files = [m["plain"] / f for f in files]
     for r in range(RUNS):
@@ -349,20 +410,25 @@ def bench_read(m):
                 add(tag + "/ceiling", t)
                 n, t = read_files(cf)
                 add(tag + "/ceiling_second", t)
-            warm(m["ranks"])
-            with mcorefs(m, ra) as mt:
-                add(m["name"] + "/mount_s", mt.ready_s)
-                n1, t1 = read_files([mt.mnt / f for f in files])
-                c1 = mt.cpu_s()
-                n2, t2 = read_files([mt.mnt / f for f in files])
-                add(tag + "/second_daemon_cpu", mt.cpu_s() - c1)
-                s2 = mt.status()
-                assert n1 == n2 == m["st_bytes"], (n1, n2, m["st_bytes"])
-                add(tag + "/first", t1)
-                add(tag + "/second", t2)
-                add(m["name"] + "/rss_mount", mt.rss_mount["VmRSS"])
-                add(m["name"] + "/rss_after_read", s2["VmRSS"])
-                add(m["name"] + "/hwm_after_read", s2["VmHWM"])
+            order = [(m, ""), (dist, "dist_")] if r % 2 == 0 else [(dist, "dist_"), (m, "")]
+            for x, pre in order:      # alternate which format goes first, run by run
+                if x is None:
+                    continue
+                warm(x["warm"])
+                with mcorefs(x, ra) as mt:
+                    add(x["name"] + "/mount_s", mt.ready_s)
+                    n1, t1 = read_files([mt.mnt / f for f in files])
+                    c1 = mt.cpu_s()
+                    n2, t2 = read_files([mt.mnt / f for f in files])
+                    add(tag + "/%ssecond_daemon_cpu" % pre, mt.cpu_s() - c1)
+                    s2 = mt.status()
+                    assert n1 == n2 == m["st_bytes"], (x["name"], n1, n2, m["st_bytes"])
+                    add(tag + "/%sfirst" % pre, t1)
+                    add(tag + "/%ssecond" % pre, t2)
+                    add(x["name"] + "/rss_mount", mt.rss_mount["VmRSS"])
+                    add(x["name"] + "/hwm_mount", mt.rss_mount["VmHWM"])
+                    add(x["name"] + "/rss_after_read", s2["VmRSS"])
+                    add(x["name"] + "/hwm_after_read", s2["VmHWM"])
             warm(plain_files)
             n, t = read_files(plain_files)
             add(tag + "/plain", t)
@@ -379,7 +445,7 @@ def bench_load(m):
         drop_caches()
         for ra in RAS:
             tag = "%s/ra=%s" % (m["name"], ra)
-            warm(m["ranks"])
+            warm(m["warm"])
             with mcorefs(m, ra) as mt:
                 n, t = tool("touch", ml)
                 add(tag + "/load_first", t)
@@ -403,7 +469,7 @@ def bench_export(m):
                 if o.exists():
                     shutil.rmtree(o)
             drop_caches()
-            warm(m["ranks"])
+            warm(m["warm"])
             if what == "cp":
                 t0 = time.perf_counter()
                 with mcorefs(m) as mt:
@@ -431,20 +497,23 @@ def bench_export(m):
     sync()
 
 
-def bench_mount(m, read_all=False):
+def bench_mount(ms, read_all=False):
+    """Mount cost of each model of ms, interleaved run by run (legacy, then its torch_dist twin)."""
     for r in range(RUNS):
-        warm(m["ranks"])
-        with mcorefs(m) as mt:
-            add(m["name"] + "/mount_s", mt.ready_s)
-            add(m["name"] + "/rss_mount", mt.rss_mount["VmRSS"])
-            if read_all:
-                files = sorted(p for p in mt.mnt.iterdir() if p.is_file())
-                n, t = read_files(files)
-                s = mt.status()
-                add(m["name"] + "/rss_after_read", s["VmRSS"])
-                add(m["name"] + "/hwm_after_read", s["VmHWM"])
-                m["st_bytes"] = n
-    log("%s mount runs done" % m["name"])
+        for m in ms:
+            warm(m["warm"])
+            with mcorefs(m) as mt:
+                add(m["name"] + "/mount_s", mt.ready_s)
+                add(m["name"] + "/rss_mount", mt.rss_mount["VmRSS"])
+                add(m["name"] + "/hwm_mount", mt.rss_mount["VmHWM"])
+                if read_all:
+                    files = sorted(p for p in mt.mnt.iterdir() if p.is_file())
+                    n, t = read_files(files)
+                    s = mt.status()
+                    add(m["name"] + "/rss_after_read", s["VmRSS"])
+                    add(m["name"] + "/hwm_after_read", s["VmHWM"])
+                    m["st_bytes"] = n
+    log("%s mount runs done" % ", ".join(m["name"] for m in ms))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -524,6 +593,10 @@ class Table:
         return "\n".join(out)
 
 
+def tag_any(n, what):
+    return any(k.startswith(n + "/ra=") and k.endswith("/" + what) for k in R)
+
+
 def med(key):
     return statistics.median(R[key]) if R.get(key) else None
 
@@ -531,13 +604,16 @@ def med(key):
 def report(models, total_s):
     T = Table()
     for m in models:
-        if m["name"] == "dsv3" or m.get("st_files") is None:
+        if m["name"] == "dsv3" or m["dist"] or m.get("st_files") is None:
             continue
         n = m["name"]
         lay = m["layout"]
-        desc = "%s: %s, %.2f GB bf16, %d tensors, tp%d pp%d ep%d, %d rank files (%.2f GB), %d virtual shards" % (
+        desc = "%s: %s, %.2f GB bf16, %d tensors, tp%d pp%d ep%d, %s, %d virtual shards" % (
             n, "Llama-like" if n == "dense" else "Mixtral-like 8 experts", m["st_bytes"] / 1e9, m["ntensors"],
-            lay["tp"], lay["pp"], lay["ep"], len(m["ranks"]), m["rank_bytes"] / 1e9, len(m["st_files"]))
+            lay["tp"], lay["pp"], lay["ep"], files_desc(m), len(m["st_files"]))
+        twin = [x for x in models if x["dist"] and x["name"] == n + "-dist"]
+        if twin and tag_any(n, "dist_first"):
+            desc += "; torch_dist twin `%s`: %s" % (twin[0]["name"], files_desc(twin[0]))
         T.section(desc)
         B = m["st_bytes"]
         for ra in RAS:
@@ -560,6 +636,15 @@ def report(models, total_s):
                 T.ratio("%s second read / plain file" % rl, r2, ">= 0.5", r2 >= 0.5, "%.2f" % r2)
                 T.info("%s second read / ceiling second read" % rl,
                        "%.2f" % (med(tag + "/ceiling_second") / med(tag + "/second")))
+            if tag + "/dist_first" in R:
+                T.row("torch_dist: mcorefs first read (fresh mount)", R[tag + "/dist_first"], nbytes=B)
+                T.row("torch_dist: mcorefs second read (page cache)", R[tag + "/dist_second"], nbytes=B,
+                      note="daemon CPU during it: %.2f s" % med(tag + "/dist_second_daemon_cpu"))
+                r4 = med(tag + "/ceiling") / med(tag + "/dist_first")
+                T.ratio("%s %s torch_dist first read / ceiling" % (rl, n), r4, ">= 0.85", r4 >= 0.85, "%.2f" % r4)
+                r5 = med(tag + "/first") / med(tag + "/dist_first")
+                T.ratio("%s %s torch_dist / legacy first-read speed" % (rl, n), r5, ">= 0.9", r5 >= 0.9,
+                        "%.2f" % r5)
             if tag + "/load_first" in R:
                 T.row("load: mmap, touch tensors, mcorefs fresh mount", R[tag + "/load_first"], nbytes=B)
                 T.row("load: mmap, touch tensors, mcorefs page cache", R[tag + "/load_second"], nbytes=B)
@@ -581,26 +666,43 @@ def report(models, total_s):
             mr = med(n + "/export_cp_rss") / med(n + "/export_py_rss")
             T.ratio("export memory, cp+daemon / Python", mr, "<= 0.10", mr <= 0.1, "%.3f (1/%.0f)" % (mr, 1 / mr))
     T.section("mount cost (spawn -> config.json readable; daemon RSS from /proc)")
+    order = ["dense", "dense-dist", "moe", "dsv3", "dsv3-dist"]     # each torch_dist twin after its legacy model
+    models = sorted(models, key=lambda m: order.index(m["name"]) if m["name"] in order else len(order))
     for m in models:
         n = m["name"]
         if n + "/mount_s" not in R:
             continue
         lay = m["layout"]
-        T.sub("%s: %d HF tensors, %d layers, %d rank files (tp%d pp%d ep%d), %s in the mount" % (
-            n, m["ntensors"], m["nlayers"], len(m["ranks"]), lay["tp"], lay["pp"], lay["ep"],
-            fmt_mb(m.get("st_bytes", 0))))
+        T.sub("%s: %s%d HF tensors, %d layers, tp%d pp%d ep%d, %s, %s in the mount" % (
+            n, "torch_dist, " if m["dist"] else "", m["ntensors"], m["nlayers"], lay["tp"], lay["pp"],
+            lay["ep"], files_desc(m), fmt_mb(m.get("st_bytes", 0))))
         T.row("mount time", R[n + "/mount_s"])
         T.row("daemon VmRSS after mount", R[n + "/rss_mount"], unit="B")
+        T.row("daemon VmHWM after mount (peak while mounting)", R.get(n + "/hwm_mount"), unit="B")
         if R.get(n + "/hwm_after_read"):
             T.row("daemon VmRSS after reading every file", R[n + "/rss_after_read"], unit="B")
             T.row("daemon VmHWM after reading every file", R[n + "/hwm_after_read"], unit="B")
-    for n, lim in (("dense", 0.5), ("dsv3", 3.0)):
+    for n, lim in (("dense", 0.5), ("dense-dist", 0.5), ("dsv3", 3.0), ("dsv3-dist", 3.0)):
         if R.get(n + "/mount_s"):
             x = med(n + "/mount_s")
             T.ratio("%s mount time (median)" % n, x, "<= %.1f s" % lim, x <= lim, fmt_s(x))
-    if R.get("dsv3/hwm_after_read"):
-        x = max(R["dsv3/hwm_after_read"])
-        T.ratio("dsv3 daemon peak RSS (VmHWM, max of runs)", x, "<= 128 MB", x <= 128e6, fmt_mb(x))
+    for n in ("dense", "dsv3"):
+        if R.get(n + "/mount_s") and R.get(n + "-dist/mount_s"):
+            x = med(n + "-dist/mount_s") / med(n + "/mount_s")
+            T.ratio("%s mount time, torch_dist / legacy (medians)" % n, x, "<= 1.1", x <= 1.1, "%.2f" % x)
+    for n in ("dsv3", "dsv3-dist"):
+        if R.get(n + "/hwm_after_read"):
+            x = max(R[n + "/hwm_after_read"])
+            T.ratio("%s daemon peak RSS (VmHWM, max of runs)" % n, x, "<= 128 MB", x <= 128e6, fmt_mb(x))
+    for n in ("dense", "dsv3"):
+        if R.get(n + "/rss_mount") and R.get(n + "-dist/rss_mount"):
+            T.info("%s VmRSS after mount, torch_dist / legacy (medians)" % n,
+                   "%.2f" % (med(n + "-dist/rss_mount") / med(n + "/rss_mount")))
+    for m in models:
+        if META.get("identical_" + m["name"]):
+            v = META["identical_" + m["name"]]
+            T.info("%s view == legacy view (sha256 of all %d files, %s)" % (m["name"], v["files"], fmt_mb(v["bytes"])),
+                   "identical")
     for m in models:
         n = m["name"]
         if R.get(n + "/hwm_after_read") and R.get(n + "/rss_mount"):
@@ -653,24 +755,33 @@ def main():
         log("not root: cannot write /sys/class/bdi/*/read_ahead_kb; measuring the default only")
         RAS = ["default"]
     models = []
-    for name in ("dense", "moe", "dsv3"):
+    names = ["dense", "moe", "dsv3"] + ([] if "dist" in SKIP else ["dense-dist", "dsv3-dist"])
+    for name in names:
         t = time.time()
         models.append(prepare(name))
         log("%s ready (%.1f s)" % (name, time.time() - t))
-    for m in models[:2]:
+    dense, moe, dsv3 = models[:3]
+    dense_d, dsv3_d = models[3:] or (None, None)
+    if dense_d:
+        # correctness first: each torch_dist mount must equal its legacy twin's mount byte for byte
+        drop_caches()
+        verify_dist(dense, dense_d)
+        verify_dist(dsv3, dsv3_d)
+    for m in (dense, moe):
+        d = dense_d if m is dense else None
         make_plain(m)
         log("%s: %d virtual shards, %.2f GB" % (m["name"], len(m["st_files"]), m["st_bytes"] / 1e9))
         if "read" not in SKIP:
-            bench_read(m)
+            bench_read(m, d)
         elif "mount" not in SKIP:
-            bench_mount(m)
+            bench_mount([m] + ([d] if d else []))
         if "load" not in SKIP:
             bench_load(m)
         if "export" not in SKIP:
             bench_export(m)
     if "mount" not in SKIP:
         drop_caches()
-        bench_mount(models[2], read_all=True)
+        bench_mount([dsv3] + ([dsv3_d] if dsv3_d else []), read_all=True)
     report(models, time.time() - t0)
 
 

@@ -1,7 +1,10 @@
 #!/usr/bin/python3
-"""Generate (once) and cache the benchmark checkpoints under bench/cache/<scale>/<name>/.
+"""Generate (once) and cache the benchmark checkpoints under bench/cache/<scale>-<name>/
+(bench/cache/dsv3/ and bench/cache/dsv3-dist/ for the DSv3 shape, which is the same at both scales).
 
 usage: /usr/bin/python3 bench/gen.py CACHE_DIR SCALE NAME
+NAME: dense, moe, dsv3 (legacy --ckpt-format torch, tests/fixtures/mcore_gen.py) or dense-dist,
+dsv3-dist (the same model, same seed, as --ckpt-format torch_dist, tests/fixtures/dist_gen.py).
 Prints the model's directory; regenerates only when the spec (stamp.json) changed.
 """
 import json
@@ -39,24 +42,49 @@ DSV3 = dict(family="deepseek_v3", tp=1, ep=8, mtp=1, first_k_dense=3,
                       router_group_topk=4))
 for s in SPECS.values():
     s["dsv3"] = DSV3
+DIST = ("dense", "dsv3")         # models also generated in torch_dist format, as "<name>-dist"
+
+
+def out_dir(cache, scale, name):
+    base = name[:-len("-dist")] if name.endswith("-dist") else name
+    return pathlib.Path(cache) / (name if base == "dsv3" else scale + "-" + name)
 
 
 def main():
     cache, scale, name = sys.argv[1], sys.argv[2], sys.argv[3]
-    spec = dict(SPECS[scale][name])
-    spec.setdefault("save_optim", True)
-    out = pathlib.Path(cache) / ("dsv3" if name == "dsv3" else scale + "-" + name)
+    dist = name.endswith("-dist")
+    base = name[:-len("-dist")] if dist else name
+    if dist and base not in DIST:
+        sys.exit("gen.py: no torch_dist variant of %s" % base)
+    spec = dict(SPECS[scale][base])
+    spec.setdefault("save_optim", True)      # legacy only (dist_gen accepts and ignores it)
+    if dist:
+        spec["ckpt_format"] = "torch_dist"
+    out = out_dir(cache, scale, name)
     stamp = out / "stamp.json"
     want = json.dumps(spec, sort_keys=True)
     if stamp.exists() and stamp.read_text() == want and (out / "reference.json").exists():
         print(out)
         return
     sys.path.insert(0, str(HERE.parent / "tests" / "fixtures"))
-    import mcore_gen  # torch: imported only when something must be generated
     t0 = time.time()
     kw = dict(spec)
     family = kw.pop("family")
-    ref = mcore_gen.generate(out, family, seed=1234, **kw)
+    if stamp.exists():
+        stamp.unlink()          # an interrupted regeneration must not look finished
+    if dist:
+        # dist_gen runs mcore_gen for the reference (and the legacy twin, deleted here), redraws
+        # the same model and writes it as a DCP checkpoint.  verify=False skips its two in-memory
+        # cross-checks (re-serialising the whole HF model and the legacy split): at full size they
+        # take ~1/3 of the time and push the peak RSS from ~2x to ~3x the model (~10 GB for the
+        # 3.15 GB dense).  bench.py checks the result instead: the torch_dist mount must show the
+        # legacy mount's files byte for byte (sha256), or the suite stops.
+        import dist_gen  # torch: imported only when something must be generated
+        kw.pop("ckpt_format")
+        ref = dist_gen.generate(out, family, seed=1234, verify=False, **kw)
+    else:
+        import mcore_gen
+        ref = mcore_gen.generate(out, family, seed=1234, **kw)
     # the HF reference is not needed by the suite; drop it to save disk space
     try:
         os.unlink(out / "reference.safetensors")

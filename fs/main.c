@@ -35,6 +35,8 @@ static int on_arg(void *data, const char *arg, int key, struct fuse_args *out)
     case FUSE_OPT_KEY_OPT: {
         if (strcmp(arg, "rw") == 0)   /* mount(8) adds rw by default: this file system is read-only */
             return 0;
+        if (strncmp(arg, "max_read=", 9) == 0)   /* libfuse wants init to ask for the same value */
+            fs_set_max_read((unsigned)strtoul(arg + 9, NULL, 10));
         int rc = mf_options_apply(&c->opts, arg);
         if (rc < 0) {
             c->bad = 1;
@@ -107,7 +109,7 @@ int main(int argc, char *argv[])
     fs_log_init(c.foreground);
     char fsname[4200];
     /* defaults go first so the user's own -o options override them */
-    snprintf(fsname, sizeof(fsname), "-ofsname=mcorefs:%s,subtype=mcorefs,default_permissions,max_threads=32,max_idle_threads=32", c.ckpt);
+    snprintf(fsname, sizeof(fsname), "-ofsname=mcorefs:%s,subtype=mcorefs,default_permissions,max_threads=32,max_idle_threads=32,max_read=%u", c.ckpt, FS_DEFAULT_MAX_READ);
     fuse_opt_insert_arg(&args, 1, fsname);
     fuse_opt_add_arg(&args, "-oro");   /* last, so nothing can turn it off */
     fs_set_mountpoint(c.mountpoint);

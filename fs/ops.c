@@ -15,7 +15,9 @@
 static mf_session *S(void) { return fuse_get_context()->private_data; }
 
 static const char *mountpoint;
+static unsigned max_read = FS_DEFAULT_MAX_READ;
 void fs_set_mountpoint(const char *path) { mountpoint = path; }
+void fs_set_max_read(unsigned bytes) { max_read = bytes; }
 
 static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
@@ -25,6 +27,7 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     cfg->negative_timeout = 3600.0;
     cfg->direct_io = 0;
     conn->max_readahead = 1u << 20;
+    conn->max_read = max_read;
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
     if (conn->capable & FUSE_CAP_SPLICE_WRITE)
@@ -111,7 +114,7 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
 /* libfuse splices a reply through a pipe of at most fs.pipe-max-size (1 MiB = 256 pages by
  * default); unaligned file ranges need a page more each, and a reply that does not fit falls
  * back to a slow path. Larger requests (read_ahead_kb > 512) are gathered into memory. */
-#define SPLICE_MAX (896u << 10)
+#define SPLICE_MAX FS_DEFAULT_MAX_READ
 
 /* Pipe buffers a reply of these segments needs (each starts on its own page). */
 static size_t pipe_pages(const mf_segment *segs, ssize_t n)
