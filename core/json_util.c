@@ -12,6 +12,10 @@ void mf_format_float(double v, char *buf, size_t n)
         snprintf(buf, n, "%s", isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
         return;
     }
+    if (v == floor(v) && fabs(v) < 1e16) {   /* as Python prints it: 10000.0, not 1e+04 */
+        snprintf(buf, n, "%.1f", v);
+        return;
+    }
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(buf, n, "%.*g", prec, v);
         if (strtod(buf, NULL) == v)
