@@ -1,6 +1,9 @@
 /* A mounted checkpoint: options -> checkpoint -> mapping -> virtual files; and reads. */
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,6 +120,9 @@ int mf_session_open(mf_session **out, const char *path, const mf_options *o)
     if ((rc = add_memory_file(s, MF_META_DIR "/stats", strdup(""))) != 0)
         goto fail;
     s->files[s->n_files - 1].kind = MF_VF_STATS;
+#ifdef __GLIBC__
+    malloc_trim(0);   /* hand the parse-time pickle arenas back: a long-lived daemon keeps little */
+#endif
     *out = s;
     return MF_OK;
 fail:
