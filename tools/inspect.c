@@ -14,7 +14,8 @@ static void usage(FILE *out)
     fprintf(out, "usage: mcorefs-inspect [COMMAND] CHECKPOINT [ARGS] [--json] [-o opt,...]\n\n"
                  "commands:\n"
                  "  summary          iteration, layout, rank files, model family and sizes (default)\n"
-                 "  tensors          every HF tensor: dtype, shape, source tensor, split, rank files\n"
+                 "  tensors [--source]  every HF tensor: dtype, shape, file; --source adds the Megatron\n"
+                 "                   tensor, the split and the rank files it is gathered from\n"
                  "  verify [--hash]  read everything; check that replicated tensors (norms, routers,\n"
                  "                   dense weights in EP files, duplicated expert shards, the MTP stage's\n"
                  "                   embedding copy) are identical (xxHash); --hash prints each HF tensor's\n"
@@ -156,7 +157,7 @@ static void print_summary(const mf_session *s)
     printf("\n");
 }
 
-static void print_tensors(const mf_session *s)
+static void print_tensors(const mf_session *s, int source)
 {
     for (size_t i = 0; i < s->map.n; i++) {
         const mf_hf_tensor *t = &s->map.tensors[i];
@@ -165,8 +166,15 @@ static void print_tensors(const mf_session *s)
             snprintf(shape, sizeof(shape), "[%lld]", (long long)t->shape[0]);
         else
             snprintf(shape, sizeof(shape), "[%lld, %lld]", (long long)t->shape[0], (long long)t->shape[1]);
-        printf("%-60s %-5s %-14s <- %s (%s, %u piece%s)\n", t->name, mf_dtype_st_name(t->dtype), shape,
+        if (!source) {
+            printf("%-60s %-5s %-14s %s\n", t->name, mf_dtype_st_name(t->dtype), shape, s->files[1 + t->file].name);
+            continue;
+        }
+        printf("%-60s %-5s %-14s <- %s (%s, %u piece%s:", t->name, mf_dtype_st_name(t->dtype), shape,
                t->source->name, mf_split_name(t->split), t->n_pieces, t->n_pieces == 1 ? "" : "s");
+        for (uint32_t k = 0; k < t->n_pieces && k < 8; k++)
+            printf(" %s", s->ckpt.files[t->pieces[k].src->file].name);
+        printf("%s)\n", t->n_pieces > 8 ? " ..." : "");
     }
 }
 
@@ -220,7 +228,7 @@ int main(int argc, char **argv)
 {
     mf_options o;
     const char *ckpt = NULL, *outdir = NULL;
-    int json = 0, tensors = 0, verify = 0, hashes = 0, export = 0, force = 0;
+    int json = 0, tensors = 0, source = 0, verify = 0, hashes = 0, export = 0, force = 0;
     mf_options_init(&o);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -237,6 +245,8 @@ int main(int argc, char **argv)
             verify = 1;
         } else if (strcmp(a, "export") == 0 && ckpt == NULL) {
             export = 1;
+        } else if (strcmp(a, "--source") == 0) {
+            source = 1;
         } else if (strcmp(a, "--hash") == 0) {
             hashes = 1;
         } else if (strcmp(a, "--force") == 0) {
@@ -291,7 +301,7 @@ int main(int argc, char **argv)
         free(text);
         cJSON_Delete(j);
     } else if (tensors) {
-        print_tensors(s);
+        print_tensors(s, source);
     } else {
         print_summary(s);
     }
