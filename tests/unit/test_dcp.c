@@ -142,28 +142,11 @@ static mf_dtype dtype_of(const char *name)
     return mf_dtype_from_torch(name);
 }
 
-/* Read a strided view into a contiguous buffer. */
 static uint8_t *gather(int fd, const mf_tensor *t, size_t *len)
 {
-    size_t es = mf_dtype_size(t->dtype), cnt = 1;
-    for (int d = 0; d < t->ndim; d++)
-        cnt *= (size_t)t->shape[d];
-    uint8_t *out = malloc(cnt * es + 1);
-    int64_t idx[MF_MAX_DIMS] = {0};
-    for (size_t k = 0; k < cnt; k++) {
-        uint64_t off = t->offset;
-        for (int d = 0; d < t->ndim; d++)
-            off += (uint64_t)(idx[d] * t->stride[d]) * es;
-        assert_true(off >= t->storage_begin && off + es <= t->storage_begin + t->storage_bytes);
-        assert_int_equal(pread(fd, out + k * es, es, (off_t)off), (ssize_t)es);
-        for (int d = t->ndim - 1; d >= 0; d--) {
-            if (++idx[d] < t->shape[d])
-                break;
-            idx[d] = 0;
-        }
-    }
-    *len = cnt * es;
-    return out;
+    uint8_t *b = us_gather_strided(fd, t, len);
+    assert_non_null(b);
+    return b;
 }
 
 static int64_t ns_int(const mf_pv *args, const char *key)

@@ -43,28 +43,11 @@ static void check_shape(const mf_tensor *t, mf_dtype dt, int nd, int64_t d0, int
         assert_int_equal(t->shape[1], d1);
 }
 
-/* Gather a strided view into a contiguous buffer with pread (row-major). */
 static uint8_t *gather(const mf_torchfile *tf, const mf_tensor *t, size_t *len)
 {
-    size_t es = mf_dtype_size(t->dtype), cnt = 1;
-    for (int d = 0; d < t->ndim; d++)
-        cnt *= (size_t)t->shape[d];
-    uint8_t *out = malloc(cnt * es + 1);
-    int64_t idx[MF_MAX_DIMS] = {0};
-    for (size_t k = 0; k < cnt; k++) {
-        uint64_t off = t->offset;
-        for (int d = 0; d < t->ndim; d++)
-            off += (uint64_t)(idx[d] * t->stride[d]) * es;
-        assert_true(off >= t->storage_begin && off + es <= t->storage_begin + t->storage_bytes);
-        assert_int_equal(pread(tf->fd, out + k * es, es, (off_t)off), (ssize_t)es);
-        for (int d = t->ndim - 1; d >= 0; d--) {
-            if (++idx[d] < t->shape[d])
-                break;
-            idx[d] = 0;
-        }
-    }
-    *len = cnt * es;
-    return out;
+    uint8_t *b = us_gather_strided(tf->fd, t, len);
+    assert_non_null(b);
+    return b;
 }
 
 /* Compare every tensor of `keys` with the contiguous bytes Python wrote to <prefix>.<key>.bin. */

@@ -221,3 +221,31 @@ int us_write_zip(const char *path, const us_zip_item *it, size_t n, int zip64_eo
     free(b.p);
     return rc;
 }
+
+uint8_t *us_gather_strided(int fd, const mf_tensor *t, size_t *len)
+{
+    size_t es = mf_dtype_size(t->dtype), cnt = 1;
+    for (int d = 0; d < t->ndim; d++)
+        cnt *= (size_t)t->shape[d];
+    uint8_t *out = malloc(cnt * es + 1);
+    int64_t idx[MF_MAX_DIMS] = {0};
+    if (!out)
+        return NULL;
+    for (size_t k = 0; k < cnt; k++) {
+        uint64_t off = t->offset;
+        for (int d = 0; d < t->ndim; d++)
+            off += (uint64_t)(idx[d] * t->stride[d]) * es;
+        if (off < t->storage_begin || off + es > t->storage_begin + t->storage_bytes ||
+            pread(fd, out + k * es, es, (off_t)off) != (ssize_t)es) {
+            free(out);
+            return NULL;
+        }
+        for (int d = t->ndim - 1; d >= 0; d--) {
+            if (++idx[d] < t->shape[d])
+                break;
+            idx[d] = 0;
+        }
+    }
+    *len = cnt * es;
+    return out;
+}

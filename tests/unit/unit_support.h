@@ -35,4 +35,10 @@ typedef struct {
 } us_zip_item;
 int us_write_zip(const char *path, const us_zip_item *items, size_t n, int zip64_eocd);
 
+/* An independent reference reader: the elements of a strided tensor view, one pread each,
+ * in row-major order, into a malloc'ed buffer. NULL if an element lies outside the storage
+ * record or a read fails. */
+#include "mcorefs/torchfile.h"
+uint8_t *us_gather_strided(int fd, const mf_tensor *t, size_t *len);
+
 #endif
