@@ -142,6 +142,19 @@ static mf_dtype dtype_of(const char *name)
     return mf_dtype_from_torch(name);
 }
 
+/* The listing's "(d0, d1, ...)" shape and dtype word at q must match t; *rest = after the shape. */
+static void check_shape_dtype(const mf_dcp_tensor *t, const char *q, const char *dtype_fmt, const char **rest)
+{
+    int64_t v[MF_MAX_DIMS + 1];
+    char dt[64];
+    int nd = parse_tuple(q, v, rest);
+    assert_int_equal(t->ndim, nd);
+    for (int k = 0; k < nd; k++)
+        assert_int_equal(t->size[k], v[k]);
+    assert_int_equal(sscanf(*rest, dtype_fmt, dt), 1);
+    assert_int_equal(t->dtype, dtype_of(dt));
+}
+
 static uint8_t *gather(int fd, const mf_tensor *t, size_t *len)
 {
     uint8_t *b = us_gather_strided(fd, t, len);
@@ -328,13 +341,7 @@ static void test_sample_layout(void **state)
             fqn[p - line] = '\0';
             const mf_dcp_tensor *t = mf_dcp_find(&d, fqn);
             assert_non_null(t);
-            int nd = parse_tuple(p + 29, v, &p);
-            assert_int_equal(t->ndim, nd);
-            for (int k = 0; k < nd; k++)
-                assert_int_equal(t->size[k], v[k]);
-            char dt[64];
-            assert_int_equal(sscanf(p, " dtype=%63s", dt), 1);
-            assert_int_equal(t->dtype, dtype_of(dt));
+            check_shape_dtype(t, p + 29, " dtype=%63s", &p);
             p = strstr(p, "chunks=[") + 8;
             size_t nc = 0;
             while (*p == '(') {
@@ -342,7 +349,7 @@ static void test_sample_layout(void **state)
                 parse_tuple(p + 2, s, &p);
                 const mf_dcp_chunk *c = find_chunk(t, v);
                 assert_non_null(c);
-                for (int k = 0; k < nd; k++)
+                for (int k = 0; k < t->ndim; k++)
                     assert_int_equal(c->sizes[k], s[k]);
                 p += 1; /* ')' */
                 if (*p == ',')
@@ -422,13 +429,7 @@ static void check_keys_txt(const mf_dcp *d, const char *keys_rel, size_t want_te
             const mf_dcp_tensor *t = mf_dcp_find(d, fqn);
             if (!t)
                 fail_msg("tensor %s not found", fqn);
-            int nd = parse_tuple(p + 8, v, &p);
-            assert_int_equal(t->ndim, nd);
-            for (int k = 0; k < nd; k++)
-                assert_int_equal(t->size[k], v[k]);
-            char dt[64];
-            assert_int_equal(sscanf(p, " %63s", dt), 1);
-            assert_int_equal(t->dtype, dtype_of(dt));
+            check_shape_dtype(t, p + 8, " %63s", &p);
             p = strstr(p, "chunks=") + 7;
             size_t nc = 0;
             for (;;) {
@@ -437,7 +438,7 @@ static void check_keys_txt(const mf_dcp *d, const char *keys_rel, size_t want_te
                 parse_tuple(p + 1, s, &p);
                 const mf_dcp_chunk *c = find_chunk(t, v);
                 assert_non_null(c);
-                for (int k = 0; k < nd; k++)
+                for (int k = 0; k < t->ndim; k++)
                     assert_int_equal(c->sizes[k], s[k]);
                 nc++;
                 if (*p != ';')
