@@ -1,8 +1,11 @@
 /* Open a torch_dist checkpoint: args from common.pt / common_state, then every chunk of every
  * global Megatron key becomes a positioned shard of a canonical per-layer, per-expert source
- * (stacked layer and expert axes are sliced away), so mapping and gathering stay the same. */
+ * (stacked layer and expert axes are sliced away), so mapping and gathering stay the same.
+ * .metadata alone gives every chunk's shape, dtype and byte window; the torch.save archive
+ * embedded there (which says where the data starts and its strides) is read on first use. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,36 +90,117 @@ static void slice_name(const dist_key *k, long long layer, long long expert, cha
         snprintf(out, n, "%s.%s", prefix, k->rest);
 }
 
-/* Add every (layer, expert) slice of one chunk as a positioned shard. */
+enum { CHUNK_UNREAD, CHUNK_READ, CHUNK_FAILED };
+
+/* One chunk of .metadata; after it is read, where its data is. */
+struct mf_dist_chunk {
+    struct mf_dist_chunks *all;
+    const mf_dcp_tensor *t;
+    const mf_dcp_chunk *ch;
+    uint8_t state;             /* CHUNK_*, under all->lock */
+    uint8_t np;                /* stacked (layer, expert) axes in front */
+    char *err;                 /* CHUNK_FAILED: the message, repeated on every later read */
+    uint64_t offset, storage_begin, storage_bytes;
+    int64_t stride[4];         /* np + at most 2 matrix dims */
+};
+
+struct mf_dist_chunks {
+    pthread_mutex_t lock;
+    const mf_dcp *dcp;
+    const mf_rankfile *files;
+    struct mf_dist_chunk *items;
+    size_t n, cap;
+};
+
+static int read_chunk(struct mf_dist_chunk *k)
+{
+    mf_tensor full;
+    int rc = mf_dcp_chunk_tensor(k->all->dcp, k->all->files[k->ch->file].fd, k->ch, &full);
+    if (rc) {
+        k->err = strdup(mf_error());
+        k->state = CHUNK_FAILED;
+        return rc;
+    }
+    k->offset = full.offset;
+    k->storage_begin = full.storage_begin;
+    k->storage_bytes = full.storage_bytes;
+    for (int d = 0; d < full.ndim && d < 4; d++)
+        k->stride[d] = full.stride[d];
+    k->state = CHUNK_READ;
+    return MF_OK;
+}
+
+int mf_shard_ready(const mf_shard *csh)
+{
+    if (!csh->chunk || __atomic_load_n(&csh->ready, __ATOMIC_ACQUIRE))
+        return MF_OK;
+    mf_shard *sh = (mf_shard *)csh; /* completing its cached location; readers wait on ready */
+    struct mf_dist_chunk *k = sh->chunk;
+    int rc = MF_OK;
+    pthread_mutex_lock(&k->all->lock);
+    if (!sh->ready) {
+        if (k->state == CHUNK_UNREAD)
+            read_chunk(k);
+        if (k->state == CHUNK_FAILED) {
+            rc = mf_fail(MF_ERR_FORMAT, "%s", k->err ? k->err : "a torch_dist chunk could not be read");
+        } else {
+            size_t es = mf_dtype_size(sh->t.dtype);
+            int ea = sh->layer >= 0 ? 1 : 0;  /* the expert axis follows the layer axis */
+            int64_t skip = (sh->layer >= 0 ? sh->layer * k->stride[0] : 0) + (sh->expert >= 0 ? sh->expert * k->stride[ea] : 0);
+            for (int d = 0; d < sh->t.ndim; d++)
+                sh->t.stride[d] = k->stride[k->np + d];
+            sh->t.offset = k->offset + (uint64_t)skip * es;
+            sh->t.storage_begin = k->storage_begin;
+            sh->t.storage_bytes = k->storage_bytes;
+            __atomic_store_n(&sh->ready, 1, __ATOMIC_RELEASE);
+        }
+    }
+    pthread_mutex_unlock(&k->all->lock);
+    return rc;
+}
+
+void mf_checkpoint_dist_free(mf_checkpoint *c)
+{
+    struct mf_dist_chunks *all = c->chunks;
+    if (!all)
+        return;
+    for (size_t i = 0; i < all->n; i++)
+        free(all->items[i].err);
+    free(all->items);
+    pthread_mutex_destroy(&all->lock);
+    free(all);
+    c->chunks = NULL;
+}
+
+/* Add every (layer, expert) slice of one chunk as a positioned shard: shape and dtype from
+ * .metadata, placeholder (contiguous) strides until mf_shard_ready reads the archive. */
 static int add_chunk(mf_checkpoint *c, const mf_dcp_tensor *t, const mf_dcp_chunk *ch, const dist_key *k)
 {
     int np = k->layer_axis + k->expert_axis;
     int rest = t->ndim - np;
-    mf_tensor full;
+    int rc;
     if (rest < 0 || rest > 2)
         return mf_fail(MF_ERR_UNSUPPORTED, "%s: '%s' has %d dims after its layer/expert axes", c->iter_dir, t->fqn, rest);
-    int rc = mf_dcp_chunk_tensor(&c->dcp, c->files[ch->file].fd, ch, &full);
-    if (rc)
-        return rc;
-    if (full.ndim != t->ndim)
-        return mf_fail(MF_ERR_INCONSISTENT, "%s: chunk of '%s' has %d dims, the global tensor %d",
-                       c->files[ch->file].path, t->fqn, full.ndim, t->ndim);
-    size_t es = mf_dtype_size(full.dtype);
+    struct mf_dist_chunks *all = c->chunks;
+    if (all->n == all->cap)
+        return mf_fail(MF_ERR_INVALID, "%s: chunk table overflow", c->iter_dir); /* sized from .metadata */
+    struct mf_dist_chunk *lazy = &all->items[all->n++];
+    *lazy = (struct mf_dist_chunk){.all = all, .t = t, .ch = ch, .np = (uint8_t)np};
     int64_t grows = rest >= 1 ? t->size[np] : 1, gcols = rest == 2 ? t->size[np + 1] : 1;
     int64_t l0 = k->layer_axis ? ch->offsets[0] : 0, nl = k->layer_axis ? ch->sizes[0] : 1;
     int ea = k->layer_axis;  /* index of the expert axis */
     int64_t e0 = k->expert_axis ? ch->offsets[ea] : 0, ne = k->expert_axis ? ch->sizes[ea] : 1;
     for (int64_t li = 0; li < nl; li++)
         for (int64_t ei = 0; ei < ne; ei++) {
-            mf_shard sh = { .file = ch->file };
-            sh.t = full;
+            mf_shard sh = { .file = ch->file, .chunk = lazy };
+            sh.layer = k->layer_axis ? li : -1;
+            sh.expert = k->expert_axis ? ei : -1;
+            sh.t.dtype = t->dtype;
             sh.t.ndim = rest;
-            for (int d = 0; d < rest; d++) {
-                sh.t.shape[d] = full.shape[np + d];
-                sh.t.stride[d] = full.stride[np + d];
+            for (int d = rest - 1; d >= 0; d--) {
+                sh.t.shape[d] = ch->sizes[np + d];
+                sh.t.stride[d] = d == rest - 1 ? 1 : sh.t.stride[d + 1] * sh.t.shape[d + 1];
             }
-            int64_t skip = (k->layer_axis ? li * full.stride[0] : 0) + (k->expert_axis ? ei * full.stride[ea] : 0);
-            sh.t.offset = full.offset + (uint64_t)skip * es;
             sh.row0 = rest >= 1 ? ch->offsets[np] : 0;
             sh.col0 = rest == 2 ? ch->offsets[np + 1] : 0;
             char name[512];
@@ -124,6 +208,24 @@ static int add_chunk(mf_checkpoint *c, const mf_dcp_tensor *t, const mf_dcp_chun
             if ((rc = mf_source_add_chunk(c, name, k->expert_axis, grows, gcols, &sh)) != 0)
                 return rc;
         }
+    return MF_OK;
+}
+
+static int make_chunk_table(mf_checkpoint *c)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->dcp.n_tensors; i++)
+        n += c->dcp.tensors[i].n_chunks;
+    struct mf_dist_chunks *all = calloc(1, sizeof *all);
+    if (!all || !(all->items = calloc(n ? n : 1, sizeof *all->items))) {
+        free(all);
+        return mf_fail(MF_ERR_NOMEM, "out of memory");
+    }
+    pthread_mutex_init(&all->lock, NULL);
+    all->dcp = &c->dcp;
+    all->files = c->files;
+    all->cap = n;
+    c->chunks = all;
     return MF_OK;
 }
 
@@ -162,6 +264,8 @@ int mf_checkpoint_open_dist(mf_checkpoint *c, const mf_options *o)
             return mf_fail(MF_ERR_IO, "%s: %s", f->path, strerror(errno));
         f->size = c->dcp.file_sizes[i];
     }
+    if ((rc = make_chunk_table(c)) != 0)
+        return rc;
     for (size_t i = 0; i < c->dcp.n_tensors; i++) {
         const mf_dcp_tensor *t = &c->dcp.tensors[i];
         dist_key k;

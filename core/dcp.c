@@ -9,6 +9,7 @@
  * sorted sweep as fallback for layouts whose grid would be too large. */
 #include "mcorefs/dcp.h"
 #include "mcorefs/error.h"
+#include "bigmem.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -581,7 +582,7 @@ static int read_whole(const char *path, uint64_t max, uint8_t **buf, size_t *len
                      (unsigned long long)max);
     else if (st.st_size == 0)
         rc = mf_fail(MF_ERR_FORMAT, "%s: empty file", path);
-    uint8_t *b = rc ? NULL : malloc((size_t)st.st_size);
+    uint8_t *b = rc ? NULL : mf_big_alloc((size_t)st.st_size, NULL);
     if (!rc && !b)
         rc = mf_fail(MF_ERR_NOMEM, "%s: out of memory", path);
     size_t got = 0;
@@ -802,7 +803,11 @@ int mf_dcp_open(mf_dcp *d, const char *dir)
     if ((rc = read_whole(mpath, MAX_METADATA_BYTES, &buf, &len)))
         goto out;
     size_t budget = len > MIN_PICKLE_BUDGET / 32 ? len * 32 : MIN_PICKLE_BUDGET;
-    mf_pickle_limits lim = {.max_bytes = budget < MAX_PICKLE_BUDGET ? budget : MAX_PICKLE_BUDGET, .max_depth = 1000};
+    /* Megatron keeps a copy of every rank's save plan in .metadata (all_local_plans, about half
+     * of it, written last), which says nothing the reader needs. */
+    static const char *const unused_fields[] = {"all_local_plans", NULL};
+    mf_pickle_limits lim = {.max_bytes = budget < MAX_PICKLE_BUDGET ? budget : MAX_PICKLE_BUDGET, .max_depth = 1000,
+                            .skip_keys = unused_fields};
     if ((rc = mf_pickle_load(buf, len, mpath, &lim, &pk, &root)))
         goto out;
     free(buf);
@@ -1010,13 +1015,17 @@ int mf_dcp_load_args(const mf_dcp *d, mf_pickle **pk, const mf_pv **args)
             return rc;
         }
         rc = mf_torchfile_open_window(&tf, fd, path, b->offset, b->length, MAX_ARGS_PKL);
-        close(fd);
         free(path);
-        if (rc)
+        if (rc) {
+            close(fd);
             return mf_fail_ctx(rc, "bytes item '%s'", b->fqn);
+        }
         char what[300];
         snprintf(what, sizeof what, "bytes item '%s'", b->fqn);
         rc = take_args(&tf, what, 1, pk, args);
+        mf_torchfile_close(&tf);
+        close(fd); /* borrowed by tf */
+        return rc;
     } else { /* core <= 0.18: common.pt next to .metadata */
         char *path = join(d->dir, "common.pt");
         if (!path)

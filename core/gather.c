@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "mcorefs/error.h"
 #include "mcorefs/gather.h"
 
 #define SCRATCH_BYTES (4u << 20)
@@ -139,6 +140,8 @@ static int gather_strided(const request *q, const mf_piece *p, int fd, int64_t r
 
 static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, scratch *sc)
 {
+    if (mf_shard_ready(p->src) != MF_OK)
+        return -EIO;
     const mf_tensor *t = &p->src->t;
     int fd = io->fds[p->src->file];
     size_t es = q->es;
@@ -222,6 +225,8 @@ int mf_gather_segments(const mf_hf_tensor *t, const mf_io *io, uint64_t off, siz
         uint64_t d0 = (uint64_t)p->dst_row * rowbytes, d1 = d0 + (uint64_t)p->rows * rowbytes;
         if (d1 <= off || d0 >= end)
             continue;
+        if (mf_shard_ready(p->src) != MF_OK)
+            return 0;   /* the gather that follows reports it */
         if (!piece_is_linear(t, p) || d0 > next || n == max)
             return 0;
         uint64_t a = off > d0 ? off : d0, b = end < d1 ? end : d1;

@@ -1,4 +1,5 @@
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,3 +51,72 @@ void mf_json_int(cJSON *o, const char *key, int64_t v)
 void mf_json_bool(cJSON *o, const char *key, int v) { mf_json_set(o, key, cJSON_CreateBool(v)); }
 void mf_json_str(cJSON *o, const char *key, const char *v) { mf_json_set(o, key, cJSON_CreateString(v)); }
 void mf_json_null(cJSON *o, const char *key) { mf_json_set(o, key, cJSON_CreateNull()); }
+
+void mf_jbuf_add(mf_jbuf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->cap - b->n < n + 1) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap - b->n < n + 1)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            free(b->p);
+            *b = (mf_jbuf){.failed = 1};
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+}
+
+void mf_jbuf_printf(mf_jbuf *b, const char *fmt, ...)
+{
+    char tmp[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof tmp) { /* only short numeric fragments go through here */
+        free(b->p);
+        *b = (mf_jbuf){.failed = 1};
+        return;
+    }
+    mf_jbuf_add(b, tmp, (size_t)n);
+}
+
+void mf_jbuf_str(mf_jbuf *b, const char *s)
+{
+    mf_jbuf_add(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        const char *esc = NULL;
+        char u[8];
+        switch (c) {
+        case '"': esc = "\\\""; break;
+        case '\\': esc = "\\\\"; break;
+        case '\b': esc = "\\b"; break;
+        case '\f': esc = "\\f"; break;
+        case '\n': esc = "\\n"; break;
+        case '\r': esc = "\\r"; break;
+        case '\t': esc = "\\t"; break;
+        default:
+            if (c < 32) {
+                snprintf(u, sizeof u, "\\u%04x", c);
+                esc = u;
+            }
+        }
+        if (esc) {
+            mf_jbuf_add(b, run, (size_t)(s - run));
+            mf_jbuf_add(b, esc, strlen(esc));
+            run = s + 1;
+        }
+    }
+    mf_jbuf_add(b, run, (size_t)(s - run));
+    mf_jbuf_add(b, "\"", 1);
+}

@@ -16,4 +16,16 @@ void mf_json_set(cJSON *o, const char *key, cJSON *item);
 /* Shortest text that reads back as the same double, with a '.' or exponent. */
 void mf_format_float(double v, char *buf, size_t n);
 
+/* Appending JSON text directly, for documents with tens of thousands of entries (safetensors
+ * headers) where building a cJSON tree costs a dozen allocations per entry. */
+typedef struct {
+    char *p;
+    size_t n, cap;
+    int failed;  /* out of memory: p is freed and stays NULL */
+} mf_jbuf;
+void mf_jbuf_add(mf_jbuf *b, const char *s, size_t n);
+void mf_jbuf_printf(mf_jbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A quoted JSON string, escaped as cJSON escapes it. */
+void mf_jbuf_str(mf_jbuf *b, const char *s);
+
 #endif

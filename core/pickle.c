@@ -7,6 +7,7 @@
  * bounded nesting depth (kept in the private node header). */
 #include "mcorefs/pickle.h"
 #include "mcorefs/error.h"
+#include "bigmem.h"
 
 #include <stdarg.h>
 #include <stdint.h>
@@ -15,7 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHUNK_SIZE (64u * 1024)
+#define CHUNK_MIN ((size_t)4 << 10)    /* first arena chunk: most pickles are small */
+#define CHUNK_MAX ((size_t)8 << 20)    /* chunks double up to this */
 #define MAX_MEMO_ID (1u << 24)
 #define DEFAULT_BUDGET ((size_t)1 << 30)
 #define DEFAULT_DEPTH 10000
@@ -29,15 +31,20 @@ typedef struct chunk {
 struct mf_pickle {
     chunk *head;
     size_t total, budget;
+    size_t next_chunk;  /* size of the next regular chunk */
     int over_budget;
 };
 
-/* Every value is allocated as a node; v must stay the first member. */
+/* Every value is allocated as a node; v must stay the first member. 48 bytes: a .metadata of
+ * a large model holds millions of values, and touching fresh memory is most of the load time. */
 typedef struct {
     mf_pv v;
-    size_t depth;
-    int frozen;
+    uint32_t depth;
+    uint32_t frozen;
 } pnode;
+
+#define SMALL_INT_MIN (-1)
+#define SMALL_INT_MAX 255
 #define NODE(pv) ((pnode *)(void *)(pv))
 
 typedef struct {
@@ -53,35 +60,58 @@ typedef struct {
     size_t nmarks, mcap;
     mf_pv **memo;
     size_t memo_cap, memo_count;
+    size_t memo_hi;         /* memo[0, memo_hi) is initialised (NULL or a value); the rest is not */
+    size_t temp_bytes;      /* stack, marks and memo: malloc'ed, freed after the load */
+    const char *const *skip_keys;
+    size_t skip_at;         /* 0, or the stack index of the key whose value is being skipped */
+    size_t skip_next;       /* where the item after that value (the next key) starts, 0 if none */
+    size_t skip_next_memo;  /* memo_count there */
+    mf_pv *skipped;         /* what skipped values load as: a frozen None */
     void *grown;
+    int grow_rc;            /* what the last GROW/VGROW returned */
+    /* Immutable leaves shared by every use (None, bools, small ints, the empty tuple). */
+    mf_pv *none, *bools[2], *empty_tuple;
+    mf_pv *small_ints[SMALL_INT_MAX - SMALL_INT_MIN + 1];
 } vm;
 
 /* ---- arena ---- */
 
+static chunk *chunk_new(size_t cap)
+{
+    size_t got = 0;
+    chunk *c = mf_big_alloc(sizeof(chunk) + cap, &got);
+    if (!c)
+        return NULL;
+    c->cap = got - sizeof(chunk);
+    c->used = 0;
+    return c;
+}
+
 static void *aalloc(mf_pickle *pk, size_t n)
 {
-    if (n > SIZE_MAX - 64)
+    if (n > SIZE_MAX / 2)
         return pk->over_budget = 1, NULL;
     n = (n + 15) & ~(size_t)15;
     chunk *c = pk->head;
     if (!c || c->cap - c->used < n) {
-        size_t cap = n > CHUNK_SIZE / 4 ? n : CHUNK_SIZE;
+        size_t regular = pk->next_chunk ? pk->next_chunk : CHUNK_MIN;
+        int big = n > regular / 4;
+        size_t cap = big ? n : regular;
         if (cap > pk->budget - pk->total) {
             pk->over_budget = 1;
             return NULL;
         }
-        chunk *nc = malloc(sizeof *nc + cap);
+        chunk *nc = chunk_new(cap);
         if (!nc)
             return NULL;
-        nc->cap = cap;
-        nc->used = 0;
-        pk->total += cap;
-        if (c && cap != CHUNK_SIZE) { /* big block: keep the current chunk in front */
+        pk->total += nc->cap;
+        if (c && big) { /* keep the current chunk in front */
             nc->next = c->next;
             c->next = nc;
         } else {
             nc->next = c;
             pk->head = nc;
+            pk->next_chunk = regular < CHUNK_MAX ? 2 * regular : CHUNK_MAX;
         }
         c = nc;
     }
@@ -128,7 +158,7 @@ static int grow_(vm *m, const void *arr, size_t *cap, size_t need, size_t elsize
     m->grown = (void *)(uintptr_t)arr;
     if (need <= *cap)
         return 0;
-    size_t nc = *cap ? *cap : 8;
+    size_t nc = *cap ? *cap : 4;
     while (nc < need) {
         if (nc > SIZE_MAX / 2 / elsize)
             return m->pk->over_budget = 1, oom(m);
@@ -143,7 +173,35 @@ static int grow_(vm *m, const void *arr, size_t *cap, size_t need, size_t elsize
     *cap = nc;
     return 0;
 }
-#define GROW(m, arr, cap, need) (grow_((m), (arr), (cap), (need), sizeof *(arr)) ? MF_ERR_NOMEM : ((arr) = (m)->grown, 0))
+#define GROW(m, arr, cap, need) \
+    (((m)->grow_rc = grow_((m), (arr), (cap), (need), sizeof *(arr))) ? (m)->grow_rc : ((arr) = (m)->grown, 0))
+
+/* The VM's own arrays (stack, marks, memo) live outside the arena: they are dropped after the
+ * load, and realloc does not leave every outgrown copy behind. They count against the budget. */
+static int vgrow_(vm *m, void *arr, size_t *cap, size_t need, size_t elsize)
+{
+    m->grown = arr;
+    if (need <= *cap)
+        return 0;
+    size_t nc = *cap ? *cap : 16;
+    while (nc < need) {
+        if (nc > SIZE_MAX / 2 / elsize)
+            return m->pk->over_budget = 1, oom(m);
+        nc *= 2;
+    }
+    size_t add = (nc - *cap) * elsize;
+    if (add > m->pk->budget - m->pk->total || m->temp_bytes > m->pk->budget - m->pk->total - add)
+        return m->pk->over_budget = 1, oom(m);
+    void *p = realloc(arr, nc * elsize);
+    if (!p)
+        return oom(m);
+    m->temp_bytes += add;
+    m->grown = p;
+    *cap = nc;
+    return 0;
+}
+#define VGROW(m, arr, cap, need) \
+    (((m)->grow_rc = vgrow_((m), (arr), (cap), (need), sizeof *(arr))) ? (m)->grow_rc : ((arr) = (m)->grown, 0))
 
 /* ---- values ---- */
 
@@ -155,6 +213,26 @@ static mf_pv *newv(vm *m, mf_pv_kind kind)
     memset(n, 0, sizeof *n);
     n->v.kind = kind;
     return &n->v;
+}
+
+/* A shared immutable leaf: created once, frozen, so no container op can ever change it. */
+static mf_pv *shared(vm *m, mf_pv **slot, mf_pv_kind kind, int64_t i)
+{
+    if (!*slot && (*slot = newv(m, kind)) != NULL) {
+        (*slot)->u.i = i;
+        NODE(*slot)->frozen = 1;
+    }
+    return *slot;
+}
+
+static mf_pv *new_int(vm *m, int64_t x)
+{
+    if (x >= SMALL_INT_MIN && x <= SMALL_INT_MAX)
+        return shared(m, &m->small_ints[x - SMALL_INT_MIN], MF_PV_INT, x);
+    mf_pv *v = newv(m, MF_PV_INT);
+    if (v)
+        v->u.i = x;
+    return v;
 }
 
 static mf_pv *new_str(vm *m, mf_pv_kind kind, const void *s, size_t len)
@@ -177,11 +255,11 @@ static int adopt(vm *m, mf_pv *parent, mf_pv *child)
     if (parent == child || NODE(parent)->frozen)
         return 1;
     NODE(child)->frozen = 1;
-    size_t d = NODE(child)->depth + 1;
+    size_t d = (size_t)NODE(child)->depth + 1;
     if (d > m->max_depth)
         return fail(m, MF_ERR_LIMIT, "values nested deeper than %zu", m->max_depth);
     if (d > NODE(parent)->depth)
-        NODE(parent)->depth = d;
+        NODE(parent)->depth = (uint32_t)d;
     return 0;
 }
 
@@ -191,8 +269,32 @@ static int seq_add(vm *m, mf_pv *seq, mf_pv *item)
     if (rc)
         return rc < 0 ? rc : 0;
     if (GROW(m, seq->u.seq.items, &seq->u.seq.cap, seq->u.seq.n + 1))
-        return MF_ERR_NOMEM;
+        return m->grow_rc;
     seq->u.seq.items[seq->u.seq.n++] = item;
+    return 0;
+}
+
+/* Keys and values share one arena block (vals = keys + cap): one allocation per growth. */
+static int dict_reserve(vm *m, mf_pv *d, size_t need)
+{
+    size_t cap = d->u.dict.cap;
+    if (need <= cap)
+        return 0;
+    size_t half = cap ? 2 * cap : 4;
+    if (half < need)
+        half = need;
+    if (half > SIZE_MAX / 2 / sizeof(mf_pv *))
+        return m->pk->over_budget = 1, oom(m);
+    mf_pv **block = aalloc(m->pk, 2 * half * sizeof *block);
+    if (!block)
+        return oom(m);
+    if (d->u.dict.n) {
+        memcpy(block, d->u.dict.keys, d->u.dict.n * sizeof *block);
+        memcpy(block + half, d->u.dict.vals, d->u.dict.n * sizeof *block);
+    }
+    d->u.dict.keys = block;
+    d->u.dict.vals = block + half;
+    d->u.dict.cap = half;
     return 0;
 }
 
@@ -205,13 +307,8 @@ static int dict_add(vm *m, mf_pv *d, mf_pv *k, mf_pv *v)
         rc = adopt(m, d, v);
     if (rc)
         return rc < 0 ? rc : 0;
-    size_t cap = d->u.dict.cap;
-    if (GROW(m, d->u.dict.keys, &cap, d->u.dict.n + 1))
-        return MF_ERR_NOMEM;
-    cap = d->u.dict.cap;
-    if (GROW(m, d->u.dict.vals, &cap, d->u.dict.n + 1))
-        return MF_ERR_NOMEM;
-    d->u.dict.cap = cap;
+    if ((rc = dict_reserve(m, d, d->u.dict.n + 1)))
+        return rc;
     d->u.dict.keys[d->u.dict.n] = k;
     d->u.dict.vals[d->u.dict.n++] = v;
     return 0;
@@ -221,12 +318,18 @@ static int dict_add(vm *m, mf_pv *d, mf_pv *k, mf_pv *v)
 
 static size_t floor_(const vm *m) { return m->nmarks ? m->marks[m->nmarks - 1] : 0; }
 
+static int is_skip_key(const vm *m, const mf_pv *v);
+
 static int push(vm *m, mf_pv *v)
 {
     if (!v)
         return oom(m);
-    if (GROW(m, m->stack, &m->scap, m->sp + 1))
-        return MF_ERR_NOMEM;
+    if (VGROW(m, m->stack, &m->scap, m->sp + 1))
+        return m->grow_rc;
+    if (m->skip_keys && v->kind == MF_PV_STR && !m->skip_at && is_skip_key(m, v)) {
+        m->skip_at = m->sp;
+        m->skip_next = 0;
+    }
     m->stack[m->sp++] = v;
     return 0;
 }
@@ -260,7 +363,7 @@ static int make_seq(vm *m, mf_pv_kind kind, mf_pv **items, size_t n, mf_pv **out
 {
     mf_pv *s = newv(m, kind);
     if (!s || GROW(m, s->u.seq.items, &s->u.seq.cap, n))
-        return s ? MF_ERR_NOMEM : oom(m);
+        return s ? m->grow_rc : oom(m);
     for (size_t i = 0; i < n; i++) {
         int rc = seq_add(m, s, items[i]);
         if (rc)
@@ -362,10 +465,9 @@ static int op_long(vm *m, unsigned lb)
             x &= ~((uint64_t)0xFF << (8 * i));
             x |= (uint64_t)p[i] << (8 * i);
         }
-        mf_pv *v = newv(m, MF_PV_INT);
-        if (v)
-            memcpy(&v->u.i, &x, sizeof x); /* two's complement reinterpretation */
-        return push(m, v);
+        int64_t i;
+        memcpy(&i, &x, sizeof x); /* two's complement reinterpretation */
+        return push(m, new_int(m, i));
     }
     mf_pv *o = newv(m, MF_PV_OBJECT), *g = new_global(m, "builtins", 8, "int", 3);
     mf_pv *b = new_str(m, MF_PV_BYTES, p, (size_t)n);
@@ -386,11 +488,12 @@ static int memo_put(vm *m, uint64_t id)
         return rc;
     if (id >= MAX_MEMO_ID)
         return fail(m, MF_ERR_LIMIT, "memo id %llu too large", (unsigned long long)id);
-    size_t old = m->memo_cap;
-    if (GROW(m, m->memo, &m->memo_cap, (size_t)id + 1))
-        return MF_ERR_NOMEM;
-    if (m->memo_cap > old)
-        memset(m->memo + old, 0, (m->memo_cap - old) * sizeof(mf_pv *));
+    if (VGROW(m, m->memo, &m->memo_cap, (size_t)id + 1))
+        return m->grow_rc;
+    if (id >= m->memo_hi) { /* ids normally come in order: only a gap needs clearing */
+        memset(m->memo + m->memo_hi, 0, ((size_t)id + 1 - m->memo_hi) * sizeof(mf_pv *));
+        m->memo_hi = (size_t)id + 1;
+    }
     if (!m->memo[id])
         m->memo_count++;
     m->memo[id] = v;
@@ -399,7 +502,7 @@ static int memo_put(vm *m, uint64_t id)
 
 static int memo_get(vm *m, uint64_t id)
 {
-    if (id >= m->memo_cap || !m->memo[id])
+    if (id >= m->memo_hi || !m->memo[id])
         return fail(m, MF_ERR_FORMAT, "memo id %llu not defined", (unsigned long long)id);
     return push(m, m->memo[id]);
 }
@@ -500,6 +603,8 @@ static int op_setitems(vm *m, int single)
         return fail(m, MF_ERR_FORMAT, "SETITEMS without a target");
     mf_pv *d = m->stack[start - 1];
     if (d->kind == MF_PV_DICT) {
+        if (!NODE(d)->frozen && (rc = dict_reserve(m, d, d->u.dict.n + (m->sp - start) / 2)))
+            return rc;
         for (size_t i = start; i < m->sp; i += 2)
             if ((rc = dict_add(m, d, m->stack[i], m->stack[i + 1])))
                 return rc;
@@ -525,6 +630,8 @@ static int op_appends(vm *m, int single, mf_pv_kind want)
         return fail(m, MF_ERR_FORMAT, "APPEND without a target");
     mf_pv *l = m->stack[start - 1];
     if (l->kind == want) {
+        if (!NODE(l)->frozen && GROW(m, l->u.seq.items, &l->u.seq.cap, l->u.seq.n + (m->sp - start)))
+            return m->grow_rc;
         for (size_t i = start; i < m->sp; i++)
             if ((rc = seq_add(m, l, m->stack[i])))
                 return rc;
@@ -547,6 +654,8 @@ static int op_collect(vm *m, mf_pv_kind kind) /* TUPLE, LIST, FROZENSET, DICT af
             return fail(m, MF_ERR_FORMAT, "odd number of items for DICT");
         if (!(v = newv(m, MF_PV_DICT)))
             return oom(m);
+        if ((rc = dict_reserve(m, v, (m->sp - start) / 2)))
+            return rc;
         for (size_t i = start; i < m->sp; i += 2)
             if ((rc = dict_add(m, v, m->stack[i], m->stack[i + 1])))
                 return rc;
@@ -598,8 +707,8 @@ static int step(vm *m, int *done, mf_pv **result)
     case '(': /* MARK */
         if (m->nmarks >= m->max_depth)
             return fail(m, MF_ERR_LIMIT, "more than %zu nested MARKs", m->max_depth);
-        if (GROW(m, m->marks, &m->mcap, m->nmarks + 1))
-            return MF_ERR_NOMEM;
+        if (VGROW(m, m->marks, &m->mcap, m->nmarks + 1))
+            return m->grow_rc;
         m->marks[m->nmarks++] = m->sp;
         return 0;
     case '0': /* POP: like CPython, pops a mark when the stack above it is empty */
@@ -610,12 +719,10 @@ static int step(vm *m, int *done, mf_pv **result)
         return pop_mark(m, &m->sp);
     case '2': /* DUP */
         return (rc = peek(m, &v)) ? rc : push(m, v);
-    case 'N': return push(m, newv(m, MF_PV_NONE));
+    case 'N': return push(m, shared(m, &m->none, MF_PV_NONE, 0));
     case 0x88:
     case 0x89:
-        if ((v = newv(m, MF_PV_BOOL)))
-            v->u.i = m->op == 0x88;
-        return push(m, v);
+        return push(m, shared(m, &m->bools[m->op == 0x88], MF_PV_BOOL, m->op == 0x88));
     case 'J':
     case 'K':
     case 'M': {
@@ -623,9 +730,7 @@ static int step(vm *m, int *done, mf_pv **result)
         if ((rc = need(m, n)))
             return rc;
         uint64_t x = rd_le(m, n);
-        if ((v = newv(m, MF_PV_INT)))
-            v->u.i = n == 4 ? (int64_t)(int32_t)(uint32_t)x : (int64_t)x;
-        return push(m, v);
+        return push(m, new_int(m, n == 4 ? (int64_t)(int32_t)(uint32_t)x : (int64_t)x));
     }
     case 0x8a: return op_long(m, 1);
     case 0x8b: return op_long(m, 4);
@@ -648,7 +753,7 @@ static int step(vm *m, int *done, mf_pv **result)
     case 'B': return op_str(m, 4, MF_PV_BYTES, 0);
     case 0x8e:
     case 0x96: return op_str(m, 8, MF_PV_BYTES, 0);
-    case ')': return push(m, newv(m, MF_PV_TUPLE));
+    case ')': return push(m, shared(m, &m->empty_tuple, MF_PV_TUPLE, 0));
     case 't': return op_collect(m, MF_PV_TUPLE);
     case 0x85: return op_tuple_n(m, 1);
     case 0x86: return op_tuple_n(m, 2);
@@ -730,6 +835,164 @@ static int step(vm *m, int *done, mf_pv **result)
     }
 }
 
+/* ---- skipped values (limits->skip_keys) ---- */
+
+/* v is about to be pushed at index sp: is it one of the keys, in key position of a dict being
+ * filled (by SETITEMS after a MARK, or by a single SETITEM)? */
+static int is_skip_key(const vm *m, const mf_pv *v)
+{
+    size_t k = m->sp, f = floor_(m);
+    int key_pos = (m->nmarks && f >= 1 && (k - f) % 2 == 0 && m->stack[f - 1]->kind == MF_PV_DICT) ||
+                  (k >= 1 && k - 1 >= f && m->stack[k - 1]->kind == MF_PV_DICT);
+    if (!key_pos)
+        return 0;
+    for (const char *const *s = m->skip_keys; *s; s++)
+        if (strcmp(*s, v->u.str.s) == 0)
+            return 1;
+    return 0;
+}
+
+/* How an opcode that builds or consumes values moves the stack while a value is skipped. */
+enum { FX_PUSH, FX_POP_PUSH, FX_POP, FX_COLLECT, FX_MARKPOP, FX_MEMO_GET, FX_OTHER };
+typedef struct {
+    uint8_t fx, pops;
+    uint8_t operand;  /* 0, or fixed size 1/2/4/8; LEN|n: an n-byte length, then data; LINES: GLOBAL */
+} op_shape;
+#define LEN 0x10
+#define LINES 0x20
+
+static op_shape shape_of(uint8_t op)
+{
+    switch (op) {
+    case 'N': case 0x88: case 0x89: case ')': case ']': case '}': case 0x8f:
+        return (op_shape){FX_PUSH, 0, 0};
+    case 'K': return (op_shape){FX_PUSH, 0, 1};
+    case 'M': return (op_shape){FX_PUSH, 0, 2};
+    case 'J': return (op_shape){FX_PUSH, 0, 4};
+    case 'G': return (op_shape){FX_PUSH, 0, 8};
+    case 0x8a: case 0x8c: case 'U': case 'C': return (op_shape){FX_PUSH, 0, LEN | 1};
+    case 0x8b: case 'X': case 'T': case 'B': return (op_shape){FX_PUSH, 0, LEN | 4};
+    case 0x8d: case 0x8e: case 0x96: return (op_shape){FX_PUSH, 0, LEN | 8};
+    case 'c': return (op_shape){FX_PUSH, 0, LINES};
+    case 0x85: case 'Q': return (op_shape){FX_POP_PUSH, 1, 0};
+    case 0x86: case 0x93: case 'R': case 0x81: return (op_shape){FX_POP_PUSH, 2, 0};
+    case 0x87: case 0x92: return (op_shape){FX_POP_PUSH, 3, 0};
+    case 'a': case 'b': return (op_shape){FX_POP, 1, 0};
+    case 's': return (op_shape){FX_POP, 2, 0};
+    case 't': case 'l': case 'd': case 0x91: return (op_shape){FX_COLLECT, 0, 0};
+    case 'e': case 'u': case 0x90: return (op_shape){FX_MARKPOP, 0, 0};
+    case 'h': return (op_shape){FX_MEMO_GET, 0, 1};
+    case 'j': return (op_shape){FX_MEMO_GET, 0, 4};
+    default: return (op_shape){FX_OTHER, 0, 0}; /* builds nothing: run it as usual */
+    }
+}
+
+static int skip_operand(vm *m, uint8_t operand)
+{
+    int rc;
+    if (operand == LINES) {
+        for (int i = 0; i < 2; i++) {
+            const uint8_t *p = m->buf + m->pos, *nl = memchr(p, '\n', m->len - m->pos);
+            if (!nl)
+                return fail(m, MF_ERR_FORMAT, "GLOBAL line without newline");
+            m->pos += (size_t)(nl - p) + 1;
+        }
+        return 0;
+    }
+    unsigned n = operand & 0x0f;
+    if ((rc = need(m, n)))
+        return rc;
+    uint64_t x = rd_le(m, n);
+    if (!(operand & LEN))
+        return 0;
+    if ((rc = need(m, x)))
+        return rc;
+    m->pos += (size_t)x;
+    return 0;
+}
+
+/* Back to where the key after the skipped value started, without the skipped pair: memo ids
+ * handed out since then were only given to skipped values, so they are handed out again. */
+static int skip_rewind(vm *m)
+{
+    for (size_t i = m->skip_next_memo; i < m->memo_hi; i++)
+        if (m->memo[i] == m->skipped)
+            m->memo[i] = NULL;
+    m->memo_count = m->skip_next_memo;
+    m->pos = m->skip_next;
+    m->sp = m->skip_at;
+    m->skip_at = 0;
+    return 0;
+}
+
+/* One opcode while a skipped value is read: operands are checked and skipped, the stack moves
+ * as it would, but every value pushed is m->skipped. The mode ends with the opcode that
+ * consumes the key, a SETITEM(S): the skipped pair is dropped; pairs after it in the same batch
+ * were only skimmed, so reading goes back to the first of them (m->skip_next) and builds them. */
+static int skip_step(vm *m, int *done, mf_pv **result)
+{
+    uint8_t op = m->buf[m->pos];
+    op_shape s = shape_of(op);
+    size_t key = m->skip_at, f = floor_(m);
+    int marked = s.fx == FX_COLLECT || s.fx == FX_MARKPOP || op == '1' || (op == '0' && m->sp <= f);
+    int reaches = op == '.' || (marked ? m->nmarks && f <= key : (s.fx == FX_POP || s.fx == FX_POP_PUSH) && m->sp - f >= s.pops && m->sp - s.pops <= key);
+    if (reaches) {
+        if (op == 'u' && m->nmarks && (key - f) % 2 == 0) {
+            if (m->sp > key + 2 && m->skip_next)
+                return skip_rewind(m);
+            m->sp = key;
+        } else if (op == 's' && m->sp == key + 2) {
+            m->sp = key;
+            m->skip_at = 0;
+            m->pos++;
+            return 0;
+        }
+        m->skip_at = 0;
+        return step(m, done, result);
+    }
+    /* The first opcode that puts something at key + 2 once the value is done starts the next key. */
+    if (m->sp == key + 2 && (s.fx == FX_PUSH || s.fx == FX_MEMO_GET || op == '(' || op == '2')) {
+        m->skip_next = m->pos;
+        m->skip_next_memo = m->memo_count;
+    }
+    if (s.fx == FX_OTHER)
+        return step(m, done, result);
+    m->op_pos = m->pos;
+    m->op = op;
+    m->pos++;
+    int rc;
+    if (s.fx == FX_MEMO_GET) { /* same check as memo_get, but the value is not used */
+        if ((rc = need(m, s.operand)))
+            return rc;
+        uint64_t id = rd_le(m, s.operand);
+        if (id >= m->memo_hi || !m->memo[id])
+            return fail(m, MF_ERR_FORMAT, "memo id %llu not defined", (unsigned long long)id);
+        return push(m, m->skipped);
+    }
+    if ((rc = skip_operand(m, s.operand)))
+        return rc;
+    size_t start = m->sp;
+    switch (s.fx) {
+    case FX_POP:
+    case FX_POP_PUSH:
+        if (m->sp < f + s.pops)
+            return fail(m, MF_ERR_FORMAT, "stack underflow");
+        m->sp -= s.pops;
+        break;
+    case FX_COLLECT:
+    case FX_MARKPOP:
+        if ((rc = pop_mark(m, &start)))
+            return rc;
+        if (s.fx == FX_MARKPOP && start <= floor_(m))
+            return fail(m, MF_ERR_FORMAT, "SETITEMS/APPENDS without a target");
+        m->sp = start;
+        break;
+    default:
+        break;
+    }
+    return s.fx == FX_POP || s.fx == FX_MARKPOP ? 0 : push(m, m->skipped);
+}
+
 int mf_pickle_load(const uint8_t *buf, size_t len, const char *name, const mf_pickle_limits *limits, mf_pickle **pk,
                    mf_pv **out)
 {
@@ -737,6 +1000,8 @@ int mf_pickle_load(const uint8_t *buf, size_t len, const char *name, const mf_pi
     *out = NULL;
     vm m = {.buf = buf, .len = len, .name = name ? name : "pickle"};
     m.max_depth = limits && limits->max_depth ? limits->max_depth : DEFAULT_DEPTH;
+    if (m.max_depth > UINT32_MAX - 1)
+        m.max_depth = UINT32_MAX - 1; /* node depths are 32-bit */
     m.pk = calloc(1, sizeof *m.pk);
     if (!m.pk)
         return mf_fail(MF_ERR_NOMEM, "%s: out of memory", m.name);
@@ -744,9 +1009,12 @@ int mf_pickle_load(const uint8_t *buf, size_t len, const char *name, const mf_pi
     int done = 0, rc = 0;
     mf_pv *result = NULL;
     /* Never-NULL stack: `stack + start` on an empty stack must stay defined. */
-    if (GROW(&m, m.stack, &m.scap, 64) || GROW(&m, m.marks, &m.mcap, 16)) {
-        mf_pickle_free(m.pk);
-        return MF_ERR_NOMEM;
+    if (VGROW(&m, m.stack, &m.scap, 64) || VGROW(&m, m.marks, &m.mcap, 16))
+        rc = m.grow_rc;
+    if (!rc && limits && limits->skip_keys && limits->skip_keys[0]) {
+        m.skip_keys = limits->skip_keys;
+        if (!shared(&m, &m.skipped, MF_PV_NONE, 0))
+            rc = oom(&m);
     }
     while (!done && !rc) {
         if (m.pos >= m.len) {
@@ -754,8 +1022,11 @@ int mf_pickle_load(const uint8_t *buf, size_t len, const char *name, const mf_pi
             rc = mf_fail(MF_ERR_FORMAT, "%s: pickle: truncated: no STOP opcode before offset %zu", m.name, m.len);
             break;
         }
-        rc = step(&m, &done, &result);
+        rc = m.skip_at ? skip_step(&m, &done, &result) : step(&m, &done, &result);
     }
+    free(m.stack);
+    free(m.marks);
+    free(m.memo);
     if (rc) {
         mf_pickle_free(m.pk);
         return rc;

@@ -209,6 +209,19 @@ static ssize_t read_stats(const mf_session *s, char *buf, size_t len, uint64_t o
 }
 
 /* Append a buffer segment, merging with a previous buffer segment that it continues. */
+/* Count a failed read and leave one line for the log: what was read, and why it failed (the
+ * gather's own message when it left one, e.g. an unreadable torch_dist chunk). */
+static int read_failed(const mf_session *s, const mf_vfile *f, const mf_hf_tensor *t, uint64_t in_t, size_t n, int rc)
+{
+    __atomic_fetch_add((uint64_t *)&s->n_errors, 1, __ATOMIC_RELAXED);
+    if (mf_error()[0])
+        mf_fail_ctx(MF_ERR_IO, "read of %s (%s, bytes %llu+%zu) failed", f->name, t->name, (unsigned long long)in_t, n);
+    else
+        mf_fail(MF_ERR_IO, "read of %s (%s, bytes %llu+%zu) failed: %s", f->name, t->name, (unsigned long long)in_t, n,
+                strerror(-rc));
+    return rc;
+}
+
 static int add_buf_seg(mf_segment *segs, size_t *n, size_t max, uint64_t at, size_t len)
 {
     if (*n > 0 && segs[*n - 1].fd < 0 && segs[*n - 1].pos + segs[*n - 1].len == at) {
@@ -252,13 +265,10 @@ ssize_t mf_session_read_segments(const mf_session *s, const mf_vfile *f, char *b
         if (got > 0) {
             n += (size_t)got;
         } else {
+            mf_error_clear();
             int rc = mf_gather(t, &io, in_t, k, (uint8_t *)buf + done);
-            if (rc < 0) {
-                __atomic_fetch_add((uint64_t *)&s->n_errors, 1, __ATOMIC_RELAXED);
-                mf_fail(MF_ERR_IO, "read of %s (%s, bytes %llu+%zu) failed: %s", f->name, t->name,
-                        (unsigned long long)in_t, k, strerror(-rc));
-                return rc;
-            }
+            if (rc < 0)
+                return read_failed(s, f, t, in_t, k, rc);
             if (add_buf_seg(segs, &n, max_segs, done, k) != 0)
                 return -EIO;   /* cannot happen: one slot is always kept free */
         }
@@ -303,13 +313,10 @@ ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_
         uint64_t in_t = pos - t->offset;
         size_t n = t->nbytes - in_t < len - done ? (size_t)(t->nbytes - in_t) : len - done;
         mf_io io = { s->fds, s->file_bytes };
+        mf_error_clear();
         int rc = mf_gather(t, &io, in_t, n, (uint8_t *)buf + done);
-        if (rc < 0) {
-            __atomic_fetch_add((uint64_t *)&s->n_errors, 1, __ATOMIC_RELAXED);
-            mf_fail(MF_ERR_IO, "read of %s (%s, bytes %llu+%zu) failed: %s", f->name, t->name,
-                    (unsigned long long)in_t, n, strerror(-rc));
-            return rc;
-        }
+        if (rc < 0)
+            return read_failed(s, f, t, in_t, n, rc);
         done += n;
         pos += n;
     }

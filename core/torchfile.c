@@ -16,14 +16,15 @@ static const uint8_t legacy_magic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c,
 
 static int open_impl(mf_torchfile *tf, uint64_t base, uint64_t len, size_t max_pkl)
 {
-    uint8_t head[sizeof legacy_magic];
-    ssize_t n = pread(tf->fd, head, sizeof head, (off_t)base);
-    if (n == (ssize_t)sizeof head && memcmp(head, legacy_magic, sizeof head) == 0)
-        return mf_fail(MF_ERR_UNSUPPORTED,
-                       "%s: legacy (pre-1.6, non-zip) torch.save file; re-save it with torch >= 1.6", tf->path);
     int rc = mf_zip_open(&tf->zip, tf->fd, tf->path, base, len);
-    if (rc)
+    if (rc) { /* not a zip: say so more helpfully when it is the pre-1.6 format */
+        uint8_t head[sizeof legacy_magic];
+        ssize_t n = pread(tf->fd, head, sizeof head, (off_t)base);
+        if (n == (ssize_t)sizeof head && memcmp(head, legacy_magic, sizeof head) == 0)
+            return mf_fail(MF_ERR_UNSUPPORTED,
+                           "%s: legacy (pre-1.6, non-zip) torch.save file; re-save it with torch >= 1.6", tf->path);
         return rc;
+    }
     const mf_zip_entry *e = mf_zip_find(&tf->zip, "byteorder");
     if (e) {
         uint8_t *bo;
@@ -78,12 +79,8 @@ int mf_torchfile_open_window(mf_torchfile *tf, int fd, const char *path, uint64_
     tf->zip.fd = -1;
     if (!(tf->path = strdup(path)))
         return mf_fail(MF_ERR_NOMEM, "%s: out of memory", path);
-    tf->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (tf->fd < 0) {
-        int rc = mf_fail(MF_ERR_IO, "%s: dup: %s", path, strerror(errno));
-        mf_torchfile_close(tf);
-        return rc;
-    }
+    tf->fd = fd;
+    tf->borrowed_fd = 1;
     return finish_open(tf, base, len, max_pkl);
 }
 
@@ -94,7 +91,7 @@ void mf_torchfile_close(mf_torchfile *tf)
         return;
     mf_pickle_free(tf->pk);
     mf_zip_close(&tf->zip);
-    if (tf->fd >= 0)
+    if (tf->fd >= 0 && !tf->borrowed_fd)
         close(tf->fd);
     free(tf->path);
     memset(tf, 0, sizeof *tf);

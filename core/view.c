@@ -37,48 +37,33 @@ static int cmp_name(const void *a, const void *b)
     return strcmp(sort_map->tensors[*(const uint32_t *)a].name, sort_map->tensors[*(const uint32_t *)b].name);
 }
 
-/* Header JSON for one shard; fills each tensor's offset. */
+/* Header JSON for one shard (compact, as safetensors writes it); fills each tensor's offset. */
 static int build_header(mf_session *s, mf_vfile *f)
 {
-    cJSON *h = cJSON_CreateObject(), *meta = cJSON_CreateObject();
+    mf_jbuf j = {0};
     uint64_t off = 0;
-    cJSON_AddStringToObject(meta, "format", "pt");
-    cJSON_AddItemToObject(h, "__metadata__", meta);
+    mf_jbuf_add(&j, "        {\"__metadata__\":{\"format\":\"pt\"}", 8 + 31);
     for (uint32_t i = 0; i < f->n_tensors; i++) {
         mf_hf_tensor *t = &s->map.tensors[f->tensors[i]];
-        cJSON *e = cJSON_CreateObject(), *shape = cJSON_CreateArray(), *offs = cJSON_CreateArray();
-        char num[32];
-        cJSON_AddStringToObject(e, "dtype", mf_dtype_st_name(t->dtype));
-        for (int d = 0; d < t->ndim; d++) {
-            snprintf(num, sizeof(num), "%lld", (long long)t->shape[d]);
-            cJSON_AddItemToArray(shape, cJSON_CreateRaw(num));
-        }
-        cJSON_AddItemToObject(e, "shape", shape);
+        mf_jbuf_add(&j, ",", 1);
+        mf_jbuf_str(&j, t->name);
+        mf_jbuf_printf(&j, ":{\"dtype\":\"%s\",\"shape\":[", mf_dtype_st_name(t->dtype));
+        for (int d = 0; d < t->ndim; d++)
+            mf_jbuf_printf(&j, d ? ",%lld" : "%lld", (long long)t->shape[d]);
         t->offset = off;
-        snprintf(num, sizeof(num), "%llu", (unsigned long long)off);
-        cJSON_AddItemToArray(offs, cJSON_CreateRaw(num));
         off += t->nbytes;
-        snprintf(num, sizeof(num), "%llu", (unsigned long long)off);
-        cJSON_AddItemToArray(offs, cJSON_CreateRaw(num));
-        cJSON_AddItemToObject(e, "data_offsets", offs);
-        cJSON_AddItemToObject(h, t->name, e);
+        mf_jbuf_printf(&j, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)t->offset, (unsigned long long)off);
     }
-    char *json = cJSON_PrintUnformatted(h);
-    cJSON_Delete(h);
-    if (!json)
+    mf_jbuf_add(&j, "}", 1);
+    size_t n = j.n - 8, padded = (n + 7) / 8 * 8;
+    for (size_t k = n; k < padded; k++)
+        mf_jbuf_add(&j, " ", 1);
+    if (j.failed)
         return mf_fail(MF_ERR_NOMEM, "out of memory (safetensors header)");
-    size_t n = strlen(json), padded = (n + 7) / 8 * 8;
-    f->data = malloc(8 + padded);
-    if (!f->data) {
-        free(json);
-        return mf_fail(MF_ERR_NOMEM, "out of memory");
-    }
-    uint64_t le = padded;
+    uint64_t le = padded; /* the first 8 bytes were reserved for the length */
     for (int i = 0; i < 8; i++)
-        f->data[i] = (char)((le >> (8 * i)) & 0xff);
-    memcpy(f->data + 8, json, n);
-    memset(f->data + 8 + n, ' ', padded - n);
-    free(json);
+        j.p[i] = (char)((le >> (8 * i)) & 0xff);
+    f->data = j.p;
     f->header_len = 8 + padded;
     f->size = f->header_len + off;
     return MF_OK;

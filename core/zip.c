@@ -19,6 +19,7 @@
 #define LFH_SIZE 30
 #define MAX_ENTRIES (1u << 24)         /* far beyond any checkpoint */
 #define MAX_CD_BYTES (512ull << 20)   /* central directory read into memory */
+#define CACHE_BLOCK 4096               /* bytes cached at each end of the window */
 
 static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static uint32_t le32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
@@ -31,6 +32,14 @@ static int rd(const mf_zip *z, void *buf, size_t n, uint64_t off)
     if (off > z->len || n > z->len - off) {
         errno = 0;
         return -1;
+    }
+    if (z->cache && (off + n <= z->head_n || z->tail_off == z->head_n)) { /* head, or all of it */
+        memcpy(p, z->cache + off, n);
+        return 0;
+    }
+    if (z->cache && off >= z->tail_off) {
+        memcpy(p, z->cache + z->head_n + (off - z->tail_off), n);
+        return 0;
     }
     while (n) {
         ssize_t r = pread(z->fd, p, n, (off_t)(z->base + off));
@@ -54,34 +63,68 @@ static int io_fail(const mf_zip *z, const char *what, uint64_t off)
                    (unsigned long long)off, (unsigned long long)z->len);
 }
 
+/* Read both ends of the window once (one pread when they meet); rd() serves from them. */
+static int fill_cache(mf_zip *z)
+{
+    uint64_t head = z->len < CACHE_BLOCK ? z->len : CACHE_BLOCK;
+    uint64_t tail = z->len - head < CACHE_BLOCK ? z->len - head : CACHE_BLOCK;
+    uint8_t *c = malloc(head + tail + 1);
+    if (!c)
+        return mf_fail(MF_ERR_NOMEM, "%s: out of memory", z->path);
+    uint64_t tail_off = z->len - tail;
+    int bad = tail_off == head ? rd(z, c, head + tail, 0) : rd(z, c, head, 0) || rd(z, c + head, tail, tail_off);
+    if (bad) {
+        int rc = io_fail(z, "archive", 0);
+        free(c);
+        return rc;
+    }
+    z->cache = c;
+    z->head_n = head;
+    z->tail_off = tail_off;
+    return MF_OK;
+}
+
 static int cmp_entry(const void *a, const void *b)
 {
     return strcmp(((const mf_zip_entry *)a)->name, ((const mf_zip_entry *)b)->name);
 }
 
+/* Last PK\5\6 in buf (the last n bytes of the window) whose comment ends exactly at the end. */
+static int64_t scan_eocd(const uint8_t *buf, uint64_t n)
+{
+    for (int64_t i = (int64_t)n - EOCD_SIZE; i >= 0; i--) {
+        const uint8_t *p = buf + i;
+        if (p[0] == 'P' && p[1] == 'K' && p[2] == 5 && p[3] == 6 && (uint64_t)i + EOCD_SIZE + le16(p + 20) == n)
+            return i;
+    }
+    return -1;
+}
+
 /* Locate the classic EOCD (and the ZIP64 one if present); fills cd offset/size/count. */
 static int find_cd(mf_zip *z, uint64_t *cd_off, uint64_t *cd_size, uint64_t *count)
 {
-    uint64_t tail = z->len < EOCD_SIZE + EOCD_MAX_COMMENT ? z->len : EOCD_SIZE + EOCD_MAX_COMMENT;
-    uint64_t tail_off = z->len - tail;
-    uint8_t *buf = malloc(tail);
-    if (!buf)
-        return mf_fail(MF_ERR_NOMEM, "%s: out of memory", z->path);
-    if (rd(z, buf, tail, tail_off)) {
-        free(buf);
-        return io_fail(z, "end of central directory", tail_off);
-    }
-    /* Scan back for PK\5\6 whose comment ends exactly at the end of the window. */
-    int64_t pos = -1;
-    for (int64_t i = (int64_t)tail - EOCD_SIZE; i >= 0; i--) {
-        const uint8_t *p = buf + i;
-        if (p[0] == 'P' && p[1] == 'K' && p[2] == 5 && p[3] == 6 && (uint64_t)i + EOCD_SIZE + le16(p + 20) == tail) {
-            pos = i;
-            break;
+    /* torch.save writes no comment, so the record is in the cached end of the window; scanning
+     * back over that shorter tail finds the same (last) match as over the full 64 KiB one. */
+    int whole = z->tail_off == z->head_n;
+    uint64_t tail = whole ? z->len : z->len - z->tail_off;
+    const uint8_t *buf = whole ? z->cache : z->cache + z->head_n;
+    uint8_t *own = NULL;
+    int64_t pos = tail >= EOCD_SIZE ? scan_eocd(buf, tail) : -1;
+    uint64_t full = z->len < EOCD_SIZE + EOCD_MAX_COMMENT ? z->len : EOCD_SIZE + EOCD_MAX_COMMENT;
+    if (pos < 0 && full > tail) {
+        tail = full;
+        if (!(own = malloc(tail)))
+            return mf_fail(MF_ERR_NOMEM, "%s: out of memory", z->path);
+        if (rd(z, own, tail, z->len - tail)) {
+            free(own);
+            return io_fail(z, "end of central directory", z->len - tail);
         }
+        buf = own;
+        pos = scan_eocd(buf, tail);
     }
+    uint64_t tail_off = z->len - tail;
     if (pos < 0) {
-        free(buf);
+        free(own);
         return mf_fail(MF_ERR_FORMAT, "%s: truncated zip: no end-of-central-directory record in the last %llu bytes",
                        z->path, (unsigned long long)tail);
     }
@@ -93,7 +136,7 @@ static int find_cd(mf_zip *z, uint64_t *cd_off, uint64_t *cd_size, uint64_t *cou
     uint8_t loc[Z64_LOC_SIZE];
     int have_loc = eocd_off >= Z64_LOC_SIZE && rd(z, loc, sizeof loc, eocd_off - Z64_LOC_SIZE) == 0 &&
                    memcmp(loc, "PK\x06\x07", 4) == 0;
-    free(buf);
+    free(own);
     if (!have_loc) {
         if (*count == 0xFFFF || *cd_size == 0xFFFFFFFFu || *cd_off == 0xFFFFFFFFu)
             return mf_fail(MF_ERR_FORMAT, "%s: bad zip: ZIP64 markers in end-of-central-directory but no ZIP64 locator", z->path);
@@ -220,6 +263,8 @@ int mf_zip_open(mf_zip *z, int fd, const char *path, uint64_t base, uint64_t len
     }
     z->base = base;
     z->len = len ? len : fsize - base;
+    if ((rc = fill_cache(z)))
+        goto fail;
 
     uint8_t magic[4] = {0};
     if (z->len < 4 || rd(z, magic, 4, 0) || memcmp(magic, "PK\x03\x04", 4) != 0) {
@@ -288,6 +333,7 @@ void mf_zip_close(mf_zip *z)
     free(z->entries);
     free(z->path);
     free(z->prefix);
+    free(z->cache);
     memset(z, 0, sizeof *z);
     z->fd = -1;
 }

@@ -50,6 +50,7 @@ typedef struct {
     size_t n_sources, cap_sources;
     uint32_t *slots;    /* open-addressing hash: index+1 into sources */
     size_t n_slots;
+    struct mf_dist_chunks *chunks;  /* torch_dist: chunk archives, read on first use */
 } mf_checkpoint;
 
 /* Visit every weight tensor of rank file idx under its canonical name (used to index, and to

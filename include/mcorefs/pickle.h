@@ -42,6 +42,12 @@ struct mf_pv {
 typedef struct {
     size_t max_bytes;  /* arena budget (default 1 GiB when 0) */
     size_t max_depth;  /* container nesting / stack depth limit (default 10000 when 0) */
+    /* NULL-terminated dict keys whose values are read but never built (they load as None):
+     * DCP's .metadata carries a copy of every save plan that nobody here needs, about half of
+     * its bytes. Applies to str keys of dicts filled by SETITEM(S) at any depth; pairs that
+     * follow a skipped pair in the same SETITEMS batch are dropped with it (Python pickles an
+     * object's fields in definition order, so list keys that come last). */
+    const char *const *skip_keys;
 } mf_pickle_limits;
 
 typedef struct mf_pickle mf_pickle;  /* owns the arena */

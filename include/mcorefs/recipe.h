@@ -62,12 +62,23 @@ extern const mf_rule mf_rules_top[];     /* embed, final norm, lm_head */
 const mf_family *mf_family_find(const char *name);  /* by name or architecture */
 const mf_family *const *mf_family_all(void);        /* NULL-terminated */
 
+struct mf_dist_chunk; /* torch_dist: a chunk whose embedded archive is read on first use */
+
 /* One source shard: a strided tensor in one rank file. */
 typedef struct {
     int file;       /* index into the checkpoint's files */
-    mf_tensor t;
+    mf_tensor t;    /* lazy shards: only dtype, ndim and shape are known until mf_shard_ready */
     int64_t row0, col0;  /* torch_dist chunks: position in the global tensor (else 0) */
+    struct mf_dist_chunk *chunk;  /* NULL: t is complete from the start */
+    int64_t layer, expert;        /* lazy shards: the slice of the chunk's stacked axes */
+    uint8_t ready;                /* lazy shards: set (atomically) once t is complete */
 } mf_shard;
+
+/* Complete sh->t before its strides or offset are used. A torch_dist mount reads no chunk
+ * archive (tens of thousands for a large MoE); each is parsed once, on the first read that
+ * needs it, and checked against .metadata then. Thread-safe; MF_OK, or an error (message
+ * set: file, tensor, problem) that is returned again on every later call. */
+int mf_shard_ready(const mf_shard *sh);
 
 /* A piece: dst rows [dst_row, dst_row+rows) x cols [dst_col, dst_col+cols) of the HF tensor
  * come from src rows [src_row, ...) x cols [src_col, ...) of the source viewed as 2-D. */

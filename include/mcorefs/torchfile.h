@@ -21,7 +21,8 @@ typedef struct {
 } mf_tensor;
 
 typedef struct {
-    int fd;              /* owned; opened O_RDONLY|O_CLOEXEC */
+    int fd;              /* opened O_RDONLY|O_CLOEXEC, or borrowed (open_window) */
+    int borrowed_fd;     /* 1: not closed by mf_torchfile_close */
     char *path;
     mf_zip zip;
     mf_pickle *pk;       /* owns root */
@@ -30,7 +31,8 @@ typedef struct {
 
 /* Open a whole file written by torch.save and unpickle data.pkl (max_pkl bytes, 0 = 1 GiB). */
 int mf_torchfile_open(mf_torchfile *tf, const char *path, size_t max_pkl);
-/* Same over a window [base, base+len) of an already-open fd (fd is dup'ed). */
+/* Same over a window [base, base+len) of an already-open fd, which is borrowed: it must stay
+ * open until mf_torchfile_close. */
 int mf_torchfile_open_window(mf_torchfile *tf, int fd, const char *path, uint64_t base, uint64_t len, size_t max_pkl);
 void mf_torchfile_close(mf_torchfile *tf);
 

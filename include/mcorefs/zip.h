@@ -21,6 +21,10 @@ typedef struct {
     mf_zip_entry *entries; /* sorted by name for lookup */
     size_t n_entries;
     char *prefix;          /* archive prefix: first central-directory entry up to its first '/' */
+    /* private: copies of the window's first head_n bytes and of its end from tail_off. For the
+     * small archives torch_dist embeds, every header read is served from here. */
+    uint8_t *cache;
+    uint64_t head_n, tail_off;
 } mf_zip;
 
 /* Parse the central directory of the archive in [base, base+len) of fd.

@@ -399,8 +399,10 @@ static void test_cycles_and_budget(void **state)
     size_t n = 200000, len = 3 + n + 1;
     char *b = malloc(len);
     b[0] = (char)0x80, b[1] = 2, b[2] = '(';
-    memset(b + 3, 'N', n);
+    memset(b + 3, 'N', n); /* None is shared: this is the VM stack outgrowing the budget */
     b[len - 1] = 'l';
+    load_err_lim(b, len, MF_ERR_LIMIT, "budget", &lim);
+    memset(b + 3, ']', n); /* 200k distinct lists: the value arena outgrowing it */
     load_err_lim(b, len, MF_ERR_LIMIT, "budget", &lim);
     free(b);
 }
@@ -493,6 +495,121 @@ static void test_python_pickles(void **state)
     }
 }
 
+/* ---- limits.skip_keys ---- */
+
+/* Python writes the same structure twice: with "skip" pairs in many positions (first and in
+ * the middle of a SETITEMS batch, alone in a SETITEM, in an object's state, nested inside a
+ * skipped value) and without them. Loaded with skip_keys = {"skip"}, the first must equal the
+ * second. Y is first pickled inside a skipped value, so its later reference (refY) reads None. */
+static const char *py_skip =
+    "import pickle, sys\n"
+    "class Meta:\n"
+    "    pass\n"
+    "X = [1, 2, 'x']\n"
+    "Y = ['only-in-skip', 9]\n"
+    "def build(w):\n"
+    "    d = {}\n"
+    "    if w: d['skip'] = {'nested': [Y, (1, 2)], 'deep': {'skip': 5}}\n"
+    "    d['a'] = X\n"
+    "    d['b'] = [X, 'str', 3.5]\n"
+    "    d['refY'] = Y if w else None\n"
+    "    inner = {'k': 1}\n"
+    "    if w: inner['skip'] = [1, 2, 3]\n"
+    "    inner['z'] = X\n"
+    "    d['inner'] = inner\n"
+    "    big = {}\n"
+    "    for i in range(2500):\n"
+    "        if i == 1500 and w: big['skip'] = list(range(50))\n"
+    "        big[str(i)] = (i, str(i))\n"
+    "    d['big'] = big\n"
+    "    last = {str(i): i for i in range(1000)}\n"
+    "    if w: last['skip'] = [X, 'tail']\n"
+    "    d['last'] = last\n"
+    "    m = Meta()\n"
+    "    m.first = 1\n"
+    "    if w: m.skip = [Meta(), X, {'skip': 1}]\n"
+    "    m.after = ('after', X)\n"
+    "    d['obj'] = m\n"
+    "    d['end'] = 'end'\n"
+    "    return d\n"
+    "p = int(sys.argv[3])\n"
+    "open(sys.argv[1], 'wb').write(pickle.dumps(build(True), protocol=p))\n"
+    "open(sys.argv[2], 'wb').write(pickle.dumps(build(False), protocol=p))\n";
+
+static int pv_equal(const mf_pv *a, const mf_pv *b)
+{
+    if (!a || !b)
+        return a == b;
+    if (a->kind != b->kind)
+        return 0;
+    switch (a->kind) {
+    case MF_PV_NONE: return 1;
+    case MF_PV_BOOL:
+    case MF_PV_INT: return a->u.i == b->u.i;
+    case MF_PV_FLOAT: return a->u.f == b->u.f;
+    case MF_PV_STR:
+    case MF_PV_BYTES: return a->u.str.len == b->u.str.len && memcmp(a->u.str.s, b->u.str.s, a->u.str.len) == 0;
+    case MF_PV_TUPLE:
+    case MF_PV_LIST:
+    case MF_PV_SET:
+        if (a->u.seq.n != b->u.seq.n)
+            return 0;
+        for (size_t i = 0; i < a->u.seq.n; i++)
+            if (!pv_equal(a->u.seq.items[i], b->u.seq.items[i]))
+                return 0;
+        return 1;
+    case MF_PV_DICT:
+        if (a->u.dict.n != b->u.dict.n)
+            return 0;
+        for (size_t i = 0; i < a->u.dict.n; i++)
+            if (!pv_equal(a->u.dict.keys[i], b->u.dict.keys[i]) || !pv_equal(a->u.dict.vals[i], b->u.dict.vals[i]))
+                return 0;
+        return 1;
+    case MF_PV_GLOBAL:
+        return strcmp(a->u.global.module, b->u.global.module) == 0 && strcmp(a->u.global.name, b->u.global.name) == 0;
+    case MF_PV_OBJECT:
+        return pv_equal(a->u.obj.callable, b->u.obj.callable) && pv_equal(a->u.obj.args, b->u.obj.args) &&
+               pv_equal(a->u.obj.state, b->u.obj.state);
+    case MF_PV_PERSID: return pv_equal(a->u.persid.pid, b->u.persid.pid);
+    }
+    return 0;
+}
+
+static void test_skip_keys(void **state)
+{
+    (void)state;
+    if (us_run_python("import pickle\n", NULL) != 0)
+        skip();
+    static const char *const skip_list[] = {"skip", NULL};
+    mf_pickle_limits lim = {.skip_keys = skip_list};
+    for (int p = 2; p <= 4; p++) {
+        char ps[4];
+        snprintf(ps, sizeof ps, "%d", p);
+        const char *with = us_tmp("skip_with.pkl"), *without = us_tmp("skip_without.pkl");
+        const char *args[] = {with, without, ps, NULL};
+        assert_int_equal(us_run_python(py_skip, args), 0);
+        size_t la, lb;
+        uint8_t *a = us_read_file(with, &la), *b = us_read_file(without, &lb);
+        assert_non_null(a);
+        assert_non_null(b);
+        mf_pickle *pa, *pb, *pfull;
+        mf_pv *ra, *rb, *rfull;
+        assert_int_equal(mf_pickle_load(a, la, "with", &lim, &pa, &ra), MF_OK);
+        assert_int_equal(mf_pickle_load(b, lb, "without", NULL, &pb, &rb), MF_OK);
+        assert_int_equal(mf_pickle_load(a, la, "full", NULL, &pfull, &rfull), MF_OK);
+        assert_true(pv_equal(ra, rb));
+        assert_false(pv_equal(rfull, rb)); /* the pairs are really there without the option */
+        assert_non_null(mf_pv_dict_get(rfull, "skip"));
+        assert_null(mf_pv_dict_get(ra, "skip"));
+        assert_int_equal(ival(mf_pv_dict_get(mf_pv_dict_get(ra, "big"), "2499")->u.seq.items[0]), 2499);
+        mf_pickle_free(pa);
+        mf_pickle_free(pb);
+        mf_pickle_free(pfull);
+        free(a);
+        free(b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -510,6 +627,7 @@ int main(void)
         cmocka_unit_test_teardown(test_deep_nesting, teardown),
         cmocka_unit_test_teardown(test_cycles_and_budget, teardown),
         cmocka_unit_test_teardown(test_python_pickles, teardown),
+        cmocka_unit_test_teardown(test_skip_keys, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

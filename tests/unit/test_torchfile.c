@@ -489,7 +489,7 @@ static void test_window(void **state)
     assert_true(fd >= 0);
     mf_torchfile tf, ref;
     assert_int_equal(mf_torchfile_open_window(&tf, fd, p, 4096, len, 0), MF_OK);
-    close(fd); /* the torchfile holds its own dup */
+    assert_int_equal(tf.fd, fd); /* borrowed, not dup'ed */
     open_ok(&ref, us_shared(SAMPLE));
     mf_tensor a, b;
     tensor_ok(&tf, mf_pv_dict_get(tf.root, "slice"), "slice", &a);
@@ -499,6 +499,8 @@ static void test_window(void **state)
     assert_int_equal(pread(tf.fd, &f, 4, (off_t)a.offset), 4);
     assert_true(f == 8.0f);
     mf_torchfile_close(&tf);
+    assert_true(fcntl(fd, F_GETFD) >= 0); /* tf did not close the borrowed fd */
+    close(fd);
     mf_torchfile_close(&ref);
     free(big);
     free(data);
