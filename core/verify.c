@@ -100,6 +100,19 @@ static int visit(mf_checkpoint *c, void *ctx, const char *name, int expert, int 
     return MF_OK;
 }
 
+int mf_verify_sources(mf_session *s)
+{
+    for (size_t i = 0; i < s->ckpt.n_sources; i++) {
+        const mf_source *src = &s->ckpt.sources[i];
+        for (int k = 0; k < src->n_shards; k++) {
+            int rc = src->shards[k].file >= 0 ? mf_shard_ready(&src->shards[k]) : MF_OK;
+            if (rc)
+                return rc;
+        }
+    }
+    return MF_OK;
+}
+
 int mf_verify_replicas(mf_session *s, mf_verify_report *r)
 {
     memset(r, 0, sizeof(*r));

@@ -181,7 +181,7 @@ static void print_tensors(const mf_session *s, int source)
 static int cmd_verify(mf_session *s, int json, int hashes)
 {
     mf_verify_report r;
-    if (mf_verify_replicas(s, &r) != 0) {
+    if (mf_verify_sources(s) != 0 || mf_verify_replicas(s, &r) != 0) {
         fprintf(stderr, "mcorefs-inspect: %s\n", mf_error());
         return 1;
     }

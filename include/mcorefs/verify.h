@@ -12,6 +12,9 @@ typedef struct {
     char first_mismatch[512];
 } mf_verify_report;
 
+/* Locate every source shard: for torch_dist this reads each chunk's embedded archive (the mount
+ * reads them only on first use) and checks it against .metadata. MF_OK or the first error. */
+int mf_verify_sources(mf_session *s);
 /* Compare every duplicate of a source tensor (replicated norms/routers over TP, dense weights
  * repeated in EP files, expert shards written twice, the MTP stage's embedding copy) with the
  * copy the view serves. Returns 0 when the walk completed (check r->mismatches). */

@@ -5,10 +5,13 @@ real Megatron files (checked against shared/fixtures/megatron/*_torch_dist first
 mounted with true_vocab_size (and skip_mtp where relevant) and compared bit for bit with the
 reference and the config; a legacy twin must give the same view; damaged checkpoints (a .distcp
 named by .metadata is missing, overlapping chunks, a chunk missing) fail at mount with one line
-naming the file.
+naming the file; a broken chunk archive (read on first use) fails only the reads that need it.
 """
+import errno
+import json
 import os
 import re
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -92,6 +95,71 @@ def real_layout(name):
     T.check(not probs, "generated layout differs from %s:\n  %s" % (name, "\n  ".join(probs[:10])))
 
 
+def corrupt_chunk_archive():
+    """Chunk archives are read on first use, not at mount: a .distcp item whose embedded zip is
+    broken must leave the mount up, fail exactly the reads that need it with EIO and one log
+    line naming the file, and serve every other tensor bit-identically."""
+    D = dist_gen()
+    g = generate("llama", "corrupt-chunk", tp=2)
+    ckpt = T.scratch("corrupt-chunk-copy")
+    shutil.rmtree(ckpt)
+    shutil.copytree(g.ckpt, ckpt)
+    it = os.path.join(ckpt, "iter_0000010")
+    meta = D.load_metadata(os.path.join(it, ".metadata"))
+    victim_fqn = "decoder.final_layernorm.weight"
+    items = [(k._state["fqn"], v._state) for k, v in meta._state["storage_data"].items()]
+    hits = [s for fqn, s in items if fqn == victim_fqn]
+    T.check(len(hits) == 1, "want one storage item for %s, got %d (test data problem)" % (victim_fqn, len(hits)))
+    s = hits[0]
+    path = os.path.join(it, s["relative_path"])
+    with open(path, "r+b") as f:
+        f.seek(s["offset"])
+        item = bytearray(f.read(s["length"]))
+        cd = item.find(b"PK\x01\x02")
+        T.check(cd > 0, "no central directory in the %s item" % victim_fqn)
+        item[cd:cd + 2] = b"XX"
+        f.seek(s["offset"])
+        f.write(item)
+    victim_hf = "model.norm.weight"
+    with T.Mount(ckpt, mount_opts(g), foreground=True) as m:
+        layout = {}
+        for fn in sorted(os.listdir(m.path)):
+            if fn.endswith(".safetensors"):
+                with open(os.path.join(m.path, fn), "rb") as f:
+                    n = int.from_bytes(f.read(8), "little")
+                    layout[fn] = (n, json.loads(f.read(n)))
+        eio, good = [], 0
+        for fn, (n, header) in sorted(layout.items()):
+            fd = os.open(os.path.join(m.path, fn), os.O_RDONLY)
+            try:
+                for name, t in header.items():
+                    if name == "__metadata__":
+                        continue
+                    b, e = t["data_offsets"]
+                    try:
+                        data = os.pread(fd, e - b, 8 + n + b)
+                        if len(data) < e - b:   # the kernel returns what it got before the error
+                            T.check(data == g.tensors[name][2][:len(data)], "%s: wrong bytes before the error" % name)
+                            os.pread(fd, e - b - len(data), 8 + n + b + len(data))
+                            T.check(False, "%s: short read without EIO" % name)
+                    except OSError as ex:   # a failing page can hold neighbours of the victim too
+                        T.check(ex.errno == errno.EIO, "%s: errno %d, want EIO" % (name, ex.errno))
+                        eio.append(name)
+                        continue
+                    T.check(data == g.tensors[name][2], "%s: wrong bytes" % name)
+                    good += 1
+            finally:
+                os.close(fd)
+        T.check(victim_hf in eio, "reading %s did not fail (EIO list: %r)" % (victim_hf, eio))
+        T.check(good > len(g.tensors) // 2, "only %d of %d tensors read back" % (good, len(g.tensors)))
+        log = [ln for ln in m._fg_result().stderr.splitlines() if s["relative_path"] in ln]
+        T.check(log and victim_fqn in log[0], "no log line naming %s and %s:\n%s"
+                % (s["relative_path"], victim_fqn, m._fg_result().stderr[-2000:]))
+    r = T.run_cmd([T.MCOREFS_INSPECT, "verify", ckpt, "-o", "true_vocab_size=%d" % g.true_vocab])
+    T.check(r.rc != 0 and s["relative_path"] in r.stdout + r.stderr,
+            "inspect verify did not report the broken chunk: %r" % r)
+
+
 def damaged(what):
     g = generate("llama", "damaged-" + what, tp=2, pp=2, damage=what)
     victim = g.ref["damaged"]["file"]
@@ -165,6 +233,7 @@ def main():
     r.run("legacy-twin:qwen3_moe:tp2pp2ep2", legacy_twin, "qwen3_moe", dict(tp=2, pp=2, ep=2))
     for what in ("missing-distcp", "overlap", "uncovered"):
         r.run("damaged:%s" % what, damaged, what)
+    r.run("damaged:chunk-archive-read-on-first-use", corrupt_chunk_archive)
     return r.finish()
 
 

@@ -249,13 +249,59 @@ static void test_python_deflated(void **state)
     expect_fail(p, MF_ERR_UNSUPPORTED, "zip entry 'archive/data.pkl' is compressed (method 8); torch.save writes stored entries only");
 }
 
+/* Layouts around the reader's head/tail cache (4 KiB at each end of the window): a comment
+ * that pushes the end record out of the cached tail, a central directory larger than it, and
+ * entries that straddle the cached regions. Python's zipfile writes them; every entry must
+ * read back as the content the same formula gives. */
+static uint8_t content_byte(int entry, size_t k) { return (uint8_t)((entry * 7 + (int)(k % 251)) % 251); }
+
+static void test_cache_layouts(void **state)
+{
+    (void)state;
+    static const char *script =
+        "import sys, zipfile\n"
+        "def body(i, n): return bytes((i * 7 + k % 251) % 251 for k in range(n))\n"
+        "layouts = {'comment': ([10, 20], 6000), 'bigcd': ([5] * 300, 0), 'straddle': ([3000, 9000, 2000, 1], 100)}\n"
+        "sizes, clen = layouts[sys.argv[2]]\n"
+        "with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_STORED) as z:\n"
+        "    for i, n in enumerate(sizes): z.writestr('arc/e%d' % i, body(i, n))\n"
+        "    z.comment = b'c' * clen\n";
+    const char *layouts[] = {"comment", "bigcd", "straddle"};
+    const size_t counts[] = {2, 300, 4};
+    for (int l = 0; l < 3; l++) {
+        const char *p = us_tmp("cache.zip");
+        const char *args[] = {p, layouts[l], NULL};
+        if (us_run_python(script, args) != 0)
+            skip();
+        mf_zip z;
+        int fd;
+        assert_int_equal(open_zip(p, &z, &fd, 0, 0), MF_OK);
+        assert_int_equal(z.n_entries, counts[l]);
+        for (size_t i = 0; i < counts[l]; i++) {
+            char rel[32];
+            snprintf(rel, sizeof rel, "e%zu", i);
+            const mf_zip_entry *e = mf_zip_find(&z, rel);
+            assert_non_null(e);
+            uint8_t *buf;
+            size_t n;
+            assert_int_equal(mf_zip_read(&z, e, 1 << 20, &buf, &n), MF_OK);
+            for (size_t k = 0; k < n; k++)
+                if (buf[k] != content_byte((int)i, k))
+                    fail_msg("%s: entry %zu byte %zu is %u", layouts[l], i, k, buf[k]);
+            free(buf);
+        }
+        mf_zip_close(&z);
+        close(fd);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_real_sample),   cmocka_unit_test(test_window),
         cmocka_unit_test(test_zip64_extra),   cmocka_unit_test(test_truncated_everywhere),
         cmocka_unit_test(test_corrupt),       cmocka_unit_test(test_crafted),
-        cmocka_unit_test(test_python_deflated),
+        cmocka_unit_test(test_python_deflated), cmocka_unit_test(test_cache_layouts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
