@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the daemon with ThreadSanitizer and run the concurrency tests against it
-# (16-reader stress, concurrent preads with the page cache dropped, two mounts at once).
+# (16-reader stress, concurrent preads with the page cache dropped, two mounts at once,
+# torch_dist chunk archives first read by 8 threads at once).
 # Any data race report fails the run.   Usage: tools/tsan-stress.sh [SECONDS]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,6 +15,7 @@ export MCOREFS_BIN="$B/mcorefs" MCOREFS_INSPECT="$B/mcorefs-inspect" MCOREFS_STR
 export MCOREFS_SHARED_DIR="${MCOREFS_SHARED_DIR:-$ROOT/../shared}" MCOREFS_WORK="$LOGS/work"
 /usr/bin/python3 "$ROOT/tests/e2e/test_runtime_robustness.py" -k concurrent -k manifest
 /usr/bin/python3 "$ROOT/tests/e2e/test_real_fixtures.py" -k concurrent -k two-mounts
+/usr/bin/python3 "$ROOT/tests/e2e/test_torch_dist.py" -k concurrent
 if ls "$LOGS"/tsan* >/dev/null 2>&1; then
   echo "ThreadSanitizer reports:"; cat "$LOGS"/tsan*; exit 1
 fi
