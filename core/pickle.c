@@ -35,17 +35,17 @@ struct mf_pickle {
     int over_budget;
 };
 
-/* Every value is allocated as a node; v must stay the first member. 48 bytes: a .metadata of
- * a large model holds millions of values, and touching fresh memory is most of the load time. */
-typedef struct {
-    mf_pv v;
-    uint32_t depth;
-    uint32_t frozen;
-} pnode;
+/* Every value is one 40-byte mf_pv whose vm_meta_ holds its nesting depth and a frozen bit:
+ * a big .metadata holds millions of values, and touching fresh memory is most of the load time. */
+#define FROZEN_BIT 0x80000000u
+#define MAX_NODE_DEPTH (FROZEN_BIT - 2)
+static int is_frozen(const mf_pv *v) { return (v->vm_meta_ & FROZEN_BIT) != 0; }
+static void freeze(mf_pv *v) { v->vm_meta_ |= FROZEN_BIT; }
+static uint32_t depth_of(const mf_pv *v) { return v->vm_meta_ & ~FROZEN_BIT; }
+static void set_depth(mf_pv *v, uint32_t d) { v->vm_meta_ = (v->vm_meta_ & FROZEN_BIT) | d; }
 
 #define SMALL_INT_MIN (-1)
 #define SMALL_INT_MAX 255
-#define NODE(pv) ((pnode *)(void *)(pv))
 
 typedef struct {
     mf_pickle *pk;
@@ -91,7 +91,7 @@ static void *aalloc(mf_pickle *pk, size_t n)
 {
     if (n > SIZE_MAX / 2)
         return pk->over_budget = 1, NULL;
-    n = (n + 15) & ~(size_t)15;
+    n = (n + 7) & ~(size_t)7; /* values hold nothing wider than 8 bytes */
     chunk *c = pk->head;
     if (!c || c->cap - c->used < n) {
         size_t regular = pk->next_chunk ? pk->next_chunk : CHUNK_MIN;
@@ -207,12 +207,12 @@ static int vgrow_(vm *m, void *arr, size_t *cap, size_t need, size_t elsize)
 
 static mf_pv *newv(vm *m, mf_pv_kind kind)
 {
-    pnode *n = aalloc(m->pk, sizeof *n);
-    if (!n)
+    mf_pv *v = aalloc(m->pk, sizeof *v);
+    if (!v)
         return NULL;
-    memset(n, 0, sizeof *n);
-    n->v.kind = kind;
-    return &n->v;
+    memset(v, 0, sizeof *v);
+    v->kind = kind;
+    return v;
 }
 
 /* A shared immutable leaf: created once, frozen, so no container op can ever change it. */
@@ -220,7 +220,7 @@ static mf_pv *shared(vm *m, mf_pv **slot, mf_pv_kind kind, int64_t i)
 {
     if (!*slot && (*slot = newv(m, kind)) != NULL) {
         (*slot)->u.i = i;
-        NODE(*slot)->frozen = 1;
+        freeze(*slot);
     }
     return *slot;
 }
@@ -252,14 +252,14 @@ static mf_pv *new_str(vm *m, mf_pv_kind kind, const void *s, size_t len)
 /* Record that child now lives inside parent. 0: ok, 1: refused (would make a cycle), <0: error. */
 static int adopt(vm *m, mf_pv *parent, mf_pv *child)
 {
-    if (parent == child || NODE(parent)->frozen)
+    if (parent == child || is_frozen(parent))
         return 1;
-    NODE(child)->frozen = 1;
-    size_t d = (size_t)NODE(child)->depth + 1;
+    freeze(child);
+    size_t d = (size_t)depth_of(child) + 1;
     if (d > m->max_depth)
         return fail(m, MF_ERR_LIMIT, "values nested deeper than %zu", m->max_depth);
-    if (d > NODE(parent)->depth)
-        NODE(parent)->depth = (uint32_t)d;
+    if (d > depth_of(parent))
+        set_depth(parent, (uint32_t)d);
     return 0;
 }
 
@@ -300,7 +300,7 @@ static int dict_reserve(vm *m, mf_pv *d, size_t need)
 
 static int dict_add(vm *m, mf_pv *d, mf_pv *k, mf_pv *v)
 {
-    if (NODE(d)->frozen || k == d || v == d)
+    if (is_frozen(d) || k == d || v == d)
         return 0;
     int rc = adopt(m, d, k);
     if (rc == 0)
@@ -475,8 +475,9 @@ static int op_long(vm *m, unsigned lb)
         return oom(m);
     o->u.obj.callable = g;
     o->u.obj.args = b;
-    NODE(g)->frozen = NODE(b)->frozen = 1;
-    NODE(o)->depth = 1;
+    freeze(g);
+    freeze(b);
+    set_depth(o, 1);
     return push(m, o);
 }
 
@@ -603,7 +604,7 @@ static int op_setitems(vm *m, int single)
         return fail(m, MF_ERR_FORMAT, "SETITEMS without a target");
     mf_pv *d = m->stack[start - 1];
     if (d->kind == MF_PV_DICT) {
-        if (!NODE(d)->frozen && (rc = dict_reserve(m, d, d->u.dict.n + (m->sp - start) / 2)))
+        if (!is_frozen(d) && (rc = dict_reserve(m, d, d->u.dict.n + (m->sp - start) / 2)))
             return rc;
         for (size_t i = start; i < m->sp; i += 2)
             if ((rc = dict_add(m, d, m->stack[i], m->stack[i + 1])))
@@ -630,7 +631,7 @@ static int op_appends(vm *m, int single, mf_pv_kind want)
         return fail(m, MF_ERR_FORMAT, "APPEND without a target");
     mf_pv *l = m->stack[start - 1];
     if (l->kind == want) {
-        if (!NODE(l)->frozen && GROW(m, l->u.seq.items, &l->u.seq.cap, l->u.seq.n + (m->sp - start)))
+        if (!is_frozen(l) && GROW(m, l->u.seq.items, &l->u.seq.cap, l->u.seq.n + (m->sp - start)))
             return m->grow_rc;
         for (size_t i = start; i < m->sp; i++)
             if ((rc = seq_add(m, l, m->stack[i])))
@@ -935,7 +936,9 @@ static int skip_step(vm *m, int *done, mf_pv **result)
     op_shape s = shape_of(op);
     size_t key = m->skip_at, f = floor_(m);
     int marked = s.fx == FX_COLLECT || s.fx == FX_MARKPOP || op == '1' || (op == '0' && m->sp <= f);
-    int reaches = op == '.' || (marked ? m->nmarks && f <= key : (s.fx == FX_POP || s.fx == FX_POP_PUSH) && m->sp - f >= s.pops && m->sp - s.pops <= key);
+    size_t pops = op == '0' ? 1 : s.pops; /* POP above the mark pops one item */
+    int popping = s.fx == FX_POP || s.fx == FX_POP_PUSH || op == '0';
+    int reaches = op == '.' || (marked ? m->nmarks && f <= key : popping && m->sp - f >= pops && m->sp - pops <= key);
     if (reaches) {
         if (op == 'u' && m->nmarks && (key - f) % 2 == 0) {
             if (m->sp > key + 2 && m->skip_next)
@@ -1000,8 +1003,8 @@ int mf_pickle_load(const uint8_t *buf, size_t len, const char *name, const mf_pi
     *out = NULL;
     vm m = {.buf = buf, .len = len, .name = name ? name : "pickle"};
     m.max_depth = limits && limits->max_depth ? limits->max_depth : DEFAULT_DEPTH;
-    if (m.max_depth > UINT32_MAX - 1)
-        m.max_depth = UINT32_MAX - 1; /* node depths are 32-bit */
+    if (m.max_depth > MAX_NODE_DEPTH)
+        m.max_depth = MAX_NODE_DEPTH; /* depths share 32 bits with the frozen flag */
     m.pk = calloc(1, sizeof *m.pk);
     if (!m.pk)
         return mf_fail(MF_ERR_NOMEM, "%s: out of memory", m.name);

@@ -27,6 +27,7 @@ typedef enum {
 typedef struct mf_pv mf_pv;
 struct mf_pv {
     mf_pv_kind kind;
+    uint32_t vm_meta_;  /* private to the VM: nesting depth and a "frozen" bit */
     union {
         int64_t i;                                      /* BOOL (0/1), INT */
         double f;                                       /* FLOAT */
