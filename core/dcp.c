@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define MAX_METADATA_BYTES ((uint64_t)1 << 30) /* .metadata file size */
 #define MIN_PICKLE_BUDGET ((size_t)1 << 30)     /* pickle arena for .metadata: max(1 GiB, 32 x size) */
@@ -75,7 +76,7 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
 
 static uint64_t key_hash(const char *fqn, int has_off, int nd, const int64_t *off)
 {
-    uint64_t h = fnv(0xcbf29ce484222325ULL, fqn, strlen(fqn));
+    uint64_t h = XXH64(fqn, strlen(fqn), 0);
     uint8_t tag = has_off ? (uint8_t)(0x80 | nd) : 0;
     h = fnv(h, &tag, 1);
     for (int i = 0; has_off && i < nd; i++)
@@ -267,10 +268,28 @@ static int safe_rel_path(const char *p)
     return 1;
 }
 
+/* What an item is, for messages; formatted only when one is needed. */
+typedef struct {
+    const char *fqn;
+    const int64_t *offsets;  /* a tensor chunk's offsets, NULL for a bytes item */
+    int ndim;
+} item_ref;
+
+static const char *item_name(const item_ref *it, char *buf, size_t n)
+{
+    char dims[200];
+    if (it->offsets)
+        snprintf(buf, n, "tensor '%s' chunk %s", it->fqn, fmt_dims(dims, sizeof dims, it->offsets, it->ndim));
+    else
+        snprintf(buf, n, "bytes item '%s'", it->fqn);
+    return buf;
+}
+
 /* Index of file `rel` in d->files, adding (and stat-ing) it on first use. `what` names the
  * item that refers to it for error messages. */
-static int intern_file(ctx *x, const char *rel, const char *what, int *idx)
+static int intern_file(ctx *x, const char *rel, const item_ref *it, int *idx)
 {
+    char what[400];
     mf_dcp *d = x->d;
     uint64_t h = fnv(0xcbf29ce484222325ULL, rel, strlen(rel));
     size_t s = (size_t)h & x->f_mask;
@@ -281,7 +300,7 @@ static int intern_file(ctx *x, const char *rel, const char *what, int *idx)
         s = (s + 1) & x->f_mask;
     }
     if (!safe_rel_path(rel))
-        return mf_fail(MF_ERR_FORMAT, "%s: %s: unsafe storage file name '%s'", x->mpath, what, rel);
+        return mf_fail(MF_ERR_FORMAT, "%s: %s: unsafe storage file name '%s'", x->mpath, item_name(it, what, sizeof what), rel);
     if (d->n_files >= x->n_sd || d->n_files >= INT32_MAX)
         return mf_fail(MF_ERR_LIMIT, "%s: too many storage files", x->mpath);
     size_t i = d->n_files;
@@ -308,9 +327,9 @@ static int intern_file(ctx *x, const char *rel, const char *what, int *idx)
     int rc = MF_OK;
     if (stat(full, &st) != 0)
         rc = mf_fail(errno == ENOENT ? MF_ERR_MISSING : MF_ERR_IO, "%s: %s (named by .metadata for %s)", full,
-                     errno == ENOENT ? "storage file is missing" : strerror(errno), what);
+                     errno == ENOENT ? "storage file is missing" : strerror(errno), item_name(it, what, sizeof what));
     else if (!S_ISREG(st.st_mode))
-        rc = mf_fail(MF_ERR_FORMAT, "%s: not a regular file (named by .metadata for %s)", full, what);
+        rc = mf_fail(MF_ERR_FORMAT, "%s: not a regular file (named by .metadata for %s)", full, item_name(it, what, sizeof what));
     else
         d->file_sizes[i] = (uint64_t)st.st_size;
     free(full);
@@ -323,24 +342,26 @@ static int intern_file(ctx *x, const char *rel, const char *what, int *idx)
 }
 
 /* _StorageInfo -> (file, offset, length), window checked against the file size. */
-static int resolve_info(ctx *x, const mf_pv *info, const char *what, int *file, uint64_t *off, uint64_t *len)
+static int resolve_info(ctx *x, const mf_pv *info, const item_ref *it, int *file, uint64_t *off, uint64_t *len)
 {
+    char what[400];
     const char *rel = mf_pv_get_str(field(info, "relative_path"));
     int64_t o, l;
     if (!is_class(info, "_StorageInfo") || !rel || mf_pv_get_int(field(info, "offset"), &o) ||
         mf_pv_get_int(field(info, "length"), &l) || o < 0 || l < 0)
-        return mf_fail(MF_ERR_FORMAT, "%s: %s: malformed _StorageInfo (relative_path, offset, length)", x->mpath, what);
+        return mf_fail(MF_ERR_FORMAT, "%s: %s: malformed _StorageInfo (relative_path, offset, length)", x->mpath,
+                       item_name(it, what, sizeof what));
     const mf_pv *td = field(info, "transform_descriptors");
     if (td && (td->kind == MF_PV_LIST || td->kind == MF_PV_TUPLE) && td->u.seq.n > 0)
         return mf_fail(MF_ERR_UNSUPPORTED, "%s: %s: stored with transforms (e.g. compression); not supported", x->mpath,
-                       what);
-    int rc = intern_file(x, rel, what, file);
+                       item_name(it, what, sizeof what));
+    int rc = intern_file(x, rel, it, file);
     if (rc)
         return rc;
     uint64_t size = x->d->file_sizes[*file];
     if ((uint64_t)o > size || (uint64_t)l > size - (uint64_t)o)
         return mf_fail(MF_ERR_FORMAT, "%s/%s: %s: window [%lld, +%lld) exceeds the file (%llu bytes; truncated?)", x->d->dir,
-                       rel, what, (long long)o, (long long)l, (unsigned long long)size);
+                       rel, item_name(it, what, sizeof what), (long long)o, (long long)l, (unsigned long long)size);
     *off = (uint64_t)o;
     *len = (uint64_t)l;
     return MF_OK;
@@ -658,11 +679,11 @@ static int parse_tensor(ctx *x, const char *fqn, const mf_pv *tsm, mf_dcp_tensor
                 return mf_fail(MF_ERR_INCONSISTENT, "%s: tensor '%s': chunk at %s with sizes %s lies outside the shape %s",
                                x->mpath, fqn, fmt_dims(s1, sizeof s1, c->offsets, t->ndim),
                                fmt_dims(s2, sizeof s2, c->sizes, t->ndim), fmt_dims((char[200]){0}, 200, t->size, t->ndim));
-        snprintf(what, sizeof what, "tensor '%s' chunk %s", fqn, fmt_dims(s1, sizeof s1, c->offsets, t->ndim));
+        item_ref it = {fqn, c->offsets, t->ndim};
         const mf_pv *info = sd_find(x, fqn, 1, t->ndim, c->offsets);
         if (!info)
-            return mf_fail(MF_ERR_MISSING, "%s: %s has no storage_data entry", x->mpath, what);
-        if ((rc = resolve_info(x, info, what, &c->file, &c->offset, &c->length)))
+            return mf_fail(MF_ERR_MISSING, "%s: %s has no storage_data entry", x->mpath, item_name(&it, what, sizeof what));
+        if ((rc = resolve_info(x, info, &it, &c->file, &c->offset, &c->length)))
             return rc;
     }
     return check_tiling(x, t);
@@ -769,14 +790,13 @@ static int parse_metadata(ctx *x, const mf_pv *root)
             ci += n;
         } else {
             mf_dcp_bytes *b = &d->bytes[d->n_bytes++];
-            char what[300];
+            item_ref it = {fqn, NULL, 0};
             if (!(b->fqn = strdup(fqn)))
                 return mf_fail(MF_ERR_NOMEM, "%s: out of memory", x->mpath);
-            snprintf(what, sizeof what, "bytes item '%s'", fqn);
             const mf_pv *info = sd_find(x, fqn, 0, 0, NULL);
             if (!info)
-                return mf_fail(MF_ERR_MISSING, "%s: %s has no storage_data entry", x->mpath, what);
-            if ((rc = resolve_info(x, info, what, &b->file, &b->offset, &b->length)))
+                return mf_fail(MF_ERR_MISSING, "%s: bytes item '%s' has no storage_data entry", x->mpath, fqn);
+            if ((rc = resolve_info(x, info, &it, &b->file, &b->offset, &b->length)))
                 return rc;
         }
     }

@@ -192,7 +192,15 @@ static int vgrow_(vm *m, void *arr, size_t *cap, size_t need, size_t elsize)
     size_t add = (nc - *cap) * elsize;
     if (add > m->pk->budget - m->pk->total || m->temp_bytes > m->pk->budget - m->pk->total - add)
         return m->pk->over_budget = 1, oom(m);
-    void *p = realloc(arr, nc * elsize);
+    void *p;
+    if (nc * elsize < ((size_t)2 << 20)) {
+        p = realloc(arr, nc * elsize);
+    } else if ((p = mf_big_alloc(nc * elsize, NULL)) != NULL) { /* huge pages: the memo of a big
+                                                                 * .metadata reaches tens of MB */
+        if (arr)
+            memcpy(p, arr, *cap * elsize);
+        free(arr);
+    }
     if (!p)
         return oom(m);
     m->temp_bytes += add;
@@ -324,7 +332,7 @@ static int push(vm *m, mf_pv *v)
 {
     if (!v)
         return oom(m);
-    if (VGROW(m, m->stack, &m->scap, m->sp + 1))
+    if (m->sp == m->scap && VGROW(m, m->stack, &m->scap, m->sp + 1))
         return m->grow_rc;
     if (m->skip_keys && v->kind == MF_PV_STR && !m->skip_at && is_skip_key(m, v)) {
         m->skip_at = m->sp;
@@ -492,11 +500,13 @@ static int memo_put(vm *m, uint64_t id)
     if (VGROW(m, m->memo, &m->memo_cap, (size_t)id + 1))
         return m->grow_rc;
     if (id >= m->memo_hi) { /* ids normally come in order: only a gap needs clearing */
-        memset(m->memo + m->memo_hi, 0, ((size_t)id + 1 - m->memo_hi) * sizeof(mf_pv *));
+        if (id > m->memo_hi)
+            memset(m->memo + m->memo_hi, 0, ((size_t)id - m->memo_hi) * sizeof(mf_pv *));
         m->memo_hi = (size_t)id + 1;
-    }
-    if (!m->memo[id])
         m->memo_count++;
+    } else if (!m->memo[id]) {
+        m->memo_count++;
+    }
     m->memo[id] = v;
     return 0;
 }
