@@ -9,5 +9,11 @@
 /* At least n bytes (*got: the usable size, >= n). Small sizes come from plain malloc.
  * Free with free(). NULL when out of memory. */
 void *mf_big_alloc(size_t n, size_t *got);
+/* Arrays that grow to tens of MB (the pickle VM's memo): in malloc while small, then in their
+ * own huge-page mapping grown with mremap, so growing never copies the contents (glibc's
+ * realloc copies heap blocks). NULL on failure, p still valid. Free with mf_array_free and the
+ * same size. */
+void *mf_array_grow(void *p, size_t old_bytes, size_t new_bytes);
+void mf_array_free(void *p, size_t bytes);
 
 #endif

@@ -192,15 +192,7 @@ static int vgrow_(vm *m, void *arr, size_t *cap, size_t need, size_t elsize)
     size_t add = (nc - *cap) * elsize;
     if (add > m->pk->budget - m->pk->total || m->temp_bytes > m->pk->budget - m->pk->total - add)
         return m->pk->over_budget = 1, oom(m);
-    void *p;
-    if (nc * elsize < ((size_t)2 << 20)) {
-        p = realloc(arr, nc * elsize);
-    } else if ((p = mf_big_alloc(nc * elsize, NULL)) != NULL) { /* huge pages: the memo of a big
-                                                                 * .metadata reaches tens of MB */
-        if (arr)
-            memcpy(p, arr, *cap * elsize);
-        free(arr);
-    }
+    void *p = mf_array_grow(arr, *cap * elsize, nc * elsize); /* the memo of a big .metadata: tens of MB */
     if (!p)
         return oom(m);
     m->temp_bytes += add;
@@ -1037,9 +1029,9 @@ int mf_pickle_load(const uint8_t *buf, size_t len, const char *name, const mf_pi
         }
         rc = m.skip_at ? skip_step(&m, &done, &result) : step(&m, &done, &result);
     }
-    free(m.stack);
-    free(m.marks);
-    free(m.memo);
+    mf_array_free(m.stack, m.scap * sizeof *m.stack);
+    mf_array_free(m.marks, m.mcap * sizeof *m.marks);
+    mf_array_free(m.memo, m.memo_cap * sizeof *m.memo);
     if (rc) {
         mf_pickle_free(m.pk);
         return rc;
