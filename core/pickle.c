@@ -35,7 +35,7 @@ struct mf_pickle {
     int over_budget;
 };
 
-/* Every value is one 40-byte mf_pv whose vm_meta_ holds its nesting depth and a frozen bit:
+/* Every value is one 32-byte mf_pv whose vm_meta_ holds its nesting depth and a frozen bit:
  * a big .metadata holds millions of values, and touching fresh memory is most of the load time. */
 #define FROZEN_BIT 0x80000000u
 #define MAX_NODE_DEPTH (FROZEN_BIT - 2)
@@ -280,10 +280,10 @@ static int dict_reserve(vm *m, mf_pv *d, size_t need)
     size_t cap = d->u.dict.cap;
     if (need <= cap)
         return 0;
-    size_t half = cap ? 2 * cap : 4;
+    size_t half = cap ? 2 * cap : need; /* SETITEMS reserves a whole batch: exact at first */
     if (half < need)
         half = need;
-    if (half > SIZE_MAX / 2 / sizeof(mf_pv *))
+    if (half > UINT32_MAX)
         return m->pk->over_budget = 1, oom(m);
     mf_pv **block = aalloc(m->pk, 2 * half * sizeof *block);
     if (!block)
@@ -294,7 +294,7 @@ static int dict_reserve(vm *m, mf_pv *d, size_t need)
     }
     d->u.dict.keys = block;
     d->u.dict.vals = block + half;
-    d->u.dict.cap = half;
+    d->u.dict.cap = (uint32_t)half;
     return 0;
 }
 

@@ -27,13 +27,13 @@ typedef enum {
 typedef struct mf_pv mf_pv;
 struct mf_pv {
     mf_pv_kind kind;
-    uint32_t vm_meta_;  /* private to the VM: nesting depth and a "frozen" bit */
+    uint32_t vm_meta_;  /* private to the VM: nesting depth and a "frozen" bit (32-byte values) */
     union {
         int64_t i;                                      /* BOOL (0/1), INT */
         double f;                                       /* FLOAT */
         struct { char *s; size_t len; } str;            /* STR (UTF-8, NUL-terminated), BYTES */
         struct { mf_pv **items; size_t n, cap; } seq;   /* TUPLE, LIST, SET */
-        struct { mf_pv **keys, **vals; size_t n, cap; } dict; /* insertion order kept */
+        struct { mf_pv **keys, **vals; uint32_t n, cap; } dict; /* insertion order kept */
         struct { char *module, *name; } global;
         struct { mf_pv *callable; mf_pv *args; mf_pv *state; } obj; /* state: from BUILD or NULL */
         struct { mf_pv *pid; } persid;
