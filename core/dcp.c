@@ -208,6 +208,15 @@ static const mf_pv *sd_find(const ctx *x, const char *fqn, int has_off, int nd, 
     return x->sd_tab[s] ? x->sd_info[x->sd_tab[s] - 1] : NULL;
 }
 
+/* Entries the view never shows are neither indexed nor validated: optimizer state (Adam
+ * moments, possibly with flattened ranges that change the global shape; a checkpoint saved with
+ * its optimizer must still mount) and TransformerEngine's per-module _extra_state objects (FP8
+ * scaling state; tens of thousands in a large MoE). */
+static int skipped(const char *fqn)
+{
+    return strncmp(fqn, "optimizer.", 10) == 0 || strstr(fqn, "._extra_state") != NULL;
+}
+
 static int build_storage_index(ctx *x, const mf_pv *sd)
 {
     if (!sd || sd->kind != MF_PV_DICT)
@@ -230,6 +239,8 @@ static int build_storage_index(ctx *x, const mf_pv *sd)
         const char *fqn = mf_pv_get_str(field(k, "fqn"));
         if (!is_class(k, "MetadataIndex") || !fqn)
             return mf_fail(MF_ERR_FORMAT, "%s: storage_data key #%zu is not a MetadataIndex with an fqn", x->mpath, i);
+        if (skipped(fqn))
+            continue; /* never looked up */
         const mf_pv *ov = field(k, "offset");
         if (ov && ov->kind == MF_PV_NONE)
             ov = NULL;
@@ -721,13 +732,6 @@ static int build_name_index(ctx *x)
     return rc;
 }
 
-/* Optimizer state (Adam moments, possibly with flattened ranges that change the global shape)
- * is never shown and is not validated: a checkpoint saved with its optimizer must still mount. */
-static int skipped(const char *fqn, const mf_pv *v)
-{
-    return strncmp(fqn, "optimizer.", 10) == 0 && is_class(v, "TensorStorageMetadata");
-}
-
 static int parse_metadata(ctx *x, const mf_pv *root)
 {
     mf_dcp *d = x->d;
@@ -747,7 +751,7 @@ static int parse_metadata(ctx *x, const mf_pv *root)
         const mf_pv *v = sdm->u.dict.vals[i];
         if (!fqn)
             return mf_fail(MF_ERR_FORMAT, "%s: state_dict_metadata key #%zu is not a string", x->mpath, i);
-        if (skipped(fqn, v))
+        if (skipped(fqn))
             continue;
         if (is_class(v, "TensorStorageMetadata")) {
             const mf_pv *cl = field(v, "chunks");
@@ -778,7 +782,7 @@ static int parse_metadata(ctx *x, const mf_pv *root)
     for (size_t i = 0; i < sdm->u.dict.n; i++) {
         const char *fqn = mf_pv_get_str(sdm->u.dict.keys[i]);
         const mf_pv *v = sdm->u.dict.vals[i];
-        if (skipped(fqn, v))
+        if (skipped(fqn))
             continue;
         if (is_class(v, "TensorStorageMetadata")) {
             size_t n = field(v, "chunks")->u.seq.n;
