@@ -264,7 +264,7 @@ int mf_checkpoint_open_dist(mf_checkpoint *c, const mf_options *o)
             return mf_fail(MF_ERR_IO, "%s: %s", f->path, strerror(errno));
         f->size = c->dcp.file_sizes[i];
     }
-    if ((rc = make_chunk_table(c)) != 0)
+    if ((rc = make_chunk_table(c)) != 0 || (rc = mf_source_reserve(c, c->chunks->cap)) != 0)
         return rc;
     for (size_t i = 0; i < c->dcp.n_tensors; i++) {
         const mf_dcp_tensor *t = &c->dcp.tensors[i];

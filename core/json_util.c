@@ -52,23 +52,28 @@ void mf_json_bool(cJSON *o, const char *key, int v) { mf_json_set(o, key, cJSON_
 void mf_json_str(cJSON *o, const char *key, const char *v) { mf_json_set(o, key, cJSON_CreateString(v)); }
 void mf_json_null(cJSON *o, const char *key) { mf_json_set(o, key, cJSON_CreateNull()); }
 
+void mf_jbuf_reserve(mf_jbuf *b, size_t n)
+{
+    if (b->failed || b->cap - b->n >= n + 1)
+        return;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap - b->n < n + 1)
+        cap *= 2;
+    char *np = realloc(b->p, cap);
+    if (!np) {
+        free(b->p);
+        *b = (mf_jbuf){.failed = 1};
+        return;
+    }
+    b->p = np;
+    b->cap = cap;
+}
+
 void mf_jbuf_add(mf_jbuf *b, const char *s, size_t n)
 {
+    mf_jbuf_reserve(b, n);
     if (b->failed)
         return;
-    if (b->cap - b->n < n + 1) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap - b->n < n + 1)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            free(b->p);
-            *b = (mf_jbuf){.failed = 1};
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
     memcpy(b->p + b->n, s, n);
     b->n += n;
     b->p[b->n] = '\0';

@@ -24,6 +24,7 @@ typedef struct {
     int failed;  /* out of memory: p is freed and stays NULL */
 } mf_jbuf;
 void mf_jbuf_add(mf_jbuf *b, const char *s, size_t n);
+void mf_jbuf_reserve(mf_jbuf *b, size_t n);  /* room for n more bytes */
 void mf_jbuf_printf(mf_jbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A quoted JSON string, escaped as cJSON escapes it. */
 void mf_jbuf_str(mf_jbuf *b, const char *s);

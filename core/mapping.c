@@ -327,7 +327,8 @@ static int emit(builder *b, const mf_rule *r, long long layer, long long expert,
     if (!show)
         return MF_OK;
     if (b->mp->n == b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 256;
+        /* about one HF tensor per source (QKV and gate/up give a few more): sized once */
+        size_t cap = b->cap ? b->cap * 2 : b->c->n_sources + b->c->n_sources / 4 + 256;
         mf_hf_tensor *nt = realloc(b->mp->tensors, cap * sizeof(*nt));
         if (!nt)
             return mf_fail(MF_ERR_NOMEM, "out of memory (HF tensors)");

@@ -43,6 +43,21 @@ static int rehash(mf_checkpoint *c, size_t n_slots)
 
 static mf_source *create(mf_checkpoint *c, const char *name, int expert, int n_shards);
 
+int mf_source_reserve(mf_checkpoint *c, size_t n)
+{
+    if (n <= c->cap_sources)
+        return MF_OK;
+    mf_source *ns = realloc(c->sources, n * sizeof(*ns));
+    if (!ns)
+        return mf_fail(MF_ERR_NOMEM, "out of memory (source index)");
+    c->sources = ns;
+    c->cap_sources = n;
+    size_t slots = c->n_slots ? c->n_slots : 1024;
+    while (slots < 2 * n + 2)
+        slots *= 2;
+    return slots > c->n_slots ? rehash(c, slots) : MF_OK;
+}
+
 int mf_source_add(mf_checkpoint *c, const char *name, int expert, int n_shards, int shard, const mf_shard *sh)
 {
     mf_source *s = mf_checkpoint_find(c, name);
@@ -70,10 +85,12 @@ int mf_source_add_chunk(mf_checkpoint *c, const char *name, int expert, int64_t 
         return mf_fail(MF_ERR_INCONSISTENT, "'%s' appears with different global shapes", name);
     if (s->n_shards == UINT16_MAX)
         return mf_fail(MF_ERR_LIMIT, "'%s' has more than %d chunks", name, UINT16_MAX);
-    mf_shard *ns = realloc(s->shards, (size_t)(s->n_shards + 1) * sizeof(*ns));
-    if (!ns)
-        return mf_fail(MF_ERR_NOMEM, "out of memory (source index)");
-    s->shards = ns;
+    if (s->n_shards > 0) { /* create() left room for the first one */
+        mf_shard *ns = realloc(s->shards, (size_t)(s->n_shards + 1) * sizeof(*ns));
+        if (!ns)
+            return mf_fail(MF_ERR_NOMEM, "out of memory (source index)");
+        s->shards = ns;
+    }
     s->shards[s->n_shards++] = *sh;
     s->copies++;
     return MF_OK;

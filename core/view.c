@@ -42,6 +42,7 @@ static int build_header(mf_session *s, mf_vfile *f)
 {
     mf_jbuf j = {0};
     uint64_t off = 0;
+    mf_jbuf_reserve(&j, 64 + (size_t)f->n_tensors * 128); /* one growth step for typical names */
     mf_jbuf_add(&j, "        {\"__metadata__\":{\"format\":\"pt\"}", 8 + 31);
     for (uint32_t i = 0; i < f->n_tensors; i++) {
         mf_hf_tensor *t = &s->map.tensors[f->tensors[i]];
