@@ -61,6 +61,8 @@ typedef struct {
     mf_pv **memo;
     size_t memo_cap, memo_count;
     size_t memo_hi;         /* memo[0, memo_hi) is initialised (NULL or a value); the rest is not */
+    size_t memo_skip_hi;    /* if > memo_hi: ids [memo_hi, memo_skip_hi) were given to skipped values
+                             * and are not stored (they read as m->skipped) */
     size_t temp_bytes;      /* stack, marks and memo: malloc'ed, freed after the load */
     const char *const *skip_keys;
     size_t skip_at;         /* 0, or the stack index of the key whose value is being skipped */
@@ -489,6 +491,13 @@ static int memo_put(vm *m, uint64_t id)
         return rc;
     if (id >= MAX_MEMO_ID)
         return fail(m, MF_ERR_LIMIT, "memo id %llu too large", (unsigned long long)id);
+    if (m->memo_skip_hi > m->memo_hi) { /* store the skipped ids before anything after them */
+        if (VGROW(m, m->memo, &m->memo_cap, m->memo_skip_hi))
+            return m->grow_rc;
+        for (size_t i = m->memo_hi; i < m->memo_skip_hi; i++)
+            m->memo[i] = m->skipped;
+        m->memo_hi = m->memo_skip_hi;
+    }
     if (VGROW(m, m->memo, &m->memo_cap, (size_t)id + 1))
         return m->grow_rc;
     if (id >= m->memo_hi) { /* ids normally come in order: only a gap needs clearing */
@@ -503,11 +512,20 @@ static int memo_put(vm *m, uint64_t id)
     return 0;
 }
 
+/* The value of memo id, or NULL when it is not defined. */
+static mf_pv *memo_at(const vm *m, uint64_t id)
+{
+    if (id < m->memo_hi)
+        return m->memo[id];
+    return id < m->memo_skip_hi ? m->skipped : NULL;
+}
+
 static int memo_get(vm *m, uint64_t id)
 {
-    if (id >= m->memo_hi || !m->memo[id])
+    mf_pv *v = memo_at(m, id);
+    if (!v)
         return fail(m, MF_ERR_FORMAT, "memo id %llu not defined", (unsigned long long)id);
-    return push(m, m->memo[id]);
+    return push(m, v);
 }
 
 /* ---- REDUCE folding of pure-data constructors ---- */
@@ -921,6 +939,7 @@ static int skip_rewind(vm *m)
     for (size_t i = m->skip_next_memo; i < m->memo_hi; i++)
         if (m->memo[i] == m->skipped)
             m->memo[i] = NULL;
+    m->memo_skip_hi = m->skip_next_memo > m->memo_hi ? m->skip_next_memo : 0;
     m->memo_count = m->skip_next_memo;
     m->pos = m->skip_next;
     m->sp = m->skip_at;
@@ -960,6 +979,12 @@ static int skip_step(vm *m, int *done, mf_pv **result)
         m->skip_next = m->pos;
         m->skip_next_memo = m->memo_count;
     }
+    if (op == 0x94 && m->sp > key + 1 && m->sp > f && m->memo_count >= m->memo_hi && m->memo_count >= m->memo_skip_hi &&
+        m->memo_count < MAX_MEMO_ID) { /* MEMOIZE of a skipped value (above the key): counted, not stored */
+        m->memo_skip_hi = ++m->memo_count;
+        m->pos++;
+        return 0;
+    }
     if (s.fx == FX_OTHER)
         return step(m, done, result);
     m->op_pos = m->pos;
@@ -970,7 +995,7 @@ static int skip_step(vm *m, int *done, mf_pv **result)
         if ((rc = need(m, s.operand)))
             return rc;
         uint64_t id = rd_le(m, s.operand);
-        if (id >= m->memo_hi || !m->memo[id])
+        if (!memo_at(m, id))
             return fail(m, MF_ERR_FORMAT, "memo id %llu not defined", (unsigned long long)id);
         return push(m, m->skipped);
     }
