@@ -14,6 +14,7 @@ Environment (set by ctest, defaults for running a script by hand from the repo):
 """
 
 import atexit
+import errno
 import glob
 import hashlib
 import json
@@ -693,6 +694,60 @@ def assert_config(cfg_text, expected, keys=None):
 
 
 # cp -r ---------------------------------------------------------------------------------
+
+def safetensors_headers(mountdir):
+    """{file name: (header length, header dict)} of every .safetensors file in the mount, read
+    before anything is damaged (the first tensor can share a page with the header)."""
+    out = {}
+    for fn in sorted(os.listdir(mountdir)):
+        if fn.endswith(".safetensors"):
+            with open(os.path.join(mountdir, fn), "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                out[fn] = (n, json.loads(f.read(n)))
+    return out
+
+
+def read_tensors_expect_eio(mountdir, headers, expected):
+    """pread every tensor of headers from the mount. A read may fail with EIO (a damaged source,
+    or a page shared with one; the kernel first returns what it got before the error, and those
+    bytes must be right); every other read must equal expected[name][2]. Returns (names that
+    gave EIO, number of tensors read back correctly)."""
+    eio, good = [], 0
+    for fn, (n, header) in sorted(headers.items()):
+        fd = os.open(os.path.join(mountdir, fn), os.O_RDONLY)
+        try:
+            for name, t in header.items():
+                if name == "__metadata__":
+                    continue
+                b, e = t["data_offsets"]
+                want = expected[name][2]
+                try:
+                    data = os.pread(fd, e - b, 8 + n + b)
+                    if len(data) < e - b:
+                        check(data == want[:len(data)], "%s: wrong bytes before the error" % name)
+                        os.pread(fd, e - b - len(data), 8 + n + b + len(data))
+                        check(False, "%s: short read without EIO" % name)
+                except OSError as ex:
+                    check(ex.errno == errno.EIO, "%s: errno %d, want EIO" % (name, ex.errno))
+                    eio.append(name)
+                    continue
+                check(data == want, "%s: wrong bytes" % name)
+                good += 1
+        finally:
+            os.close(fd)
+    return eio, good
+
+
+def run_threads(fn, n, timeout=120):
+    """Run fn(0..n-1) on n threads at once and wait; a thread still running is a failure."""
+    import threading
+    ts = [threading.Thread(target=fn, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout)
+    check(not any(t.is_alive() for t in ts), "reader threads hung")
+
 
 def cp_r_compare(mountdir, view):
     """`cp -r` the mount to a temp dir; the copy must equal what read() returned."""

@@ -7,8 +7,6 @@ reference and the config; a legacy twin must give the same view; damaged checkpo
 named by .metadata is missing, overlapping chunks, a chunk missing) fail at mount with one line
 naming the file; a broken chunk archive (read on first use) fails only the reads that need it.
 """
-import errno
-import json
 import os
 import re
 import shutil
@@ -122,34 +120,7 @@ def corrupt_chunk_archive():
         f.write(item)
     victim_hf = "model.norm.weight"
     with T.Mount(ckpt, mount_opts(g), foreground=True) as m:
-        layout = {}
-        for fn in sorted(os.listdir(m.path)):
-            if fn.endswith(".safetensors"):
-                with open(os.path.join(m.path, fn), "rb") as f:
-                    n = int.from_bytes(f.read(8), "little")
-                    layout[fn] = (n, json.loads(f.read(n)))
-        eio, good = [], 0
-        for fn, (n, header) in sorted(layout.items()):
-            fd = os.open(os.path.join(m.path, fn), os.O_RDONLY)
-            try:
-                for name, t in header.items():
-                    if name == "__metadata__":
-                        continue
-                    b, e = t["data_offsets"]
-                    try:
-                        data = os.pread(fd, e - b, 8 + n + b)
-                        if len(data) < e - b:   # the kernel returns what it got before the error
-                            T.check(data == g.tensors[name][2][:len(data)], "%s: wrong bytes before the error" % name)
-                            os.pread(fd, e - b - len(data), 8 + n + b + len(data))
-                            T.check(False, "%s: short read without EIO" % name)
-                    except OSError as ex:   # a failing page can hold neighbours of the victim too
-                        T.check(ex.errno == errno.EIO, "%s: errno %d, want EIO" % (name, ex.errno))
-                        eio.append(name)
-                        continue
-                    T.check(data == g.tensors[name][2], "%s: wrong bytes" % name)
-                    good += 1
-            finally:
-                os.close(fd)
+        eio, good = T.read_tensors_expect_eio(m.path, T.safetensors_headers(m.path), g.tensors)
         T.check(victim_hf in eio, "reading %s did not fail (EIO list: %r)" % (victim_hf, eio))
         T.check(good > len(g.tensors) // 2, "only %d of %d tensors read back" % (good, len(g.tensors)))
         log = [ln for ln in m._fg_result().stderr.splitlines() if s["relative_path"] in ln]

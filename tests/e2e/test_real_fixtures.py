@@ -106,7 +106,6 @@ def concurrent_reads():
     every answer must equal the golden-derived bytes of a first full read, which itself
     must match golden."""
     import random
-    import threading
     name = "head_moe_tp2ep2_torch"
     d = fixture(name)
     golden = T.load_golden_dir(os.path.join(d, "golden"))
@@ -135,12 +134,7 @@ def concurrent_reads():
             finally:
                 for fd in fds.values():
                     os.close(fd)
-        ts = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(120)
-        T.check(not any(t.is_alive() for t in ts), "reader threads hung")
+        T.run_threads(worker, 8)
         T.check(not errors, "concurrent reads: %s" % errors[:5])
 
 

@@ -10,7 +10,6 @@
 - the export command writes the same bytes as `cp -r` of the mount;
 - the hidden .mcorefs/ folder: manifest names every tensor's sources, stats count reads.
 """
-import errno
 import json
 import mmap
 import os
@@ -135,10 +134,6 @@ def test_concurrent_readers():
               % (READERS, STRESS_SECONDS, checked[0] / 1e6, rss0, rss1))
 
 
-class TestShort(Exception):
-    pass
-
-
 def copy_ckpt(g):
     dst = T.scratch("ckpt-copy")
     shutil.rmtree(dst)
@@ -157,41 +152,11 @@ def test_truncated_after_mount():
     g = T.generate("llama", tp=2, pp=2, seed=3)
     ckpt = copy_ckpt(g)
     with T.Mount(ckpt, ["true_vocab_size=%d" % g.true_vocab, "shard_size=150KB"]) as m:
-        # headers first (a read that touches a damaged tensor's page fails as a whole, and the
-        # first tensor shares a page with the header)
-        layout = {}
-        for fn in sorted(os.listdir(m.path)):
-            if fn.endswith(".safetensors"):
-                with open(os.path.join(m.path, fn), "rb") as f:
-                    n = int.from_bytes(f.read(8), "little")
-                    layout[fn] = (n, json.loads(f.read(n)))
+        layout = T.safetensors_headers(m.path)   # before the damage
         victim = rank_files(ckpt)[-1]            # mp_rank_01_001: the last stage's tp 1
         with open(victim, "r+b") as f:
             f.truncate(os.path.getsize(victim) // 3)
-        eio, good = [], 0
-        for fn, (n, meta) in sorted(layout.items()):
-            fd = os.open(os.path.join(m.path, fn), os.O_RDONLY)
-            try:
-                for name, t in meta.items():
-                    if name == "__metadata__":
-                        continue
-                    b, e = t["data_offsets"]
-                    try:
-                        data = os.pread(fd, e - b, 8 + n + b)
-                        if len(data) < e - b:   # the kernel returns what it got before the error
-                            T.check(data == g.tensors[name][2][:len(data)], "%s: wrong bytes before the error" % name)
-                            os.pread(fd, e - b - len(data), 8 + n + b + len(data))
-                            raise TestShort(name)
-                    except OSError as ex:
-                        T.check(ex.errno == errno.EIO, "%s: errno %d, want EIO" % (name, ex.errno))
-                        eio.append(name)
-                        continue
-                    except TestShort:
-                        T.check(False, "%s: short read without EIO" % name)
-                    T.check(data == g.tensors[name][2], "%s: wrong bytes after truncation" % name)
-                    good += 1
-            finally:
-                os.close(fd)
+        eio, good = T.read_tensors_expect_eio(m.path, layout, g.tensors)
         T.check(eio, "no read failed although %s was truncated" % victim)
         T.check(good > 0, "every read failed")
         with open(os.path.join(m.path, "config.json")) as f:

@@ -54,7 +54,6 @@ def concurrent_first_reads():
     different random orders at once (every chunk is first touched concurrently); every block
     must equal the legacy twin's view. tools/tsan-stress.sh runs this under ThreadSanitizer."""
     import random
-    import threading
     name = "head_moe_tp2ep2_torch_dist"
     opts = ["true_vocab_size=1000", "shard_size=250000"]
     with T.Mount(fixture(TWINS[name]), opts) as m:
@@ -76,12 +75,7 @@ def concurrent_first_reads():
             finally:
                 for fd in fds.values():
                     os.close(fd)
-        ts = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(120)
-        T.check(not any(t.is_alive() for t in ts), "reader threads hung")
+        T.run_threads(worker, 8)
         T.check(not errors, "concurrent first reads: %s" % errors[:5])
 
 
