@@ -68,6 +68,7 @@ typedef struct {
     size_t skip_at;         /* 0, or the stack index of the key whose value is being skipped */
     size_t skip_next;       /* where the item after that value (the next key) starts, 0 if none */
     size_t skip_next_memo;  /* memo_count there */
+    size_t reread;          /* bytes read twice because of rewinds, bounded by the input size */
     mf_pv *skipped;         /* what skipped values load as: a frozen None */
     void *grown;
     int grow_rc;            /* what the last GROW/VGROW returned */
@@ -936,6 +937,10 @@ static int skip_operand(vm *m, uint8_t operand)
  * handed out since then were only given to skipped values, so they are handed out again. */
 static int skip_rewind(vm *m)
 {
+    /* A batch of many skipped pairs would be re-read once per pair: bound the extra work. */
+    m->reread += m->pos - m->skip_next;
+    if (m->reread > 4 * (uint64_t)m->len + ((uint64_t)1 << 20))
+        return fail(m, MF_ERR_LIMIT, "too many skipped dict entries in one batch");
     for (size_t i = m->skip_next_memo; i < m->memo_hi; i++)
         if (m->memo[i] == m->skipped)
             m->memo[i] = NULL;

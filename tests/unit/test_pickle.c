@@ -610,6 +610,34 @@ static void test_skip_keys(void **state)
     }
 }
 
+/* One SETITEMS batch of n pairs whose keys are all skipped: each pair makes the VM re-read the
+ * rest of the batch, so the extra work is bounded (a crafted .metadata must not hang a mount). */
+static void test_skip_keys_batch_bound(void **state)
+{
+    (void)state;
+    static const char *const skip_list[] = {"skip", NULL};
+    mf_pickle_limits lim = {.skip_keys = skip_list};
+    for (int big = 0; big < 2; big++) {
+        size_t n = big ? 40000 : 50, len = 0;
+        uint8_t *b = malloc(8 + n * 9);
+        b[len++] = 0x80, b[len++] = 4, b[len++] = '}', b[len++] = '(';
+        for (size_t i = 0; i < n; i++) {
+            b[len++] = 0x8c, b[len++] = 4;
+            memcpy(b + len, "skip", 4), len += 4;
+            b[len++] = 'K', b[len++] = (uint8_t)i;
+        }
+        b[len++] = 'u', b[len++] = '.';
+        if (big) {
+            load_err_lim(b, len, MF_ERR_LIMIT, "skipped dict entries", &lim);
+        } else {
+            mf_pv *d = load_lim(b, len, &lim);
+            assert_int_equal(d->kind, MF_PV_DICT);
+            assert_int_equal(d->u.dict.n, 0);
+        }
+        free(b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -628,6 +656,7 @@ int main(void)
         cmocka_unit_test_teardown(test_cycles_and_budget, teardown),
         cmocka_unit_test_teardown(test_python_pickles, teardown),
         cmocka_unit_test_teardown(test_skip_keys, teardown),
+        cmocka_unit_test_teardown(test_skip_keys_batch_bound, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
