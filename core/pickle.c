@@ -154,19 +154,28 @@ static int oom(vm *m)
     return fail(m, MF_ERR_NOMEM, "out of memory");
 }
 
+/* cap doubled until it holds need elements of elsize bytes; -1 if that overflows. */
+static int doubled_cap(size_t cap, size_t need, size_t elsize, size_t *out)
+{
+    while (cap < need) {
+        if (cap > SIZE_MAX / 2 / elsize)
+            return -1;
+        cap *= 2;
+    }
+    *out = cap;
+    return 0;
+}
+
 /* Grow an arena array to hold at least `need` elements (old copy is left in the arena).
  * The new pointer goes through m->grown so no typed pointer is written through a void **. */
 static int grow_(vm *m, const void *arr, size_t *cap, size_t need, size_t elsize)
 {
     m->grown = (void *)(uintptr_t)arr;
+    size_t nc;
     if (need <= *cap)
         return 0;
-    size_t nc = *cap ? *cap : 4;
-    while (nc < need) {
-        if (nc > SIZE_MAX / 2 / elsize)
-            return m->pk->over_budget = 1, oom(m);
-        nc *= 2;
-    }
+    if (doubled_cap(*cap ? *cap : 4, need, elsize, &nc))
+        return m->pk->over_budget = 1, oom(m);
     void *p = aalloc(m->pk, nc * elsize);
     if (!p)
         return oom(m);
@@ -184,14 +193,11 @@ static int grow_(vm *m, const void *arr, size_t *cap, size_t need, size_t elsize
 static int vgrow_(vm *m, void *arr, size_t *cap, size_t need, size_t elsize)
 {
     m->grown = arr;
+    size_t nc;
     if (need <= *cap)
         return 0;
-    size_t nc = *cap ? *cap : 16;
-    while (nc < need) {
-        if (nc > SIZE_MAX / 2 / elsize)
-            return m->pk->over_budget = 1, oom(m);
-        nc *= 2;
-    }
+    if (doubled_cap(*cap ? *cap : 16, need, elsize, &nc))
+        return m->pk->over_budget = 1, oom(m);
     size_t add = (nc - *cap) * elsize;
     if (add > m->pk->budget - m->pk->total || m->temp_bytes > m->pk->budget - m->pk->total - add)
         return m->pk->over_budget = 1, oom(m);
