@@ -202,6 +202,11 @@ def main():
     r.run("deepseek_v3:tp1ep4etp1:no_q_lora:skip_mtp:views", roundtrip, "deepseek_v3",
           dict(tp=1, ep=4, mtp=1, q_lora=False, chunk_views=True), True)
     r.run("legacy-twin:qwen3_moe:tp2pp2ep2", legacy_twin, "qwen3_moe", dict(tp=2, pp=2, ep=2))
+    # chunks spanning several layers / experts of a stacked key (DCP allows it; Megatron writes
+    # one per layer and expert): the reader must slice the stacked axes inside a chunk
+    for fam, lab, kw in (("llama", "tp2pp2", dict(tp=2, pp=2)), ("mixtral", "tp1ep2", dict(tp=1, ep=2)),
+                         ("deepseek_v3", "tp1ep2:mtp1", dict(tp=1, ep=2, mtp=1))):
+        r.run("%s:%s:merged_chunks" % (fam, lab), roundtrip, fam, dict(kw, merged_chunks=True))
     for what in ("missing-distcp", "overlap", "uncovered"):
         r.run("damaged:%s" % what, damaged, what)
     r.run("damaged:chunk-archive-read-on-first-use", corrupt_chunk_archive)

@@ -468,6 +468,17 @@ static void check_keys_txt(const mf_dcp *d, const char *keys_rel, size_t want_te
     assert_int_equal(items, chunks + want_bytes); /* every chunk and bytes item is in some file listing */
 }
 
+/* The training args of a Megatron fixture (all are hidden 64, 4 layers); *pk owns them. */
+static const mf_pv *load_args_4x64(const mf_dcp *d, mf_pickle **pk)
+{
+    const mf_pv *args;
+    if (mf_dcp_load_args(d, pk, &args) != MF_OK)
+        fail_msg("args: %s", mf_error());
+    assert_int_equal(ns_int(args, "hidden_size"), 64);
+    assert_int_equal(ns_int(args, "num_layers"), 4);
+    return args;
+}
+
 static void test_gpt_torch_dist(void **state)
 {
     (void)state;
@@ -498,12 +509,8 @@ static void test_gpt_torch_dist(void **state)
     assert_int_equal(check_all_chunks(&d, "gpt"), 2 + 4 + 8 + 8 + 4 + 16 + 8 + 1 + 2);
 
     mf_pickle *pk;
-    const mf_pv *args;
-    if (mf_dcp_load_args(&d, &pk, &args) != MF_OK)
-        fail_msg("args: %s", mf_error());
+    const mf_pv *args = load_args_4x64(&d, &pk);
     assert_true(mf_pv_is_call_of(args, "argparse", "Namespace"));
-    assert_int_equal(ns_int(args, "hidden_size"), 64);
-    assert_int_equal(ns_int(args, "num_layers"), 4);
     assert_int_equal(ns_int(args, "tensor_model_parallel_size"), 2);
     assert_int_equal(ns_int(args, "pipeline_model_parallel_size"), 2);
     assert_true(mf_pv_is_global(mf_pv_dict_get(mf_pv_obj_state(args), "params_dtype"), "torch", "bfloat16"));
@@ -521,11 +528,7 @@ static void test_v014_common_pt(void **state)
     assert_null(find_bytes(&d, "common_state/shard_0_1"));
     check_all_chunks(&d, "v014");
     mf_pickle *pk;
-    const mf_pv *args;
-    if (mf_dcp_load_args(&d, &pk, &args) != MF_OK)
-        fail_msg("args: %s", mf_error());
-    assert_int_equal(ns_int(args, "hidden_size"), 64);
-    assert_int_equal(ns_int(args, "num_layers"), 4);
+    const mf_pv *args = load_args_4x64(&d, &pk);
     mf_pickle_free(pk);
     mf_dcp_close(&d);
 
@@ -561,11 +564,7 @@ static void test_moe_torch_dist(void **state)
     assert_true(experts > 0);
     check_all_chunks(&d, "moe");
     mf_pickle *pk;
-    const mf_pv *args;
-    if (mf_dcp_load_args(&d, &pk, &args) != MF_OK)
-        fail_msg("args: %s", mf_error());
-    assert_int_equal(ns_int(args, "hidden_size"), 64);
-    assert_int_equal(ns_int(args, "num_layers"), 4);
+    const mf_pv *args = load_args_4x64(&d, &pk);
     assert_true(ns_int(args, "num_experts") > 1);
     mf_pickle_free(pk);
     mf_dcp_close(&d);
