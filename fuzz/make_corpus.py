@@ -1,12 +1,12 @@
 #!/usr/bin/python3
 """Regenerate the seed corpus (fuzz/corpus/{zip,pickle,torchfile}) with Debian's torch.
-Usage: /usr/bin/python3 fuzz/make_corpus.py [SHARED_DIR]   (default: ../shared next to the repo)"""
+Usage: /usr/bin/python3 fuzz/make_corpus.py [DATA_DIR]   (default: tests/data in the repo)"""
 import argparse, collections, enum, io, os, pickle, random, shutil, sys, zipfile
 import numpy as np
 import torch
 
 here = os.path.dirname(os.path.abspath(__file__))
-shared = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, '..', '..', 'shared')
+shared = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, '..', 'tests', 'data')
 out = {k: os.path.join(here, 'corpus', k) for k in ('zip', 'pickle', 'torchfile')}
 for d in out.values():
     os.makedirs(d, exist_ok=True)
@@ -67,7 +67,7 @@ for name, obj in pkl_objs.items():
         except Exception as e:  # e.g. protocol 5 on old Python
             print('skip', name, proto, e)
 
-sample = os.path.join(shared, 'fixtures', 'torch', 'torch2x_sample.pt')
+sample = os.path.join(shared, 'torch', 'torch2x_sample.pt')
 for d, ext in (('torchfile', '.pt'), ('zip', '.zip')):
     shutil.copy(sample, os.path.join(out[d], 'torch2x_sample' + ext))
 with zipfile.ZipFile(sample) as z:

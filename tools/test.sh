@@ -13,7 +13,6 @@
 #   --no-asan     skip steps 1-2 (and test the Release build instead)
 #   -j N          build jobs (default: nproc)
 # Environment:
-#   MCOREFS_SHARED_DIR   shared/ dir with fixtures (default: ../shared next to the repo)
 #   MCOREFS_E2E_SKIP_MOE=1, MCOREFS_TEST_TORCH_DIST=1   forwarded to the e2e tests
 #   CC                   compiler (default: cmake's choice, gcc on Debian)
 set -uo pipefail
@@ -37,10 +36,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-CMAKE_EXTRA=()
-if [ -n "${MCOREFS_SHARED_DIR:-}" ]; then
-  CMAKE_EXTRA+=("-DMCOREFS_SHARED_DIR=$(cd "$MCOREFS_SHARED_DIR" && pwd)")
-fi
+# Tests are always built (tools/demo.sh caches BUILD_TESTING=OFF in build/).
+CMAKE_EXTRA=(-DBUILD_TESTING=ON)
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
@@ -71,18 +68,23 @@ CTEST_LOG="$(mktemp -t mcorefs-ctest.XXXXXX)"
 trap 'rm -f "$CTEST_LOG"' EXIT
 
 run_ctest() {  # run_ctest BUILD_DIR
-  ( cd "$1" && ctest --output-on-failure -j"$CTEST_JOBS" "${CTEST_FILTER[@]}" ) 2>&1 | tee "$CTEST_LOG"
+  ( cd "$1" && ctest --output-on-failure --no-tests=error -j"$CTEST_JOBS" "${CTEST_FILTER[@]}" ) 2>&1 | tee "$CTEST_LOG"
   return "${PIPESTATUS[0]}"
 }
 
 memcheck_units() {  # every cmocka unit test under valgrind: no invalid access, no leak
-  local rc=0 t
+  local rc=0 t n=0
   for t in "$1"/tests/test_*; do
     [ -x "$t" ] || continue
+    n=$((n + 1))
     echo "-- valgrind $t"
     MCOREFS_PYTHON=/usr/bin/python3 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
         --error-exitcode=99 "$t" || rc=1
   done
+  if [ "$n" = 0 ]; then
+    echo "memcheck: no unit test programs in $1/tests: nothing was checked" >&2
+    return 1
+  fi
   return $rc
 }
 

@@ -12,7 +12,7 @@ cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMCOREFS_TESTS=OFF \
 cmake --build "$B" -j"$(nproc)" --target mcorefs mcorefs-inspect >/dev/null
 export TSAN_OPTIONS="log_path=$LOGS/tsan halt_on_error=0"
 export MCOREFS_BIN="$B/mcorefs" MCOREFS_INSPECT="$B/mcorefs-inspect" MCOREFS_STRESS_SECONDS="${1:-10}"
-export MCOREFS_SHARED_DIR="${MCOREFS_SHARED_DIR:-$ROOT/../shared}" MCOREFS_WORK="$LOGS/work"
+MCOREFS_WORK="$LOGS/work"
 /usr/bin/python3 "$ROOT/tests/e2e/test_runtime_robustness.py" -k concurrent -k manifest
 /usr/bin/python3 "$ROOT/tests/e2e/test_real_fixtures.py" -k concurrent -k two-mounts
 /usr/bin/python3 "$ROOT/tests/e2e/test_torch_dist.py" -k concurrent

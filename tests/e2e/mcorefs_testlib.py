@@ -8,7 +8,7 @@ expectation (generator reference, golden files, or a rule of the HF/safetensors 
 Environment (set by ctest, defaults for running a script by hand from the repo):
   MCOREFS_BIN         the daemon            (default: build/mcorefs)
   MCOREFS_INSPECT     the inspect tool      (default: build/mcorefs-inspect)
-  MCOREFS_SHARED_DIR  shared/ with fixtures (default: ../shared next to the repo)
+  MCOREFS_TEST_DATA   real fixtures (default: tests/data in the repo)
   MCOREFS_WORK        scratch dir           (default: a fresh dir under /tmp)
   MCOREFS_E2E_KEEP=1  keep the scratch dir of this script even on success
 """
@@ -49,8 +49,8 @@ def _env_path(var, default):
 
 MCOREFS_BIN = _env_path("MCOREFS_BIN", os.path.join(REPO, "build", "mcorefs"))
 MCOREFS_INSPECT = _env_path("MCOREFS_INSPECT", os.path.join(REPO, "build", "mcorefs-inspect"))
-SHARED_DIR = _env_path("MCOREFS_SHARED_DIR", os.path.join(REPO, "..", "shared"))
-MEGATRON_FIXTURES = os.path.join(SHARED_DIR, "fixtures", "megatron")
+TEST_DATA = _env_path("MCOREFS_TEST_DATA", os.path.join(REPO, "tests", "data"))
+MEGATRON_FIXTURES = os.path.join(TEST_DATA, "megatron")
 
 
 # --------------------------------------------------------------------------------------

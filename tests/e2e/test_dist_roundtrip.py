@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """torch_dist round trips: tests/fixtures/dist_gen.py writes a PyTorch Distributed Checkpoint of
 the same model mcore_gen draws (same reference.safetensors / reference.json), laid out like the
-real Megatron files (checked against shared/fixtures/megatron/*_torch_dist first).  Each one is
+real Megatron files (checked against tests/data/megatron/*_torch_dist first).  Each one is
 mounted with true_vocab_size (and skip_mtp where relevant) and compared bit for bit with the
 reference and the config; a legacy twin must give the same view; damaged checkpoints (a .distcp
 named by .metadata is missing, overlapping chunks, a chunk missing) fail at mount with one line

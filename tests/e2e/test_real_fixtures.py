@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Mount the real Megatron-Core checkpoints in shared/fixtures/megatron and compare the view
+"""Mount the real Megatron-Core checkpoints in tests/data/megatron and compare the view
 with the golden HF files written by an independent converter (every tensor: name, dtype,
 shape, bytes; the derivable config keys; layout rules of the view).
 
@@ -21,7 +21,7 @@ TORCH_DIST = ["head_gpt_tp2pp2_torch_dist", "head_moe_tp2ep2_torch_dist",
 def fixture(name):
     d = os.path.join(T.MEGATRON_FIXTURES, name)
     if not os.path.isdir(d):
-        raise T.TestFailure("fixture %s not found (MCOREFS_SHARED_DIR=%s)" % (d, T.SHARED_DIR))
+        raise T.TestFailure("fixture %s not found (MCOREFS_TEST_DATA=%s)" % (d, T.TEST_DATA))
     return d
 
 

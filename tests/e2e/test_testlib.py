@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Self test of the e2e harness (no daemon needed): the strict safetensors reader, view and
-config checks, zip helpers, against the real HF-written golden files in shared/fixtures."""
+config checks, zip helpers, against the real HF-written golden files in tests/data."""
 import os
 import sys
 

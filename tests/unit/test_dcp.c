@@ -24,11 +24,11 @@
 #include "mcorefs/error.h"
 #include "unit_support.h"
 
-#define SAMPLE "fixtures/torch/dcp_sample"
-#define GPT_DIST "fixtures/megatron/head_gpt_tp2pp2_torch_dist"
-#define MOE_DIST "fixtures/megatron/head_moe_tp2ep2_torch_dist"
-#define V014_DIST "fixtures/megatron/v014_gpt_tp2pp2_torch_dist"
-#define GPT_LEGACY "fixtures/megatron/head_gpt_tp2pp2_torch"
+#define SAMPLE "torch/dcp_sample"
+#define GPT_DIST "megatron/head_gpt_tp2pp2_torch_dist"
+#define MOE_DIST "megatron/head_moe_tp2ep2_torch_dist"
+#define V014_DIST "megatron/v014_gpt_tp2pp2_torch_dist"
+#define GPT_LEGACY "megatron/head_gpt_tp2pp2_torch"
 #define ITER "/iter_0000010"
 
 /* ---------------------------------------------------------------- helpers */
@@ -295,11 +295,11 @@ static size_t check_all_chunks(const mf_dcp *d, const char *tag)
 static void test_detect(void **state)
 {
     (void)state;
-    assert_int_equal(mf_dcp_detect(us_shared(SAMPLE)), 1);
-    assert_int_equal(mf_dcp_detect(us_shared(GPT_DIST ITER)), 1);
-    assert_int_equal(mf_dcp_detect(us_shared(V014_DIST ITER)), 1);
-    assert_int_equal(mf_dcp_detect(us_shared(GPT_LEGACY ITER)), 0);
-    assert_int_equal(mf_dcp_detect(us_shared("fixtures/does-not-exist")), 0);
+    assert_int_equal(mf_dcp_detect(us_data(SAMPLE)), 1);
+    assert_int_equal(mf_dcp_detect(us_data(GPT_DIST ITER)), 1);
+    assert_int_equal(mf_dcp_detect(us_data(V014_DIST ITER)), 1);
+    assert_int_equal(mf_dcp_detect(us_data(GPT_LEGACY ITER)), 0);
+    assert_int_equal(mf_dcp_detect(us_data("does-not-exist")), 0);
     assert_int_equal(mf_dcp_detect(NULL), 0);
     const char *dir = us_tmp("detect");
     mkdir(dir, 0755);
@@ -315,7 +315,7 @@ static void test_sample_layout(void **state)
 {
     (void)state;
     mf_dcp d;
-    open_ok(&d, us_shared(SAMPLE));
+    open_ok(&d, us_data(SAMPLE));
     assert_int_equal(d.n_tensors, 5);
     assert_int_equal(d.n_bytes, 3);
     assert_int_equal(d.n_files, 4);
@@ -325,7 +325,7 @@ static void test_sample_layout(void **state)
     assert_string_equal(d.bytes[0].fqn, "step");
 
     size_t len;
-    char *txt = (char *)us_read_file(us_shared(SAMPLE "/layout.txt"), &len);
+    char *txt = (char *)us_read_file(us_data(SAMPLE "/layout.txt"), &len);
     assert_non_null(txt);
     size_t n_tensor_lines = 0, n_bytes_lines = 0, n_storage = 0;
     for (char *line = strtok(txt, "\n"); line; line = strtok(NULL, "\n")) {
@@ -408,7 +408,7 @@ static void test_sample_layout(void **state)
 static void check_keys_txt(const mf_dcp *d, const char *keys_rel, size_t want_tensors, size_t want_bytes)
 {
     size_t len;
-    char *txt = (char *)us_read_file(us_shared(keys_rel), &len);
+    char *txt = (char *)us_read_file(us_data(keys_rel), &len);
     assert_non_null(txt);
     size_t nt = 0, nb = 0, nb_used = 0, items = 0, chunks = 0;
     char file[256] = "";
@@ -483,7 +483,7 @@ static void test_gpt_torch_dist(void **state)
 {
     (void)state;
     mf_dcp d;
-    open_ok(&d, us_shared(GPT_DIST ITER));
+    open_ok(&d, us_data(GPT_DIST ITER));
     check_keys_txt(&d, GPT_DIST "/KEYS.txt", 9, 21);
     assert_int_equal(d.n_files, 4);
     const mf_dcp_tensor *t = mf_dcp_find(&d, "decoder.layers.mlp.linear_fc1.weight");
@@ -522,7 +522,7 @@ static void test_v014_common_pt(void **state)
 {
     (void)state;
     mf_dcp d;
-    open_ok(&d, us_shared(V014_DIST ITER));
+    open_ok(&d, us_data(V014_DIST ITER));
     check_keys_txt(&d, V014_DIST "/KEYS.txt", 9, 20);
     assert_int_equal(d.n_files, 8); /* two writer threads per rank: __R_0 and __R_1 */
     assert_null(find_bytes(&d, "common_state/shard_0_1"));
@@ -533,7 +533,7 @@ static void test_v014_common_pt(void **state)
     mf_dcp_close(&d);
 
     /* without common.pt: a clear error naming the folder */
-    const char *dir = copy_dir(us_shared(V014_DIST ITER), "v014_nocommon", "common.pt");
+    const char *dir = copy_dir(us_data(V014_DIST ITER), "v014_nocommon", "common.pt");
     open_ok(&d, dir);
     expect_msg(mf_dcp_load_args(&d, &pk, &args), MF_ERR_MISSING, dir, "common.pt", NULL);
     assert_null(pk);
@@ -545,9 +545,9 @@ static void test_moe_torch_dist(void **state)
 {
     (void)state;
     mf_dcp d;
-    open_ok(&d, us_shared(MOE_DIST ITER));
+    open_ok(&d, us_data(MOE_DIST ITER));
     size_t len;
-    char *txt = (char *)us_read_file(us_shared(MOE_DIST "/KEYS.txt"), &len);
+    char *txt = (char *)us_read_file(us_data(MOE_DIST "/KEYS.txt"), &len);
     size_t nt = 0, nb = 0;
     for (char *l = strtok(txt, "\n"); l; l = strtok(NULL, "\n")) {
         if (strncmp(l, "  ", 2) == 0 && strstr(l, ": global("))
@@ -576,7 +576,7 @@ static uint8_t *legacy_bytes(const char *rank_dir, const char *key, size_t *len,
     char rel[512];
     snprintf(rel, sizeof rel, GPT_LEGACY ITER "/%s/model_optim_rng.pt", rank_dir);
     mf_torchfile tf;
-    if (mf_torchfile_open(&tf, us_shared(rel), 0) != MF_OK)
+    if (mf_torchfile_open(&tf, us_data(rel), 0) != MF_OK)
         fail_msg("%s", mf_error());
     const mf_pv *v = mf_pv_dict_get(mf_pv_dict_get(tf.root, "model"), key);
     mf_tensor t;
@@ -627,7 +627,7 @@ static void test_gpt_matches_legacy_twin(void **state)
 {
     (void)state;
     mf_dcp d;
-    open_ok(&d, us_shared(GPT_DIST ITER));
+    open_ok(&d, us_data(GPT_DIST ITER));
     for (int pp = 0; pp < 2; pp++)
         for (int tp = 0; tp < 2; tp++) {
             char rank[32], key[256];
@@ -668,22 +668,22 @@ static void test_missing_and_truncated_distcp(void **state)
 {
     (void)state;
     mf_dcp d;
-    const char *dir = copy_dir(us_shared(SAMPLE), "nofile", "__2_0.distcp");
+    const char *dir = copy_dir(us_data(SAMPLE), "nofile", "__2_0.distcp");
     expect_msg(mf_dcp_open(&d, dir), MF_ERR_MISSING, "__2_0.distcp", "tensor 'model.embed.weight'", "(32, 0)", NULL);
     assert_int_equal(d.n_tensors, 0); /* a failed open leaves nothing to free */
     assert_null(d.tensors);
 
-    dir = copy_dir(us_shared(SAMPLE), "truncated", NULL);
+    dir = copy_dir(us_data(SAMPLE), "truncated", NULL);
     size_t len;
-    uint8_t *data = us_read_file(us_shared(SAMPLE "/__3_0.distcp"), &len);
+    uint8_t *data = us_read_file(us_data(SAMPLE "/__3_0.distcp"), &len);
     assert_int_equal(len, 9360);
     assert_int_equal(us_write_file(path_in(dir, "__3_0.distcp"), data, 9000), 0);
     expect_msg(mf_dcp_open(&d, dir), MF_ERR_FORMAT, "__3_0.distcp", "tensor 'model.counter'", "exceeds the file", NULL);
     free(data);
 
     /* The window is fine but its bytes are not an archive: found when the chunk is read. */
-    dir = copy_dir(us_shared(SAMPLE), "garbled", NULL);
-    data = us_read_file(us_shared(SAMPLE "/__3_0.distcp"), &len);
+    dir = copy_dir(us_data(SAMPLE), "garbled", NULL);
+    data = us_read_file(us_data(SAMPLE "/__3_0.distcp"), &len);
     memset(data + 8180, 'x', 1180); /* model.counter's archive */
     assert_int_equal(us_write_file(path_in(dir, "__3_0.distcp"), data, len), 0);
     free(data);
@@ -716,10 +716,10 @@ static void test_missing_and_truncated_distcp(void **state)
 static void test_truncated_and_corrupt_metadata(void **state)
 {
     (void)state;
-    const char *dir = copy_dir(us_shared(SAMPLE), "cutmeta", NULL);
+    const char *dir = copy_dir(us_data(SAMPLE), "cutmeta", NULL);
     const char *mp = path_in(dir, ".metadata");
     size_t len;
-    uint8_t *data = us_read_file(us_shared(SAMPLE "/.metadata"), &len);
+    uint8_t *data = us_read_file(us_data(SAMPLE "/.metadata"), &len);
     assert_non_null(data);
     mf_dcp d;
     for (size_t cut = 0; cut < len; cut += 3) {

@@ -16,9 +16,9 @@
 #include "mcorefs/torchfile.h"
 #include "unit_support.h"
 
-#define SAMPLE "fixtures/torch/torch2x_sample.pt"
-#define GPT_RANK0 "fixtures/megatron/head_gpt_tp2pp2_torch/iter_0000010/mp_rank_00_000/model_optim_rng.pt"
-#define DISTOPT "fixtures/megatron/head_gpt_tp2dp2_distopt_torch/iter_0000010/mp_rank_00/model_optim_rng.pt"
+#define SAMPLE "torch/torch2x_sample.pt"
+#define GPT_RANK0 "megatron/head_gpt_tp2pp2_torch/iter_0000010/mp_rank_00_000/model_optim_rng.pt"
+#define DISTOPT "megatron/head_gpt_tp2dp2_distopt_torch/iter_0000010/mp_rank_00/model_optim_rng.pt"
 
 static void open_ok(mf_torchfile *tf, const char *path)
 {
@@ -82,7 +82,7 @@ static void test_torch2x_sample(void **state)
 {
     (void)state;
     mf_torchfile tf;
-    open_ok(&tf, us_shared(SAMPLE));
+    open_ok(&tf, us_data(SAMPLE));
     const mf_pv *r = tf.root;
     assert_int_equal(r->kind, MF_PV_DICT);
     mf_tensor t, base, sl;
@@ -118,7 +118,7 @@ static void test_torch2x_sample(void **state)
     assert_int_equal(mf_torchfile_tensor(&tf, meta, "meta", &t), MF_ERR_FORMAT);
     if (us_have_torch()) {
         const char *out = us_tmp("sample");
-        const char *args[] = {us_shared(SAMPLE), out, NULL};
+        const char *args[] = {us_data(SAMPLE), out, NULL};
         assert_int_equal(us_run_python(py_dump, args), 0);
         const char *keys[] = {"fp32", "bf16", "fp16", "int64", "view_t", "base", "slice", "scalar", NULL};
         compare_with_python(&tf, r, keys, out);
@@ -130,7 +130,7 @@ static void test_megatron_rank_file(void **state)
 {
     (void)state;
     mf_torchfile tf;
-    open_ok(&tf, us_shared(GPT_RANK0));
+    open_ok(&tf, us_data(GPT_RANK0));
     const mf_pv *r = tf.root;
     assert_string_equal(tf.zip.prefix, "model_optim_rng");
     assert_string_equal(mf_pv_get_str(r->u.dict.keys[0]), "args");
@@ -182,7 +182,7 @@ static void test_distopt_shared_buffer(void **state)
 {
     (void)state;
     mf_torchfile tf;
-    open_ok(&tf, us_shared(DISTOPT));
+    open_ok(&tf, us_data(DISTOPT));
     const mf_pv *model = mf_pv_dict_get(tf.root, "model");
     static const struct { const char *key; int64_t off; } views[] = {
         {"embedding.word_embeddings.weight", 45376},
@@ -458,11 +458,11 @@ static void test_bad_files(void **state)
     ops(&bad, "\x80\x02(((((I0\n.");
     expect_open_fail(write_pt("badpkl.pt", &bad, 0, NULL), MF_ERR_UNSUPPORTED, "opcode 0x49");
     /* pickle size cap */
-    assert_int_equal(mf_torchfile_open(&tf, us_shared(SAMPLE), 100), MF_ERR_LIMIT);
+    assert_int_equal(mf_torchfile_open(&tf, us_data(SAMPLE), 100), MF_ERR_LIMIT);
     assert_int_equal(tf.fd, -1);
     /* truncated real file at many cut points */
     size_t len;
-    uint8_t *data = us_read_file(us_shared(SAMPLE), &len);
+    uint8_t *data = us_read_file(us_data(SAMPLE), &len);
     assert_non_null(data);
     const char *cut = us_tmp("cut.pt");
     for (size_t c = 0; c < len; c += 13) {
@@ -479,7 +479,7 @@ static void test_window(void **state)
 {
     (void)state;
     size_t len;
-    uint8_t *data = us_read_file(us_shared(SAMPLE), &len);
+    uint8_t *data = us_read_file(us_data(SAMPLE), &len);
     assert_non_null(data);
     uint8_t *big = calloc(1, len + 4096);
     memcpy(big + 4096, data, len);
@@ -490,7 +490,7 @@ static void test_window(void **state)
     mf_torchfile tf, ref;
     assert_int_equal(mf_torchfile_open_window(&tf, fd, p, 4096, len, 0), MF_OK);
     assert_int_equal(tf.fd, fd); /* borrowed, not dup'ed */
-    open_ok(&ref, us_shared(SAMPLE));
+    open_ok(&ref, us_data(SAMPLE));
     mf_tensor a, b;
     tensor_ok(&tf, mf_pv_dict_get(tf.root, "slice"), "slice", &a);
     tensor_ok(&ref, mf_pv_dict_get(ref.root, "slice"), "slice", &b);

@@ -15,7 +15,7 @@
 #include "mcorefs/zip.h"
 #include "unit_support.h"
 
-#define SAMPLE "fixtures/torch/torch2x_sample.pt"
+#define SAMPLE "torch/torch2x_sample.pt"
 
 /* Open path as a zip, expecting `code`; on success the caller closes z and fd. */
 static int open_zip(const char *path, mf_zip *z, int *fd, uint64_t base, uint64_t len)
@@ -60,7 +60,7 @@ static void test_real_sample(void **state)
     (void)state;
     mf_zip z;
     int fd;
-    assert_int_equal(open_zip(us_shared(SAMPLE), &z, &fd, 0, 0), MF_OK);
+    assert_int_equal(open_zip(us_data(SAMPLE), &z, &fd, 0, 0), MF_OK);
     assert_string_equal(z.prefix, "torch2x_sample");
     assert_int_equal(z.n_entries, 10);
     read_entry(&z, "byteorder", "little");
@@ -97,7 +97,7 @@ static void test_window(void **state)
 {
     (void)state;
     size_t len;
-    uint8_t *data = us_read_file(us_shared(SAMPLE), &len);
+    uint8_t *data = us_read_file(us_data(SAMPLE), &len);
     assert_non_null(data);
     uint8_t *big = malloc(len + 1000 + 777);
     memset(big, 'J', len + 1777);
@@ -106,7 +106,7 @@ static void test_window(void **state)
     assert_int_equal(us_write_file(p, big, len + 1777), 0);
     mf_zip z, z0;
     int fd, fd0;
-    assert_int_equal(open_zip(us_shared(SAMPLE), &z0, &fd0, 0, 0), MF_OK);
+    assert_int_equal(open_zip(us_data(SAMPLE), &z0, &fd0, 0, 0), MF_OK);
     assert_int_equal(open_zip(p, &z, &fd, 1000, len), MF_OK);
     for (size_t i = 0; i < z.n_entries; i++)
         assert_int_equal(z.entries[i].data_offset, z0.entries[i].data_offset + 1000);
@@ -156,7 +156,7 @@ static void test_truncated_everywhere(void **state)
 {
     (void)state;
     size_t len;
-    uint8_t *data = us_read_file(us_shared(SAMPLE), &len);
+    uint8_t *data = us_read_file(us_data(SAMPLE), &len);
     assert_non_null(data);
     const char *p = us_tmp("cut.pt");
     for (size_t cut = 0; cut < len; cut += (cut < 64 || cut > len - 200) ? 1 : 7) {
@@ -170,7 +170,7 @@ static void test_truncated_everywhere(void **state)
 static void patched(const char *name, size_t off, const void *bytes, size_t n, int code, const char *needle)
 {
     size_t len;
-    uint8_t *data = us_read_file(us_shared(SAMPLE), &len);
+    uint8_t *data = us_read_file(us_data(SAMPLE), &len);
     assert_non_null(data);
     assert_true(off + n <= len);
     memcpy(data + off, bytes, n);
@@ -192,7 +192,7 @@ static void test_corrupt(void **state)
 {
     (void)state;
     size_t len;
-    uint8_t *d = us_read_file(us_shared(SAMPLE), &len);
+    uint8_t *d = us_read_file(us_data(SAMPLE), &len);
     assert_non_null(d);
     /* locate the ZIP64 end record: torch writes ZIP64 EOCD (56) + locator (20) + EOCD (22) */
     const uint8_t *z64 = d + len - 22 - 20 - 56;

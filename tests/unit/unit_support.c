@@ -9,8 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifndef MCOREFS_SHARED_DIR
-#define MCOREFS_SHARED_DIR "../shared"
+#ifndef MCOREFS_TEST_DATA
+#define MCOREFS_TEST_DATA "tests/data"
 #endif
 #ifndef MCOREFS_TEST_TMP
 #define MCOREFS_TEST_TMP "/tmp/mcorefs-test"
@@ -23,10 +23,10 @@ static char *ring(void)
     return bufs[next++ % 8];
 }
 
-const char *us_shared(const char *rel)
+const char *us_data(const char *rel)
 {
     char *b = ring();
-    snprintf(b, 4096, "%s/%s", MCOREFS_SHARED_DIR, rel);
+    snprintf(b, 4096, "%s/%s", MCOREFS_TEST_DATA, rel);
     return b;
 }
 

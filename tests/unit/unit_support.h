@@ -5,8 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* MCOREFS_SHARED_DIR "/" rel (e.g. "fixtures/torch/torch2x_sample.pt"); valid until 8 more calls. */
-const char *us_shared(const char *rel);
+/* MCOREFS_TEST_DATA "/" rel (e.g. "torch/torch2x_sample.pt"; tests/data in the repo); valid until 8 more calls. */
+const char *us_data(const char *rel);
 /* MCOREFS_TEST_TMP/<test program>_<name> (dir created on demand); same lifetime rule. */
 const char *us_tmp(const char *name);
 /* Whole file into a malloc'ed buffer (NUL-terminated beyond *len); NULL on error. */
