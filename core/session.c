@@ -13,6 +13,7 @@
 #include "mcorefs/error.h"
 #include "mcorefs/gather.h"
 #include "mcorefs/view.h"
+#include "small_file.h"
 
 static int add_memory_file(mf_session *s, const char *name, char *data)
 {
@@ -29,36 +30,47 @@ static int add_memory_file(mf_session *s, const char *name, char *data)
     return f->name ? MF_OK : mf_fail(MF_ERR_NOMEM, "out of memory");
 }
 
-/* Tokenizer files a Megatron checkpoint lacks, shown read-through from -o tokenizer=DIR. */
+/* Tokenizer files a Megatron checkpoint lacks, from -o tokenizer=DIR. Loaded at mount, so the
+ * view never reopens a path (no later swap of a link changes it; relative DIRs work although the
+ * daemon changes to /), each keeping its own owner and mode bits. */
 static int add_overlays(mf_session *s, const char *dir)
 {
     static const char *const names[] = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
         "generation_config.json", "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt",
         "added_tokens.json", "chat_template.jinja", NULL };
-    int found = 0;
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return mf_fail(MF_ERR_IO, "%s: tokenizer folder not found", dir);
-    for (int i = 0; names[i]; i++) {
-        char path[4096];
-        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || mf_session_lookup(s, names[i]))
+    int found = 0, rc = MF_OK;
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return mf_fail(MF_ERR_IO, "%s: tokenizer folder not found (%s)", dir, strerror(errno));
+    for (int i = 0; names[i] && rc == MF_OK; i++) {
+        char shown[4096], *data = NULL;
+        size_t len = 0;
+        struct stat st;
+        if (mf_session_lookup(s, names[i]))
             continue;
-        mf_vfile *nf = realloc(s->files, (s->n_files + 1) * sizeof(*nf));
-        if (!nf)
-            return mf_fail(MF_ERR_NOMEM, "out of memory");
-        s->files = nf;
-        mf_vfile *f = &s->files[s->n_files++];
-        memset(f, 0, sizeof(*f));
-        f->name = strdup(names[i]);
-        f->overlay_path = strdup(path);
-        f->kind = MF_VF_OVERLAY;
-        f->size = (uint64_t)st.st_size;
-        found++;
+        snprintf(shown, sizeof(shown), "%s/%s", dir, names[i]);
+        rc = mf_small_file_load(dirfd, names[i], shown, &data, &len, &st);
+        if (rc == MF_ERR_MISSING) {
+            rc = MF_OK;
+            continue;
+        }
+        size_t before = s->n_files;
+        if (rc == MF_OK && (rc = add_memory_file(s, names[i], data)) == MF_OK) {
+            mf_vfile *f = &s->files[s->n_files - 1];
+            f->size = len;   /* the file may hold NUL bytes (tokenizer.model) */
+            f->uid = st.st_uid;
+            f->gid = st.st_gid;
+            f->mode = st.st_mode & 0666;
+            f->own_perms = 1;
+            found++;
+        } else if (s->n_files == before) {
+            free(data);   /* not handed to the view */
+        }
     }
-    if (!found)
+    close(dirfd);
+    if (rc == MF_OK && !found)
         return mf_fail(MF_ERR_MISSING, "%s: no tokenizer files (tokenizer.json, tokenizer_config.json, ...)", dir);
-    return MF_OK;
+    return rc;
 }
 
 static int copy_options(mf_options *dst, const mf_options *src)
@@ -87,7 +99,7 @@ int mf_session_open(mf_session **out, const char *path, const mf_options *o)
         goto fail;
     struct stat dst;
     s->mtime = stat(s->ckpt.iter_dir, &dst) == 0 ? (int64_t)dst.st_mtime : 0;
-    s->config_json = mf_config_build(&s->ckpt, &s->opts);
+    s->config_json = mf_config_build(&s->ckpt, &s->opts, &s->hf_config_st);
     if (!s->config_json) {
         rc = MF_ERR_INVALID;
         goto fail;
@@ -120,6 +132,8 @@ int mf_session_open(mf_session **out, const char *path, const mf_options *o)
     if ((rc = add_memory_file(s, MF_META_DIR "/stats", strdup(""))) != 0)
         goto fail;
     s->files[s->n_files - 1].kind = MF_VF_STATS;
+    if ((rc = mf_view_set_permissions(s)) != 0)
+        goto fail;
 #ifdef __GLIBC__
     malloc_trim(0);   /* hand the parse-time pickle arenas back: a long-lived daemon keeps little */
 #endif
@@ -138,7 +152,6 @@ void mf_session_close(mf_session *s)
         free(s->files[i].name);
         free(s->files[i].data);
         free(s->files[i].tensors);
-        free(s->files[i].overlay_path);
     }
     free(s->files);
     free(s->fds);
@@ -291,15 +304,6 @@ ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_
     if (f->kind == MF_VF_MEMORY) {
         memcpy(buf, f->data + off, len);
         return (ssize_t)len;
-    }
-    if (f->kind == MF_VF_OVERLAY) {
-        int fd = open(f->overlay_path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            return -errno;
-        ssize_t n = pread(fd, buf, len, (off_t)off);
-        int e = errno;
-        close(fd);
-        return n < 0 ? -e : n;
     }
     size_t done = 0;
     if (off < f->header_len) {
