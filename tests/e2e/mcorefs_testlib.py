@@ -449,6 +449,9 @@ def read_view(mountdir, shard_size=None, check_modes=True, allowed_extra=(".mcor
     except (ValueError, SafetensorsError) as e:
         raise TestFailure("config.json is not valid JSON: %s\n%s" % (e, v.config_text[:2000]))
     check(isinstance(v.config, dict), "config.json is not a JSON object")
+    check(v.config_text == json.dumps(v.config, indent=2, sort_keys=True) + "\n",
+          "config.json is not written as transformers' save_pretrained writes it (json.dumps indent=2,"
+          " sort_keys=True, final newline):\n%s" % v.config_text[:3000])
 
     st_names = sorted(n for n in v.files if n.endswith(".safetensors"))
     other = sorted(set(v.files) - set(st_names) - {"config.json", "model.safetensors.index.json"})
@@ -485,6 +488,9 @@ def read_view(mountdir, shard_size=None, check_modes=True, allowed_extra=(".mcor
         except (ValueError, SafetensorsError) as e:
             raise TestFailure("model.safetensors.index.json is not valid JSON: %s" % e)
         v.index = idx
+        itext = v.files["model.safetensors.index.json"].decode("utf-8")
+        check(itext == json.dumps(idx, indent=2, sort_keys=True) + "\n",
+              "model.safetensors.index.json is not written as save_pretrained writes it: %s" % itext[:500])
         check(isinstance(idx, dict) and isinstance(idx.get("weight_map"), dict)
               and isinstance(idx.get("metadata"), dict),
               "index must have 'metadata' and 'weight_map' objects: %r" % (list(idx)[:5],))
