@@ -7,7 +7,10 @@
  * Where the sources have different owners (groups), the owner (group) class keeps only what every
  * source grants to everyone else, since that owner is a stranger to the other files. Folders
  * show the iteration folder's owner, group and bits. Write bits are shown as the checkpoint has
- * them (a `cp -r` copy is then a normal, deletable folder); the mount stays read-only (EROFS). */
+ * them (a `cp -r` copy is then a normal, deletable folder); the mount stays read-only (EROFS).
+ * Folders on the way matter too: a class of users that cannot search a folder above the
+ * iteration folder (e.g. a 0700 home), or between it and a rank file, loses every bit. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -47,6 +50,61 @@ static void acc_apply(const perm_acc *a, mf_vfile *f)
     f->mode = bits & 0666;   /* files: never executable */
 }
 
+/* The folders a reader passes through: the iteration folder's ancestors (real path). */
+typedef struct {
+    struct stat *st;
+    size_t n;
+} dir_path;
+
+static int collect_ancestors(const char *iter_dir, dir_path *out)
+{
+    char *real = realpath(iter_dir, NULL);
+    if (!real)
+        return mf_fail(MF_ERR_IO, "%s: cannot resolve", iter_dir);
+    size_t depth = 1;
+    for (const char *c = real; *c; c++)
+        depth += *c == '/';
+    out->st = calloc(depth, sizeof(*out->st));
+    out->n = 0;
+    int rc = out->st ? MF_OK : mf_fail(MF_ERR_NOMEM, "out of memory");
+    while (rc == MF_OK) {
+        char *slash = strrchr(real, '/');
+        if (!slash)
+            break;
+        slash[slash == real ? 1 : 0] = 0;   /* the parent; "/" stays "/" */
+        if (stat(real, &out->st[out->n++]) != 0)
+            rc = mf_fail(MF_ERR_IO, "%s: cannot stat", real);
+        if (strcmp(real, "/") == 0)
+            break;
+    }
+    free(real);
+    return rc;
+}
+
+/* Clear the classes (owner, group, others of an entry owned by uid:gid) that cannot search
+ * folder d. Conservative: a user counts only in the class the entry's ids put them in. */
+static mode_t clamp_by_dir(mode_t bits, uid_t uid, gid_t gid, const struct stat *d)
+{
+    mode_t m = d->st_mode;
+    int other_x = (m & S_IXOTH) != 0;
+    int group_x = d->st_gid == gid ? (m & S_IXGRP) != 0 : other_x;
+    int owner_x = d->st_uid == uid ? (m & S_IXUSR) != 0 : group_x;
+    if (!owner_x)
+        bits &= ~(mode_t)0700;
+    if (!group_x)
+        bits &= ~(mode_t)0070;
+    if (!other_x)
+        bits &= ~(mode_t)0007;
+    return bits;
+}
+
+static mode_t clamp_by_path(mode_t bits, uid_t uid, gid_t gid, const dir_path *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        bits = clamp_by_dir(bits, uid, gid, &p->st[i]);
+    return bits;
+}
+
 /* Each rank file's stat, taken once from its open descriptor (or its path). */
 static int stat_files(const mf_session *s, struct stat *st)
 {
@@ -58,20 +116,48 @@ static int stat_files(const mf_session *s, struct stat *st)
     return MF_OK;
 }
 
-static void apply_safetensors(const mf_session *s, mf_vfile *f, const struct stat *st, uint8_t *seen)
+/* The folder of each rank file (the iteration folder itself, or an mp_rank_* folder in it). */
+static int stat_parents(const mf_session *s, struct stat *parent)
+{
+    for (size_t i = 0; i < s->ckpt.n_files; i++) {
+        char *dir = strdup(s->ckpt.files[i].path);
+        char *slash = dir ? strrchr(dir, '/') : NULL;
+        if (slash)
+            *slash = 0;
+        int bad = !dir || stat(slash ? dir : ".", &parent[i]) != 0;
+        free(dir);
+        if (bad)
+            return mf_fail(MF_ERR_IO, "%s: cannot stat its folder", s->ckpt.files[i].path);
+    }
+    return MF_OK;
+}
+
+/* Bits of entry f narrowed by every folder on the way to the files in `used` (all when NULL). */
+static void clamp_entry(const mf_session *s, mf_vfile *f, const dir_path *up, const struct stat *iter,
+                        const struct stat *parent, const uint8_t *used)
+{
+    mode_t bits = clamp_by_dir(clamp_by_path(f->mode, f->uid, f->gid, up), f->uid, f->gid, iter);
+    for (size_t k = 0; k < s->ckpt.n_files; k++)
+        if (!used || used[k])
+            bits = clamp_by_dir(bits, f->uid, f->gid, &parent[k]);
+    f->mode = bits;
+}
+
+/* The rank files a shard's tensors come from, in `used`; owner and bits from them. */
+static void apply_safetensors(const mf_session *s, mf_vfile *f, const struct stat *st, uint8_t *used)
 {
     perm_acc a = {0};
-    memset(seen, 0, s->ckpt.n_files ? s->ckpt.n_files : 1);
+    memset(used, 0, s->ckpt.n_files ? s->ckpt.n_files : 1);
     for (uint32_t i = 0; i < f->n_tensors; i++) {
         const mf_hf_tensor *t = &s->map.tensors[f->tensors[i]];
         for (uint32_t p = 0; p < t->n_pieces; p++) {
             int k = t->pieces[p].src->file;
             if (k >= 0 && (size_t)k < s->ckpt.n_files)
-                seen[k] = 1;
+                used[k] = 1;
         }
     }
     for (size_t k = 0; k < s->ckpt.n_files; k++)   /* rank order: the first file gives the owner */
-        if (seen[k])
+        if (used[k])
             acc_add(&a, &st[k]);
     if (a.n)
         acc_apply(&a, f);
@@ -80,15 +166,20 @@ static void apply_safetensors(const mf_session *s, mf_vfile *f, const struct sta
 int mf_view_set_permissions(mf_session *s)
 {
     struct stat dir;
+    dir_path up = {0};
     if (stat(s->ckpt.iter_dir, &dir) != 0)
         return mf_fail(MF_ERR_IO, "%s: cannot stat", s->ckpt.iter_dir);
+    int rc = collect_ancestors(s->ckpt.iter_dir, &up);
     s->dir_uid = dir.st_uid;
     s->dir_gid = dir.st_gid;
-    s->dir_mode = dir.st_mode & 0777;
+    s->dir_mode = clamp_by_path(dir.st_mode & 0777, dir.st_uid, dir.st_gid, &up);
     size_t n = s->ckpt.n_files ? s->ckpt.n_files : 1;
-    struct stat *st = calloc(n, sizeof(*st));
-    uint8_t *seen = malloc(n);
-    int rc = st && seen ? stat_files(s, st) : mf_fail(MF_ERR_NOMEM, "out of memory");
+    struct stat *st = calloc(n, sizeof(*st)), *parent = calloc(n, sizeof(*parent));
+    uint8_t *used = malloc(n);
+    if (rc == MF_OK)
+        rc = st && parent && used ? stat_files(s, st) : mf_fail(MF_ERR_NOMEM, "out of memory");
+    if (rc == MF_OK)
+        rc = stat_parents(s, parent);
     /* what describes the whole checkpoint (config, index, manifest, stats): every rank file */
     perm_acc all = {0};
     for (size_t k = 0; rc == MF_OK && k < s->ckpt.n_files; k++)
@@ -98,18 +189,24 @@ int mf_view_set_permissions(mf_session *s)
     for (size_t i = 0; rc == MF_OK && i < s->n_files; i++) {
         mf_vfile *f = &s->files[i];
         if (f->own_perms)
-            continue;
+            continue;   /* tokenizer overlays: their own bits, as the mounting user chose them */
         if (f->kind == MF_VF_SAFETENSORS && f->n_tensors) {
-            apply_safetensors(s, f, st, seen);
-        } else if (strcmp(f->name, "config.json") == 0 && s->opts.hf_config) {
+            apply_safetensors(s, f, st, used);
+            clamp_entry(s, f, &up, &dir, parent, used);
+            continue;
+        }
+        if (strcmp(f->name, "config.json") == 0 && s->opts.hf_config) {
             perm_acc cfg = all;   /* its bytes also come from -o hf_config */
             acc_add(&cfg, &s->hf_config_st);
             acc_apply(&cfg, f);
         } else {
             acc_apply(&all, f);
         }
+        clamp_entry(s, f, &up, &dir, parent, NULL);
     }
     free(st);
-    free(seen);
+    free(parent);
+    free(used);
+    free(up.st);
     return rc;
 }

@@ -23,7 +23,9 @@ def _need_root():
 
 
 def _as_nobody(argv):
-    return subprocess.run(AS_NOBODY + argv, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(AS_NOBODY + argv, capture_output=True, timeout=120)
+    r.stderr = r.stderr.decode("utf-8", "replace")
+    return r   # stdout stays bytes (shards are binary)
 
 
 def _public_workdir():
@@ -80,7 +82,7 @@ def test_private_checkpoint_closed_to_others():
             T.check(stat.S_IMODE(st.st_mode) == want, "%s shows mode %o, the checkpoint has %o"
                     % (name, stat.S_IMODE(st.st_mode), want))
         r = _as_nobody(["ls", m.path])
-        T.check(r.returncode != 0, "nobody listed a 0700 checkpoint through the mount: %r" % r.stdout)
+        T.check(r.returncode != 0, "nobody listed a 0700 checkpoint through the mount: %r" % r.stdout[:200])
         for name in ("config.json", "model.safetensors"):
             r = _as_nobody(["cat", os.path.join(m.path, name)])
             T.check(r.returncode != 0 and not r.stdout, "nobody read %s of a 0600 checkpoint" % name)
@@ -104,7 +106,7 @@ def test_public_checkpoint_readable_and_copy_deletable():
                     % (name, stat.S_IMODE(st.st_mode), st.st_uid, want))
         cfg = open(os.path.join(m.path, "config.json"), "rb").read()
         r = _as_nobody(["cat", os.path.join(m.path, "config.json")])
-        T.check(r.returncode == 0 and r.stdout.encode() == cfg, "nobody cannot read config.json: %s" % r.stderr)
+        T.check(r.returncode == 0 and r.stdout == cfg, "nobody cannot read config.json: %s" % r.stderr)
         copy = os.path.join(dest, "copy")
         r = _as_nobody(["cp", "-r", m.path, copy])
         T.check(r.returncode == 0, "cp -r as nobody failed: %s" % r.stderr)
@@ -159,11 +161,41 @@ def test_owner_and_most_restrictive_bits():
                 % (st.st_uid, stat.S_IMODE(st.st_mode)))
 
 
+def test_closed_folder_on_the_way():
+    """A 0755/0644 checkpoint inside a 0700 folder (a private home) stays closed to others through
+    the mount, as it is on disk; so does a shard whose rank file sits in a 0700 mp_rank folder."""
+    _need_root()
+    _public_workdir()
+    ckpt = _public_copy()
+    os.chmod(os.path.dirname(ckpt), 0o700)
+    with T.Mount(ckpt, ["allow_other"]) as m:
+        for name, st in _modes(m.path).items():
+            want = 0o700 if name == "/" else 0o600
+            T.check(stat.S_IMODE(st.st_mode) == want, "%s shows %o inside a 0700 folder, want %o"
+                    % (name, stat.S_IMODE(st.st_mode), want))
+        r = _as_nobody(["cat", os.path.join(m.path, "config.json")])
+        T.check(r.returncode != 0, "nobody read a checkpoint kept in a 0700 folder through the mount")
+    os.chmod(os.path.dirname(ckpt), 0o755)
+    os.chmod(os.path.join(_iter_dir(ckpt), "mp_rank_01_001"), 0o700)   # stage 1, tp 1
+    with T.Mount(ckpt, ["allow_other", "shard_size=100000"]) as m:
+        modes = _modes(m.path)
+        shards = sorted(n for n in modes if n.endswith(".safetensors"))
+        T.check(stat.S_IMODE(modes[shards[0]].st_mode) == 0o644, "a stage-0 shard must stay 0644")
+        T.check(stat.S_IMODE(modes[shards[-1]].st_mode) == 0o600,
+                "the lm_head shard (from a rank file in a 0700 folder) shows %o, want 600"
+                % stat.S_IMODE(modes[shards[-1]].st_mode))
+        r = _as_nobody(["cat", os.path.join(m.path, shards[-1])])
+        T.check(r.returncode != 0, "nobody read a shard whose rank file is in a 0700 folder")
+        r = _as_nobody(["cat", os.path.join(m.path, shards[0])])
+        T.check(r.returncode == 0, "nobody cannot read a stage-0 shard: %s" % r.stderr)
+
+
 def main():
     r = T.Runner("permissions")
     r.run("private_checkpoint_closed_to_others", test_private_checkpoint_closed_to_others)
     r.run("public_checkpoint_readable_and_copy_deletable", test_public_checkpoint_readable_and_copy_deletable)
     r.run("owner_and_most_restrictive_bits", test_owner_and_most_restrictive_bits)
+    r.run("closed_folder_on_the_way", test_closed_folder_on_the_way)
     sys.exit(r.finish())
 
 
