@@ -397,12 +397,14 @@ def _read_mmap(path):
 
 
 def read_view(mountdir, shard_size=None, check_modes=True, allowed_extra=(".mcorefs",), mmap_all=False,
-              seed=0):
+              seed=0, check_json_format=True):
     """Read an HF model directory (the mount) completely through the kernel and check
     the layout rules.  Returns a View.  Raises TestFailure on any rule violation.
 
     shard_size: the shard_size the mount was given (bytes) to check the splitting rules.
     allowed_extra: names of other files that may sit in the dir (only for plain dirs).
+    check_json_format: config.json and the index must be written as save_pretrained writes them
+    (off for folders not written by mcorefs, e.g. the golden files).
     """
     rng = random.Random(seed)
     v = View()
@@ -449,7 +451,7 @@ def read_view(mountdir, shard_size=None, check_modes=True, allowed_extra=(".mcor
     except (ValueError, SafetensorsError) as e:
         raise TestFailure("config.json is not valid JSON: %s\n%s" % (e, v.config_text[:2000]))
     check(isinstance(v.config, dict), "config.json is not a JSON object")
-    check(v.config_text == json.dumps(v.config, indent=2, sort_keys=True) + "\n",
+    check(not check_json_format or v.config_text == json.dumps(v.config, indent=2, sort_keys=True) + "\n",
           "config.json is not written as transformers' save_pretrained writes it (json.dumps indent=2,"
           " sort_keys=True, final newline):\n%s" % v.config_text[:3000])
 
@@ -489,7 +491,7 @@ def read_view(mountdir, shard_size=None, check_modes=True, allowed_extra=(".mcor
             raise TestFailure("model.safetensors.index.json is not valid JSON: %s" % e)
         v.index = idx
         itext = v.files["model.safetensors.index.json"].decode("utf-8")
-        check(itext == json.dumps(idx, indent=2, sort_keys=True) + "\n",
+        check(not check_json_format or itext == json.dumps(idx, indent=2, sort_keys=True) + "\n",
               "model.safetensors.index.json is not written as save_pretrained writes it: %s" % itext[:500])
         check(isinstance(idx, dict) and isinstance(idx.get("weight_map"), dict)
               and isinstance(idx.get("metadata"), dict),
@@ -1505,7 +1507,7 @@ def _selftest():
 
     def golden_case(gd):
         exp = json.load(open(os.path.join(gd, "expected.json")))
-        v = read_view(gd, check_modes=False,
+        v = read_view(gd, check_modes=False, check_json_format=False,
                       allowed_extra=("expected.json", "megatron_logits.pt", "tokens.json",
                                      "hf_logits.pt"))
         check(len(v.tensors) == exp["num_tensors"], "num_tensors %d vs %d"
@@ -1602,7 +1604,7 @@ def _selftest():
                                        "golden", "model.safetensors"), "rb").read())):
             with open(os.path.join(d, n), "wb") as f:
                 f.write(b)
-        v = read_view(d, check_modes=False, shard_size=10**9, mmap_all=True)
+        v = read_view(d, check_modes=False, check_json_format=False, shard_size=10**9, mmap_all=True)
         cp_r_compare(d, v)
         s1 = tree_snapshot(d)
         check(not snapshot_diff(s1, tree_snapshot(d)), "snapshot not stable")
