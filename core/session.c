@@ -13,7 +13,6 @@
 #include "mcorefs/error.h"
 #include "mcorefs/gather.h"
 #include "mcorefs/view.h"
-#include "small_file.h"
 
 static int add_memory_file(mf_session *s, const char *name, char *data)
 {
@@ -28,49 +27,6 @@ static int add_memory_file(mf_session *s, const char *name, char *data)
     f->data = data;
     f->size = strlen(data);
     return f->name ? MF_OK : mf_fail(MF_ERR_NOMEM, "out of memory");
-}
-
-/* Tokenizer files a Megatron checkpoint lacks, from -o tokenizer=DIR. Loaded at mount, so the
- * view never reopens a path (no later swap of a link changes it; relative DIRs work although the
- * daemon changes to /), each keeping its own owner and mode bits. */
-static int add_overlays(mf_session *s, const char *dir)
-{
-    static const char *const names[] = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-        "generation_config.json", "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt",
-        "added_tokens.json", "chat_template.jinja", NULL };
-    int found = 0, rc = MF_OK;
-    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dirfd < 0)
-        return mf_fail(MF_ERR_IO, "%s: tokenizer folder not found (%s)", dir, strerror(errno));
-    for (int i = 0; names[i] && rc == MF_OK; i++) {
-        char shown[4096], *data = NULL;
-        size_t len = 0;
-        struct stat st;
-        if (mf_session_lookup(s, names[i]))
-            continue;
-        snprintf(shown, sizeof(shown), "%s/%s", dir, names[i]);
-        rc = mf_small_file_load(dirfd, names[i], shown, &data, &len, &st);
-        if (rc == MF_ERR_MISSING) {
-            rc = MF_OK;
-            continue;
-        }
-        size_t before = s->n_files;
-        if (rc == MF_OK && (rc = add_memory_file(s, names[i], data)) == MF_OK) {
-            mf_vfile *f = &s->files[s->n_files - 1];
-            f->size = len;   /* the file may hold NUL bytes (tokenizer.model) */
-            f->uid = st.st_uid;
-            f->gid = st.st_gid;
-            f->mode = st.st_mode & 0666;
-            f->own_perms = 1;
-            found++;
-        } else if (s->n_files == before) {
-            free(data);   /* not handed to the view */
-        }
-    }
-    close(dirfd);
-    if (rc == MF_OK && !found)
-        return mf_fail(MF_ERR_MISSING, "%s: no tokenizer files (tokenizer.json, tokenizer_config.json, ...)", dir);
-    return rc;
 }
 
 static int copy_options(mf_options *dst, const mf_options *src)
@@ -112,7 +68,7 @@ int mf_session_open(mf_session **out, const char *path, const mf_options *o)
     }
     if ((rc = mf_view_build_shards(s)) != 0)
         goto fail;
-    if (s->opts.tokenizer && (rc = add_overlays(s, s->opts.tokenizer)) != 0)
+    if (s->opts.tokenizer && (rc = mf_view_add_overlays(s, s->opts.tokenizer)) != 0)
         goto fail;
     s->fds = malloc((s->ckpt.n_files ? s->ckpt.n_files : 1) * sizeof(int));
     if (!s->fds) {

@@ -73,6 +73,8 @@ ssize_t mf_session_read_segments(const mf_session *s, const mf_vfile *f, char *b
 char *mf_manifest_build(const mf_session *s);
 char *mf_stats_render(const mf_session *s);
 int mf_view_build_shards(mf_session *s);
+/* -o tokenizer=DIR: its tokenizer files, loaded at mount (core/overlays.c). */
+int mf_view_add_overlays(mf_session *s, const char *dir);
 /* Owner, group and mode bits of every entry from the checkpoint's files (core/permissions.c). */
 int mf_view_set_permissions(mf_session *s);
 /* config.json text; with o->hf_config, that file's stat goes to *hf_config_st. */

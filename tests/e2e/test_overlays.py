@@ -134,6 +134,29 @@ def test_symlink_out_of_tokenizer_dir_refused():
         T.expect_mount_failure(g.ckpt, ["tokenizer=" + tok], name_in_msg=("tokenizer_config.json", "outside"))
 
 
+def test_hf_cache_snapshot_as_tokenizer_dir():
+    """A Hugging Face hub cache snapshot (REPO/snapshots/REV/x -> ../../blobs/HASH) works as the
+    tokenizer folder: links into the same REPO are followed, a link out of REPO is refused."""
+    g = T.generate("llama", tp=1, seed=30)
+    repo = os.path.join(T.scratch("hfcache"), "models--org--model")
+    snap = os.path.join(repo, "snapshots", "0123abcd")
+    os.makedirs(os.path.join(repo, "blobs"))
+    os.makedirs(snap)
+    files = {"tokenizer.json": b'{"model": {"type": "BPE"}}', "tokenizer_config.json": b'{"a": 1}'}
+    for i, (name, data) in enumerate(sorted(files.items())):
+        with open(os.path.join(repo, "blobs", "blob%d" % i), "wb") as f:
+            f.write(data)
+        os.symlink(os.path.join("..", "..", "blobs", "blob%d" % i), os.path.join(snap, name))
+    with T.Mount(g.ckpt, ["tokenizer=" + snap]) as m:
+        for name, data in files.items():
+            T.check(_read_uncached(os.path.join(m.path, name)) == data, "%s of an HF cache snapshot not read back" % name)
+    secret = os.path.join(T.scratch("secret"), "shadow")
+    with open(secret, "wb") as f:
+        f.write(b"secret")
+    os.symlink(secret, os.path.join(snap, "vocab.json"))
+    T.expect_mount_failure(g.ckpt, ["tokenizer=" + snap], name_in_msg=("vocab.json", "outside"))
+
+
 def test_swapped_symlink_after_mount():
     """Overlay bytes are taken at mount: pointing a link elsewhere afterwards (here at a
     root-only file of the same size) changes nothing that the mount serves."""
@@ -217,6 +240,7 @@ def main():
     r.run("mtp_head_copies", test_mtp_head_copies)
     r.run("relative_overlay_paths", test_relative_overlay_paths)
     r.run("symlink_out_of_tokenizer_dir_refused", test_symlink_out_of_tokenizer_dir_refused)
+    r.run("hf_cache_snapshot_as_tokenizer_dir", test_hf_cache_snapshot_as_tokenizer_dir)
     r.run("swapped_symlink_after_mount", test_swapped_symlink_after_mount)
     r.run("non_regular_overlays_refused", test_non_regular_overlays_refused)
     r.run("hf_config_keeps_numbers_as_written", test_hf_config_keeps_numbers_as_written)
