@@ -3,7 +3,8 @@
  * them) nobody reads through the mount what they could not read in the checkpoint.
  *
  * Rule: a file's permission bits are the intersection of its source files' bits (the most
- * restrictive), without x bits; its owner and group those of its first source file (rank order).
+ * restrictive), without x bits; its owner and group those of its first source file (rank order;
+ * torch_dist: .metadata, which every header and config comes from, counts as a source of all).
  * Where the sources have different owners (groups), the owner (group) class keeps only what every
  * source grants to everyone else, since that owner is a stranger to the other files. Folders
  * show the iteration folder's owner, group and bits. Write bits are shown as the checkpoint has
@@ -11,6 +12,7 @@
  * Folders on the way matter too: a class of users that cannot search a folder above the
  * iteration folder (e.g. a 0700 home), or between it and a rank file, loses every bit. */
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -144,9 +146,10 @@ static void clamp_entry(const mf_session *s, mf_vfile *f, const dir_path *up, co
 }
 
 /* The rank files a shard's tensors come from, in `used`; owner and bits from them. */
-static void apply_safetensors(const mf_session *s, mf_vfile *f, const struct stat *st, uint8_t *used)
+static void apply_safetensors(const mf_session *s, mf_vfile *f, const struct stat *st, uint8_t *used,
+                              const perm_acc *meta)
 {
-    perm_acc a = {0};
+    perm_acc a = *meta;   /* torch_dist: .metadata first (its owner), then the .distcp files */
     memset(used, 0, s->ckpt.n_files ? s->ckpt.n_files : 1);
     for (uint32_t i = 0; i < f->n_tensors; i++) {
         const mf_hf_tensor *t = &s->map.tensors[f->tensors[i]];
@@ -180,8 +183,19 @@ int mf_view_set_permissions(mf_session *s)
         rc = st && parent && used ? stat_files(s, st) : mf_fail(MF_ERR_NOMEM, "out of memory");
     if (rc == MF_OK)
         rc = stat_parents(s, parent);
-    /* what describes the whole checkpoint (config, index, manifest, stats): every rank file */
-    perm_acc all = {0};
+    /* what describes the whole checkpoint (config, index, manifest, stats): every rank file,
+     * and a torch_dist checkpoint's .metadata (names, shapes: every header comes from it) */
+    perm_acc all = {0}, meta_only = {0};
+    struct stat meta;
+    char meta_path[4096];
+    snprintf(meta_path, sizeof(meta_path), "%s/.metadata", s->ckpt.iter_dir);
+    if (rc == MF_OK && s->ckpt.format == MF_FORMAT_TORCH_DIST) {
+        if (stat(meta_path, &meta) != 0)
+            rc = mf_fail(MF_ERR_IO, "%s: cannot stat", meta_path);
+        else
+            acc_add(&meta_only, &meta);
+    }
+    all = meta_only;
     for (size_t k = 0; rc == MF_OK && k < s->ckpt.n_files; k++)
         acc_add(&all, &st[k]);
     if (all.n == 0)
@@ -191,7 +205,7 @@ int mf_view_set_permissions(mf_session *s)
         if (f->own_perms)
             continue;   /* tokenizer overlays: their own bits, as the mounting user chose them */
         if (f->kind == MF_VF_SAFETENSORS && f->n_tensors) {
-            apply_safetensors(s, f, st, used);
+            apply_safetensors(s, f, st, used, &meta_only);
             clamp_entry(s, f, &up, &dir, parent, used);
             continue;
         }

@@ -190,12 +190,48 @@ def test_closed_folder_on_the_way():
         T.check(r.returncode == 0, "nobody cannot read a stage-0 shard: %s" % r.stderr)
 
 
+def test_overlay_and_torch_dist_bits():
+    """Tokenizer files keep their own owner and bits; config.json is no more open than the
+    hf_config file merged into it; on torch_dist, .metadata's bits bound every file."""
+    _need_root()
+    _public_workdir()
+    ckpt = _public_copy()
+    tok = T.scratch("tok")
+    for name, mode in (("tokenizer.json", 0o600), ("tokenizer_config.json", 0o644)):
+        with open(os.path.join(tok, name), "w") as f:
+            f.write("{}")
+        os.chmod(os.path.join(tok, name), mode)
+    os.chown(os.path.join(tok, "tokenizer.json"), 1234, 2345)
+    cfg = os.path.join(T.scratch("cfg"), "extra.json")
+    with open(cfg, "w") as f:
+        f.write('{"bos_token_id": 1}')
+    os.chmod(cfg, 0o640)
+    with T.Mount(ckpt, ["tokenizer=" + tok, "hf_config=" + cfg, "allow_other"]) as m:
+        modes = _modes(m.path)
+        got = {n: (stat.S_IMODE(modes[n].st_mode), modes[n].st_uid) for n in
+               ("tokenizer.json", "tokenizer_config.json", "config.json", "model.safetensors")}
+        want = {"tokenizer.json": (0o600, 1234), "tokenizer_config.json": (0o644, 0),
+                "config.json": (0o640, 0), "model.safetensors": (0o644, 0)}
+        T.check(got == want, "modes/owners %r, want %r" % (got, want))
+        r = _as_nobody(["cat", os.path.join(m.path, "tokenizer.json")])
+        T.check(r.returncode != 0, "nobody read a 0600 tokenizer file through the mount")
+    dist = T.copy_fixture("head_gpt_tp2pp2_torch_dist")
+    os.chmod(os.path.dirname(dist), 0o755)
+    os.chmod(os.path.join(_iter_dir(dist), ".metadata"), 0o640)
+    with T.Mount(dist, []) as m:
+        for name, st in _modes(m.path).items():
+            if name != "/":
+                T.check(stat.S_IMODE(st.st_mode) == 0o640, "%s shows %o with a 0640 .metadata, want 640"
+                        % (name, stat.S_IMODE(st.st_mode)))
+
+
 def main():
     r = T.Runner("permissions")
     r.run("private_checkpoint_closed_to_others", test_private_checkpoint_closed_to_others)
     r.run("public_checkpoint_readable_and_copy_deletable", test_public_checkpoint_readable_and_copy_deletable)
     r.run("owner_and_most_restrictive_bits", test_owner_and_most_restrictive_bits)
     r.run("closed_folder_on_the_way", test_closed_folder_on_the_way)
+    r.run("overlay_and_torch_dist_bits", test_overlay_and_torch_dist_bits)
     sys.exit(r.finish())
 
 
