@@ -1,31 +1,14 @@
 /* config.json: the fields every family shares, the family's own, then the user's overlay. */
-#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
+#include "json_python.h"
 #include "json_util.h"
 #include "mcorefs/error.h"
 #include "mcorefs/view.h"
-
-static char *read_small_file(const char *path, size_t max)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        mf_fail(MF_ERR_IO, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = malloc(max + 1);
-    size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
-    fclose(f);
-    if (!buf || n > max) {
-        free(buf);
-        mf_fail(MF_ERR_LIMIT, "%s: larger than %zu bytes", path, max);
-        return NULL;
-    }
-    buf[n] = 0;
-    return buf;
-}
+#include "small_file.h"
 
 static void add_common(const mf_model *m, cJSON *c)
 {
@@ -66,7 +49,28 @@ static void add_common(const mf_model *m, cJSON *c)
     }
 }
 
-char *mf_config_build(const mf_checkpoint *ck, const mf_options *o)
+/* The user's -o hf_config JSON object, read once at mount, numbers kept as written. */
+static cJSON *load_overlay(const char *path, struct stat *st)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (mf_small_file_load(AT_FDCWD, path, path, &text, &len, st) != MF_OK)
+        return NULL;
+    cJSON *user = strlen(text) == len ? cJSON_Parse(text) : NULL;
+    if (!cJSON_IsObject(user)) {
+        mf_fail(MF_ERR_FORMAT, "%s: hf_config must be a JSON object", path);
+    } else if (mf_json_keep_numbers(user, text) != MF_OK) {
+        mf_fail(MF_ERR_FORMAT, "%s: hf_config: a number could not be read as written", path);
+    } else {
+        free(text);
+        return user;
+    }
+    cJSON_Delete(user);
+    free(text);
+    return NULL;
+}
+
+char *mf_config_build(const mf_checkpoint *ck, const mf_options *o, struct stat *hf_config_st)
 {
     const mf_model *m = &ck->model;
     cJSON *c = cJSON_CreateObject();
@@ -76,17 +80,9 @@ char *mf_config_build(const mf_checkpoint *ck, const mf_options *o)
     if (o->dtype != MF_DT_INVALID)
         mf_json_str(c, "torch_dtype", mf_dtype_torch_name(o->dtype));
     if (o->hf_config) {
-        char *text = read_small_file(o->hf_config, 16u << 20);
-        if (!text) {
+        cJSON *user = load_overlay(o->hf_config, hf_config_st);
+        if (!user) {
             cJSON_Delete(c);
-            return NULL;
-        }
-        cJSON *user = cJSON_Parse(text);
-        free(text);
-        if (!cJSON_IsObject(user)) {
-            cJSON_Delete(user);
-            cJSON_Delete(c);
-            mf_fail(MF_ERR_FORMAT, "%s: hf_config must be a JSON object", o->hf_config);
             return NULL;
         }
         cJSON *item = user->child;
@@ -100,7 +96,7 @@ char *mf_config_build(const mf_checkpoint *ck, const mf_options *o)
         }
         cJSON_Delete(user);
     }
-    char *out = cJSON_Print(c);
+    char *out = mf_json_print_python(c);   /* as transformers' save_pretrained writes it */
     cJSON_Delete(c);
     if (!out)
         mf_fail(MF_ERR_NOMEM, "out of memory (config.json)");

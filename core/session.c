@@ -29,38 +29,6 @@ static int add_memory_file(mf_session *s, const char *name, char *data)
     return f->name ? MF_OK : mf_fail(MF_ERR_NOMEM, "out of memory");
 }
 
-/* Tokenizer files a Megatron checkpoint lacks, shown read-through from -o tokenizer=DIR. */
-static int add_overlays(mf_session *s, const char *dir)
-{
-    static const char *const names[] = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-        "generation_config.json", "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt",
-        "added_tokens.json", "chat_template.jinja", NULL };
-    int found = 0;
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return mf_fail(MF_ERR_IO, "%s: tokenizer folder not found", dir);
-    for (int i = 0; names[i]; i++) {
-        char path[4096];
-        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || mf_session_lookup(s, names[i]))
-            continue;
-        mf_vfile *nf = realloc(s->files, (s->n_files + 1) * sizeof(*nf));
-        if (!nf)
-            return mf_fail(MF_ERR_NOMEM, "out of memory");
-        s->files = nf;
-        mf_vfile *f = &s->files[s->n_files++];
-        memset(f, 0, sizeof(*f));
-        f->name = strdup(names[i]);
-        f->overlay_path = strdup(path);
-        f->kind = MF_VF_OVERLAY;
-        f->size = (uint64_t)st.st_size;
-        found++;
-    }
-    if (!found)
-        return mf_fail(MF_ERR_MISSING, "%s: no tokenizer files (tokenizer.json, tokenizer_config.json, ...)", dir);
-    return MF_OK;
-}
-
 static int copy_options(mf_options *dst, const mf_options *src)
 {
     *dst = *src;
@@ -87,7 +55,7 @@ int mf_session_open(mf_session **out, const char *path, const mf_options *o)
         goto fail;
     struct stat dst;
     s->mtime = stat(s->ckpt.iter_dir, &dst) == 0 ? (int64_t)dst.st_mtime : 0;
-    s->config_json = mf_config_build(&s->ckpt, &s->opts);
+    s->config_json = mf_config_build(&s->ckpt, &s->opts, &s->hf_config_st);
     if (!s->config_json) {
         rc = MF_ERR_INVALID;
         goto fail;
@@ -100,7 +68,7 @@ int mf_session_open(mf_session **out, const char *path, const mf_options *o)
     }
     if ((rc = mf_view_build_shards(s)) != 0)
         goto fail;
-    if (s->opts.tokenizer && (rc = add_overlays(s, s->opts.tokenizer)) != 0)
+    if (s->opts.tokenizer && (rc = mf_view_add_overlays(s, s->opts.tokenizer)) != 0)
         goto fail;
     s->fds = malloc((s->ckpt.n_files ? s->ckpt.n_files : 1) * sizeof(int));
     if (!s->fds) {
@@ -120,6 +88,8 @@ int mf_session_open(mf_session **out, const char *path, const mf_options *o)
     if ((rc = add_memory_file(s, MF_META_DIR "/stats", strdup(""))) != 0)
         goto fail;
     s->files[s->n_files - 1].kind = MF_VF_STATS;
+    if ((rc = mf_view_set_permissions(s)) != 0)
+        goto fail;
 #ifdef __GLIBC__
     malloc_trim(0);   /* hand the parse-time pickle arenas back: a long-lived daemon keeps little */
 #endif
@@ -138,7 +108,6 @@ void mf_session_close(mf_session *s)
         free(s->files[i].name);
         free(s->files[i].data);
         free(s->files[i].tensors);
-        free(s->files[i].overlay_path);
     }
     free(s->files);
     free(s->fds);
@@ -291,15 +260,6 @@ ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_
     if (f->kind == MF_VF_MEMORY) {
         memcpy(buf, f->data + off, len);
         return (ssize_t)len;
-    }
-    if (f->kind == MF_VF_OVERLAY) {
-        int fd = open(f->overlay_path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            return -errno;
-        ssize_t n = pread(fd, buf, len, (off_t)off);
-        int e = errno;
-        close(fd);
-        return n < 0 ? -e : n;
     }
     size_t done = 0;
     if (off < f->header_len) {

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
+#include "json_python.h"
 #include "json_util.h"
 #include "mcorefs/error.h"
 #include "mcorefs/view.h"
@@ -129,7 +130,7 @@ static int build_index(mf_session *s, uint32_t first, uint32_t n)
     }
     free(order);
     cJSON_AddItemToObject(root, "weight_map", wm);
-    char *json = cJSON_Print(root);
+    char *json = mf_json_print_python(root);   /* as save_pretrained writes it */
     cJSON_Delete(root);
     mf_vfile *f = NULL;
     if (!json || add_file(s, &f) != 0) {

@@ -43,19 +43,23 @@ static const mf_vfile *lookup(const char *path)
 
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
+    /* Owner and bits of the checkpoint's own files (core/permissions.c); the kernel enforces them
+     * (default_permissions). Write bits may show: every modifying call still gets EROFS. */
     memset(st, 0, sizeof(*st));
-    st->st_uid = fuse_get_context()->uid;
-    st->st_gid = fuse_get_context()->gid;
     st->st_mtime = st->st_ctime = st->st_atime = (time_t)S()->mtime;
     if (strcmp(path, "/") == 0 || strcmp(path, "/" MF_META_DIR) == 0) {
-        st->st_mode = S_IFDIR | 0555;
+        st->st_mode = S_IFDIR | S()->dir_mode;
+        st->st_uid = S()->dir_uid;
+        st->st_gid = S()->dir_gid;
         st->st_nlink = 2;
         return 0;
     }
     const mf_vfile *f = lookup(path);
     if (!f)
         return -ENOENT;
-    st->st_mode = S_IFREG | 0444;
+    st->st_uid = f->uid;
+    st->st_gid = f->gid;
+    st->st_mode = S_IFREG | f->mode;
     st->st_nlink = 1;
     st->st_size = (off_t)f->size;
     st->st_blocks = (blkcnt_t)((f->size + 511) / 512);

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include "mcorefs/checkpoint.h"
 #include "mcorefs/gather.h"
@@ -14,7 +15,6 @@
 typedef enum {
     MF_VF_MEMORY,       /* JSON built at mount */
     MF_VF_SAFETENSORS,  /* header in memory, data gathered */
-    MF_VF_OVERLAY,      /* a real file read through (tokenizer) */
     MF_VF_STATS,        /* live counters, rendered on each read (size 0: read with direct_io) */
     MF_VF_LAZY,         /* JSON built on first use (the manifest: large, rarely read) */
 } mf_vfile_kind;
@@ -27,7 +27,11 @@ typedef struct {
     uint64_t header_len;   /* SAFETENSORS: bytes before the data section */
     uint32_t *tensors;     /* SAFETENSORS: indexes into the mapping, in data-offset order */
     uint32_t n_tensors;
-    char *overlay_path;    /* OVERLAY: real file read through */
+    /* shown owner, group and permission bits (see core/permissions.c) */
+    uid_t uid;
+    gid_t gid;
+    mode_t mode;
+    uint8_t own_perms;     /* set from the file's own stat (tokenizer overlays), kept as is */
 } mf_vfile;
 
 typedef struct mf_session {
@@ -41,6 +45,10 @@ typedef struct mf_session {
     uint64_t n_reads, n_bytes, n_errors;  /* atomic counters */
     char *config_json;     /* also in files[], kept for tools */
     int64_t mtime;         /* shown for every entry: the iteration folder's mtime */
+    uid_t dir_uid;         /* the folders of the view (root, .mcorefs): the iteration folder's */
+    gid_t dir_gid;
+    mode_t dir_mode;
+    struct stat hf_config_st;  /* -o hf_config's file at mount (its bits also bound config.json's) */
 } mf_session;
 
 /* Open the checkpoint at `path` with options and build the whole view. */
@@ -65,6 +73,11 @@ ssize_t mf_session_read_segments(const mf_session *s, const mf_vfile *f, char *b
 char *mf_manifest_build(const mf_session *s);
 char *mf_stats_render(const mf_session *s);
 int mf_view_build_shards(mf_session *s);
-char *mf_config_build(const mf_checkpoint *c, const mf_options *o);
+/* -o tokenizer=DIR: its tokenizer files, loaded at mount (core/overlays.c). */
+int mf_view_add_overlays(mf_session *s, const char *dir);
+/* Owner, group and mode bits of every entry from the checkpoint's files (core/permissions.c). */
+int mf_view_set_permissions(mf_session *s);
+/* config.json text; with o->hf_config, that file's stat goes to *hf_config_st. */
+char *mf_config_build(const mf_checkpoint *c, const mf_options *o, struct stat *hf_config_st);
 
 #endif

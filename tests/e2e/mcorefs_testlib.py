@@ -397,20 +397,24 @@ def _read_mmap(path):
 
 
 def read_view(mountdir, shard_size=None, check_modes=True, allowed_extra=(".mcorefs",), mmap_all=False,
-              seed=0):
+              seed=0, check_json_format=True):
     """Read an HF model directory (the mount) completely through the kernel and check
     the layout rules.  Returns a View.  Raises TestFailure on any rule violation.
 
     shard_size: the shard_size the mount was given (bytes) to check the splitting rules.
     allowed_extra: names of other files that may sit in the dir (only for plain dirs).
+    check_json_format: config.json and the index must be written as save_pretrained writes them
+    (off for folders not written by mcorefs, e.g. the golden files).
     """
     rng = random.Random(seed)
     v = View()
     v.dir = mountdir
     problems = []
     st = os.stat(mountdir)
-    if check_modes and stat.S_IMODE(st.st_mode) != 0o555:
-        problems.append("root dir mode is %o, expected 555" % stat.S_IMODE(st.st_mode))
+    # modes are the checkpoint's own (test_permissions.py checks them exactly); here: folders
+    # the owner can list, files the owner can read and that nobody can execute
+    if check_modes and stat.S_IMODE(st.st_mode) & 0o500 != 0o500:
+        problems.append("root dir mode is %o, the owner cannot list it" % stat.S_IMODE(st.st_mode))
     names = sorted(os.listdir(mountdir))
     check(len(names) == len(set(names)), "readdir returned duplicate names: %r" % names)
     for name in names:
@@ -420,14 +424,16 @@ def read_view(mountdir, shard_size=None, check_modes=True, allowed_extra=(".mcor
             continue
         if name == META_DIR and stat.S_ISDIR(lst.st_mode):
             v.meta_dir = p
-            if check_modes and stat.S_IMODE(lst.st_mode) != 0o555:
-                problems.append("%s/ mode is %o, expected 555" % (name, stat.S_IMODE(lst.st_mode)))
+            if check_modes and stat.S_IMODE(lst.st_mode) != stat.S_IMODE(st.st_mode):
+                problems.append("%s/ mode is %o, the root's is %o" % (name, stat.S_IMODE(lst.st_mode),
+                                                                      stat.S_IMODE(st.st_mode)))
             continue
         if not stat.S_ISREG(lst.st_mode):
             problems.append("%s is not a regular file (mode %o)" % (name, lst.st_mode))
             continue
-        if check_modes and stat.S_IMODE(lst.st_mode) != 0o444:
-            problems.append("%s mode is %o, expected 444" % (name, stat.S_IMODE(lst.st_mode)))
+        if check_modes and (stat.S_IMODE(lst.st_mode) & 0o7511) != 0o400:
+            problems.append("%s mode is %o: want owner-readable, no x or set-id bits"
+                            % (name, stat.S_IMODE(lst.st_mode)))
         with open(p, "rb") as f:
             data = f.read()
         if len(data) != lst.st_size:
@@ -445,6 +451,9 @@ def read_view(mountdir, shard_size=None, check_modes=True, allowed_extra=(".mcor
     except (ValueError, SafetensorsError) as e:
         raise TestFailure("config.json is not valid JSON: %s\n%s" % (e, v.config_text[:2000]))
     check(isinstance(v.config, dict), "config.json is not a JSON object")
+    check(not check_json_format or v.config_text == json.dumps(v.config, indent=2, sort_keys=True) + "\n",
+          "config.json is not written as transformers' save_pretrained writes it (json.dumps indent=2,"
+          " sort_keys=True, final newline):\n%s" % v.config_text[:3000])
 
     st_names = sorted(n for n in v.files if n.endswith(".safetensors"))
     other = sorted(set(v.files) - set(st_names) - {"config.json", "model.safetensors.index.json"})
@@ -481,6 +490,9 @@ def read_view(mountdir, shard_size=None, check_modes=True, allowed_extra=(".mcor
         except (ValueError, SafetensorsError) as e:
             raise TestFailure("model.safetensors.index.json is not valid JSON: %s" % e)
         v.index = idx
+        itext = v.files["model.safetensors.index.json"].decode("utf-8")
+        check(not check_json_format or itext == json.dumps(idx, indent=2, sort_keys=True) + "\n",
+              "model.safetensors.index.json is not written as save_pretrained writes it: %s" % itext[:500])
         check(isinstance(idx, dict) and isinstance(idx.get("weight_map"), dict)
               and isinstance(idx.get("metadata"), dict),
               "index must have 'metadata' and 'weight_map' objects: %r" % (list(idx)[:5],))
@@ -1495,7 +1507,7 @@ def _selftest():
 
     def golden_case(gd):
         exp = json.load(open(os.path.join(gd, "expected.json")))
-        v = read_view(gd, check_modes=False,
+        v = read_view(gd, check_modes=False, check_json_format=False,
                       allowed_extra=("expected.json", "megatron_logits.pt", "tokens.json",
                                      "hf_logits.pt"))
         check(len(v.tensors) == exp["num_tensors"], "num_tensors %d vs %d"
@@ -1592,7 +1604,7 @@ def _selftest():
                                        "golden", "model.safetensors"), "rb").read())):
             with open(os.path.join(d, n), "wb") as f:
                 f.write(b)
-        v = read_view(d, check_modes=False, shard_size=10**9, mmap_all=True)
+        v = read_view(d, check_modes=False, check_json_format=False, shard_size=10**9, mmap_all=True)
         cp_r_compare(d, v)
         s1 = tree_snapshot(d)
         check(not snapshot_diff(s1, tree_snapshot(d)), "snapshot not stable")

@@ -1,0 +1,88 @@
+/* Loading the small user files of the view once, at mount (see small_file.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "mcorefs/error.h"
+#include "small_file.h"
+
+/* O_NONBLOCK: a FIFO put in place of a file must not hang the mount (it is refused below). */
+#define OPEN_FLAGS (O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+
+/* Open name beneath dirfd: openat2 RESOLVE_BENEATH refuses any path (symlinks included) that
+ * resolves outside the folder, atomically, so swapping a link cannot race the check. */
+static int open_beneath(int dirfd, const char *name)
+{
+    struct open_how how = { .flags = OPEN_FLAGS, .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+    int fd = (int)syscall(SYS_openat2, dirfd, name, &how, sizeof(how));
+    if (fd < 0 && errno == ENOSYS)   /* kernel before 5.6: follow no symlink at all */
+        fd = openat(dirfd, name, OPEN_FLAGS | O_NOFOLLOW);
+    return fd;
+}
+
+static int fail_errno(const char *shown, int e)
+{
+    if (e == ENOENT)
+        return mf_fail(MF_ERR_MISSING, "%s: %s", shown, strerror(e));
+    if (e == ELOOP)
+        return mf_fail(MF_ERR_INVALID, "%s: a symlink (this kernel cannot check where it leads: refused)", shown);
+    if (e == EXDEV)
+        return mf_fail(MF_ERR_INVALID, "%s: a symlink leading outside its folder (refused: copy the file in instead)",
+                       shown);
+    return mf_fail(MF_ERR_IO, "%s: %s", shown, strerror(e));
+}
+
+static int read_all(int fd, const char *shown, size_t size, char **data, size_t *len)
+{
+    char *buf = malloc(size + 1);
+    size_t n = 0;
+    if (!buf)
+        return mf_fail(MF_ERR_NOMEM, "%s: out of memory", shown);
+    for (;;) {
+        ssize_t r = read(fd, buf + n, size + 1 - n);   /* one byte more: a file that grew is seen */
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            free(buf);
+            return fail_errno(shown, e);
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+        if (n > size) {
+            free(buf);
+            return mf_fail(MF_ERR_IO, "%s: changed while it was read at mount", shown);
+        }
+    }
+    buf[n] = 0;
+    *data = buf;
+    *len = n;
+    return MF_OK;
+}
+
+int mf_small_file_load(int dirfd, const char *name, const char *shown, char **data, size_t *len, struct stat *st)
+{
+    *data = NULL;
+    *len = 0;
+    int fd = dirfd == AT_FDCWD ? open(name, OPEN_FLAGS) : open_beneath(dirfd, name);
+    if (fd < 0)
+        return fail_errno(shown, errno);
+    int rc;
+    if (fstat(fd, st) != 0)
+        rc = fail_errno(shown, errno);
+    else if (!S_ISREG(st->st_mode))
+        rc = mf_fail(MF_ERR_INVALID, "%s: not a regular file", shown);
+    else if ((uint64_t)st->st_size > MF_SMALL_FILE_MAX)
+        rc = mf_fail(MF_ERR_LIMIT, "%s: %lld bytes, larger than the %u MiB allowed for such files", shown,
+                     (long long)st->st_size, MF_SMALL_FILE_MAX >> 20);
+    else
+        rc = read_all(fd, shown, (size_t)st->st_size, data, len);
+    close(fd);
+    return rc;
+}
