@@ -103,17 +103,14 @@ int fs_check_fuse_device(void)
     if (access("/dev/fuse", F_OK) != 0)
         return mf_fail(MF_ERR_IO, "/dev/fuse is missing: load the FUSE module (modprobe fuse), or in a container "
                        "pass the device (docker run --device /dev/fuse --cap-add SYS_ADMIN)");
-    if (geteuid() == 0)
+    if (geteuid() == 0 || setuid_fusermount())
         return MF_OK;
+    /* mount(2) needs root: a user mounts through fusermount3, which must be setuid root */
     int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
-    if (fd >= 0) {
+    const char *dev = fd >= 0 ? "can be opened, but mounting it needs root" : strerror(errno);
+    if (fd >= 0)
         close(fd);
-        return MF_OK;
-    }
-    int err = errno;
-    if (setuid_fusermount())
-        return MF_OK;
-    return mf_fail(MF_ERR_IO, "cannot open /dev/fuse (%s) and there is no setuid-root fusermount3 to mount for you: "
-                   "install the fuse3 package (its fusermount3 is setuid root), or give your user access to "
-                   "/dev/fuse (e.g. chmod 0666 /dev/fuse, the usual mode), or mount as root", strerror(err));
+    return mf_fail(MF_ERR_IO, "a non-root mount needs a setuid-root fusermount3, and none is usable (/dev/fuse: %s): "
+                   "install the fuse3 package, whose /usr/bin/fusermount3 is setuid root (chmod u+s it if the bit "
+                   "was lost, and not on a nosuid file system), or mount as root", dev);
 }

@@ -5,7 +5,7 @@
 /* The mount point exists, is a directory (a file would be shadowed) and is not already an mcorefs
  * mount (mounts would stack). *abs: its absolute path (malloc'ed). */
 int fs_check_mountpoint(const char *given, char **abs);
-/* A non-root user can mount: /dev/fuse exists and is usable directly or through a setuid-root
- * fusermount3. */
+/* /dev/fuse exists and, for a non-root user, a setuid-root fusermount3 can mount it (mount(2) needs
+ * root). */
 int fs_check_fuse_device(void);
 #endif
