@@ -103,14 +103,19 @@ int fs_check_fuse_device(void)
     if (access("/dev/fuse", F_OK) != 0)
         return mf_fail(MF_ERR_IO, "/dev/fuse is missing: load the FUSE module (modprobe fuse), or in a container "
                        "pass the device (docker run --device /dev/fuse --cap-add SYS_ADMIN)");
-    if (geteuid() == 0 || setuid_fusermount())
+    if (geteuid() == 0)
         return MF_OK;
-    /* mount(2) needs root: a user mounts through fusermount3, which must be setuid root */
+    /* libfuse opens /dev/fuse itself and gives up when it cannot (no fallback), then has the setuid
+     * fusermount3 mount it, because mount(2) needs root */
     int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
-    const char *dev = fd >= 0 ? "can be opened, but mounting it needs root" : strerror(errno);
-    if (fd >= 0)
-        close(fd);
-    return mf_fail(MF_ERR_IO, "a non-root mount needs a setuid-root fusermount3, and none is usable (/dev/fuse: %s): "
-                   "install the fuse3 package, whose /usr/bin/fusermount3 is setuid root (chmod u+s it if the bit "
-                   "was lost, and not on a nosuid file system), or mount as root", dev);
+    if (fd < 0)
+        return mf_fail(MF_ERR_IO, "cannot open /dev/fuse (%s): a non-root mount needs read and write access to it; "
+                       "ask root to make it usable (chmod 0666 /dev/fuse, the mode the fuse3 package sets, or a group "
+                       "you are in), or mount as root", strerror(errno));
+    close(fd);
+    if (!setuid_fusermount())
+        return mf_fail(MF_ERR_IO, "a non-root mount needs a setuid-root fusermount3, and none is usable: install the "
+                       "fuse3 package, whose /usr/bin/fusermount3 is setuid root (chmod u+s it if the bit was lost; "
+                       "not on a nosuid file system), or mount as root");
+    return MF_OK;
 }

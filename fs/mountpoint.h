@@ -5,7 +5,7 @@
 /* The mount point exists, is a directory (a file would be shadowed) and is not already an mcorefs
  * mount (mounts would stack). *abs: its absolute path (malloc'ed). */
 int fs_check_mountpoint(const char *given, char **abs);
-/* /dev/fuse exists and, for a non-root user, a setuid-root fusermount3 can mount it (mount(2) needs
- * root). */
+/* /dev/fuse exists and, for a non-root user, can be opened, and a setuid-root fusermount3 is there to
+ * mount it (mount(2) needs root). */
 int fs_check_fuse_device(void);
 #endif

@@ -6,8 +6,10 @@ CMakeLists.txt project(); the daemon also names libfuse's); --help (one usage li
 formats, every option, where the log goes); option errors in mcorefs' words with a suggestion for a
 typo; contradictory options; a missing iteration lists the ones there are; a rank folder and a plain
 PyTorch DCP folder are named as such; a non-directory mount point and a mount point that already holds
-an mcorefs mount are refused; a non-root user without a usable /dev/fuse is told what to do.
-Mounting: a checkpoint path with a comma; the accepted FUSE options; -o log=FILE (relative to the
+an mcorefs mount are refused; a non-root user (nobody, in a private mount namespace with its own
+/dev/fuse node) who cannot open /dev/fuse, or has no setuid fusermount3, is told what to do.
+Mounting: a checkpoint path with a comma (as root, and as nobody through fusermount3); the accepted
+FUSE options; -o log=FILE (relative to the
 caller's directory) gets the daemon's log line for a failed read; SIGTERM/SIGINT to `mcorefs -f`
 unmount and exit 0.
 """
@@ -167,37 +169,87 @@ def t_mountpoint_already_mcorefs():
             f.read()   # the first mount still works
 
 
-def t_nonroot_without_fusermount():
-    """As user nobody, with fusermount3 not setuid (a copy without the bit bound over it in a private
-    mount namespace), so nothing can mount /dev/fuse for the user: one line that says what to do."""
+def nonroot_in_namespace(dev_mode, setuid_fusermount, args):
+    """Run the daemon as user nobody in a private mount namespace where /dev/fuse is a node of mode
+    dev_mode and fusermount3 is the real one or a copy without the setuid bit. args: after the program.
+    Returns (Result, scratch dir); the caller removes the dir."""
+    fm = shutil.which("fusermount3") or "/usr/bin/fusermount3"
+    d = tempfile.mkdtemp(prefix="mcorefs-nonroot-")   # /tmp: reachable for nobody
+    os.chmod(d, 0o755)
+    mnt = os.path.join(d, "mnt")
+    os.mkdir(mnt)
+    os.chown(mnt, 65534, 65534)
+    bin_copy = os.path.join(d, "mcorefs")
+    shutil.copy(T.MCOREFS_BIN, bin_copy)             # the build dir may not be reachable for nobody
+    os.chmod(bin_copy, 0o755)
+    copy = os.path.join(d, "fusermount3")
+    shutil.copy(fm, copy)
+    os.chmod(copy, 0o755)                            # no setuid bit
+    node = os.path.join(d, "fuse")
+    nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups --"
+    script = "set -e; mknod -m %o %s c 10 229; mount --bind %s /dev/fuse; " % (dev_mode, node, node)
+    if not setuid_fusermount:
+        script += "mount --bind %s %s; " % (copy, fm)
+    script += "%s %s %s; " % (nobody, bin_copy, " ".join("'%s'" % a.replace("MNT", mnt) for a in args))
+    script += ("%s cat %s/config.json >/dev/null && grep ' %s ' /proc/self/mountinfo; "
+               "%s fusermount3 -u %s" % (nobody, mnt, mnt, nobody, mnt))
+    return T.run_cmd(["unshare", "--mount", "--propagation", "private", "sh", "-c", script]), d
+
+
+def need_root_namespace():
     if os.geteuid() != 0:
         raise T.Skip("needs root to set up the namespace")
     if not os.path.exists("/dev/fuse"):
         raise T.Skip("/dev/fuse is missing")
     if shutil.which("unshare") is None or shutil.which("setpriv") is None:
         raise T.Skip("unshare/setpriv missing")
-    fm = shutil.which("fusermount3") or "/usr/bin/fusermount3"
-    d = tempfile.mkdtemp(prefix="mcorefs-nonroot-")   # /tmp: reachable for nobody
+    if os.statvfs(tempfile.gettempdir()).f_flag & os.ST_NODEV:
+        raise T.Skip("%s is nodev: no private /dev/fuse node there" % tempfile.gettempdir())
+
+
+def t_nonroot_dev_fuse_not_openable():
+    """As nobody with /dev/fuse 0600 (libfuse then fails with 'fuse: failed to open /dev/fuse'): one line
+    that says what to do."""
+    need_root_namespace()
+    r, d = nonroot_in_namespace(0o600, True, ["/nonexistent-ckpt", "MNT"])
+    shutil.rmtree(d, ignore_errors=True)
+    print("    stderr: %s" % r.stderr.strip(), flush=True)
+    T.check(r.rc not in (0, None), "exit %r, expected failure: %r" % (r.rc, r))
+    T.check(T.one_line_error(r.stderr, "mcorefs:", ["cannot open /dev/fuse", "chmod 0666 /dev/fuse",
+                                                    "mount as root"]) == [], "message: %r" % r)
+
+
+def t_nonroot_without_setuid_fusermount():
+    """As nobody with /dev/fuse usable but fusermount3 not setuid (a copy without the bit bound over it),
+    so nothing can mount for the user: one line that says what to do."""
+    need_root_namespace()
+    r, d = nonroot_in_namespace(0o666, False, ["/nonexistent-ckpt", "MNT"])
+    shutil.rmtree(d, ignore_errors=True)
+    print("    stderr: %s" % r.stderr.strip(), flush=True)
+    T.check(r.rc not in (0, None), "exit %r, expected failure: %r" % (r.rc, r))
+    T.check(T.one_line_error(r.stderr, "mcorefs:", ["setuid-root fusermount3", "fuse3"]) == [], "message: %r" % r)
+
+
+def t_nonroot_mount_comma_path():
+    """As nobody with a usable /dev/fuse: the mount goes through fusermount3, and a comma in the
+    checkpoint path must survive that too."""
+    need_root_namespace()
+    d0 = tempfile.mkdtemp(prefix="mcorefs-nonroot-ckpt-")
     try:
-        os.chmod(d, 0o755)
-        mnt = os.path.join(d, "mnt")
-        os.mkdir(mnt)
-        os.chown(mnt, 65534, 65534)
-        copy = os.path.join(d, "fusermount3")
-        shutil.copy(fm, copy)
-        os.chmod(copy, 0o755)                            # no setuid bit
-        bin_copy = os.path.join(d, "mcorefs")
-        shutil.copy(T.MCOREFS_BIN, bin_copy)             # the build dir may not be reachable for nobody
-        os.chmod(bin_copy, 0o755)
-        script = ("mount --bind %s %s && exec setpriv --reuid=65534 --regid=65534 --clear-groups -- %s %s %s"
-                  % (copy, fm, bin_copy, d, mnt))
-        r = T.run_cmd(["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
-        print("    stderr: %s" % r.stderr.strip(), flush=True)
-        T.check(r.rc == 1, "exit %r, expected 1: %r" % (r.rc, r))
-        T.check(T.one_line_error(r.stderr, "mcorefs:", ["/dev/fuse", "fusermount3", "fuse3"]) == [],
-                "message: %r" % r)
-    finally:
+        os.chmod(d0, 0o755)
+        ck = os.path.join(d0, "run,lr=1e-4")
+        shutil.copytree(os.path.join(T.MEGATRON_FIXTURES, GPT), ck,
+                        ignore=shutil.ignore_patterns("golden*", "KEYS.txt"))
+        for dp, dns, fns in os.walk(d0):
+            os.chmod(dp, 0o755)
+            for n in fns:
+                os.chmod(os.path.join(dp, n), 0o644)
+        r, d = nonroot_in_namespace(0o666, True, [ck, "MNT", "-o", ",".join(GPT_OPTS)])
         shutil.rmtree(d, ignore_errors=True)
+        T.check(r.rc == 0, "non-root mount of %s: %r" % (ck, r))
+        T.check(" mcorefs:%s " % ck in r.stdout, "mountinfo source is not mcorefs:%s: %r" % (ck, r.stdout))
+    finally:
+        shutil.rmtree(d0, ignore_errors=True)
 
 
 # ---- mounts -------------------------------------------------------------------------
@@ -311,7 +363,9 @@ def main():
     r.run("plain-dcp", t_plain_dcp)
     r.run("mountpoint-not-directory", t_mountpoint_not_directory)
     r.run("mountpoint-already-mcorefs", t_mountpoint_already_mcorefs)
-    r.run("nonroot-without-setuid-fusermount", t_nonroot_without_fusermount)
+    r.run("nonroot-dev-fuse-not-openable", t_nonroot_dev_fuse_not_openable)
+    r.run("nonroot-without-setuid-fusermount", t_nonroot_without_setuid_fusermount)
+    r.run("nonroot-mount-comma-path", t_nonroot_mount_comma_path)
     r.run("comma-in-path", t_comma_in_path)
     r.run("accepted-fuse-options", t_accepted_fuse_options)
     r.run("log-file", t_log_file)
