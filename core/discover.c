@@ -64,7 +64,7 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* "10, 20 and release" (the iteration folders of a save folder), at most 8 of them named. */
+/* "10, 20, release": the iteration folders of a save folder, oldest first; only the newest 8 are named. */
 static void list_iterations(const char *save_dir, char *out, size_t cap)
 {
     int64_t its[4096];

@@ -112,8 +112,11 @@ def t_missing_iteration_lists_existing():
     shutil.copytree(os.path.join(ck, "iter_0000010"), os.path.join(ck, "iter_0000020"))
     T.expect_mount_failure(ck, ["iteration=5"], ["no iteration 5", "iterations here: 10, 20"])
     r = T.expect_inspect_failure([ck, "-o", "iteration=15"], ["iterations here: 10, 20"])
+    for it in range(30, 130, 10):       # 12 iterations: the newest 8 are named
+        os.mkdir(os.path.join(ck, "iter_%07d" % it))
+    T.expect_mount_failure(ck, ["iteration=25"], ["iterations here: 4 older, 50, 60, 70, 80, 90, 100, 110, 120"])
     os.unlink(os.path.join(ck, "latest_checkpointed_iteration.txt"))
-    T.expect_mount_failure(ck, None, ["latest_checkpointed_iteration.txt", "iterations here: 10, 20",
+    T.expect_mount_failure(ck, None, ["latest_checkpointed_iteration.txt", "iterations here: 4 older, 50",
                                       "iteration=N"])
     return r
 
@@ -228,6 +231,20 @@ def t_nonroot_without_setuid_fusermount():
     print("    stderr: %s" % r.stderr.strip(), flush=True)
     T.check(r.rc not in (0, None), "exit %r, expected failure: %r" % (r.rc, r))
     T.check(T.one_line_error(r.stderr, "mcorefs:", ["setuid-root fusermount3", "fuse3"]) == [], "message: %r" % r)
+
+
+def t_dev_fuse_missing():
+    """No /dev/fuse (a container started without the device; here a private empty /dev): one line that
+    says what to do, not libfuse's 'fuse: device not found'."""
+    need_root_namespace()
+    mnt = T.scratch("nodev-mnt")
+    src = os.path.join(T.MEGATRON_FIXTURES, GPT)
+    r = T.run_cmd(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   "mount -t tmpfs none /dev && exec %s %s %s" % (T.MCOREFS_BIN, src, mnt)])
+    print("    stderr: %s" % r.stderr.strip(), flush=True)
+    T.check(r.rc == 1, "exit %r, expected 1: %r" % (r.rc, r))
+    T.check(T.one_line_error(r.stderr, "mcorefs:", ["/dev/fuse is missing", "--device /dev/fuse"]) == [],
+            "message: %r" % r)
 
 
 def t_nonroot_mount_comma_path():
@@ -363,6 +380,7 @@ def main():
     r.run("plain-dcp", t_plain_dcp)
     r.run("mountpoint-not-directory", t_mountpoint_not_directory)
     r.run("mountpoint-already-mcorefs", t_mountpoint_already_mcorefs)
+    r.run("dev-fuse-missing", t_dev_fuse_missing)
     r.run("nonroot-dev-fuse-not-openable", t_nonroot_dev_fuse_not_openable)
     r.run("nonroot-without-setuid-fusermount", t_nonroot_without_setuid_fusermount)
     r.run("nonroot-mount-comma-path", t_nonroot_mount_comma_path)
