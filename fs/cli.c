@@ -151,6 +151,8 @@ int fs_cli_parse(fs_cli *c, int argc, char *argv[])
     mf_options_init(&c->opts);
     c->fuse = (struct fuse_args)FUSE_ARGS_INIT(argc, argv);
     mf_error_clear();
+    if (argc > 1 && strcmp(argv[argc - 1], "-o") == 0)   /* else libfuse prints its own line */
+        return mf_fail(MF_ERR_INVALID, "-o needs an argument: -o opt[,opt...] (see mcorefs --help)"), -1;
     if (fuse_opt_parse(&c->fuse, c, cli_spec, on_arg) != 0) {
         if (*mf_error() == 0)
             mf_fail(MF_ERR_INVALID, "bad arguments (see mcorefs --help)");

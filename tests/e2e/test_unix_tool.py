@@ -100,7 +100,7 @@ def t_option_errors():
         r = T.expect_mount_failure(src, opts, names)
         T.check("fuse:" not in r.stderr, "libfuse's message instead of ours: %r" % r.stderr)
     # an unknown flag and a third argument are errors too, not passed to libfuse
-    for extra in (["-x"], ["third"]):
+    for extra in (["-x"], ["third"], ["-o"]):
         mnt = T.scratch("mnt")
         r = T.run_cmd([T.MCOREFS_BIN, src, mnt] + extra)
         T.check(r.rc == 1 and T.one_line_error(r.stderr, "mcorefs:", [extra[0]]) == [],
