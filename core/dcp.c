@@ -1056,7 +1056,8 @@ int mf_dcp_load_args(const mf_dcp *d, mf_pickle **pk, const mf_pv **args)
             return mf_fail(MF_ERR_NOMEM, "%s: out of memory", d->dir);
         rc = mf_torchfile_open(&tf, path, MAX_ARGS_PKL);
         if (rc == MF_ERR_MISSING)
-            rc = mf_fail(MF_ERR_MISSING, "%s: no common.pt and no common_state item in .metadata: cannot read the training args",
+            rc = mf_fail(MF_ERR_MISSING, "%s: a plain PyTorch DCP checkpoint, not a Megatron-Core one: no common.pt and no common_state item "
+                         "in .metadata, so no training args; give the save folder of a Megatron-Core torch_dist checkpoint",
                          d->dir);
         free(path);
         if (rc)

@@ -56,6 +56,55 @@ static char *join(const char *a, const char *b)
     return s;
 }
 
+static int parse_iter_name(const char *base, int64_t *iter, int *release);
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* "10, 20, release": the iteration folders of a save folder, oldest first; only the newest 8 are named. */
+static void list_iterations(const char *save_dir, char *out, size_t cap)
+{
+    int64_t its[4096];
+    size_t n = 0, len = 0;
+    int release = 0;
+    DIR *d = opendir(save_dir);
+    struct dirent *e;
+    out[0] = 0;
+    while (d && (e = readdir(d)) != NULL) {
+        int64_t it;
+        int rel;
+        if (parse_iter_name(e->d_name, &it, &rel)) {
+            if (rel)
+                release = 1;
+            else if (n < sizeof(its) / sizeof(its[0]))
+                its[n++] = it;
+        }
+    }
+    if (d)
+        closedir(d);
+    qsort(its, n, sizeof(its[0]), cmp_i64);
+    size_t first = n > 8 ? n - 8 : 0;   /* the newest ones */
+    if (first)
+        len += (size_t)snprintf(out + len, cap - len, "%zu older, ", first);
+    for (size_t i = first; i < n && len < cap; i++)
+        len += (size_t)snprintf(out + len, cap - len, "%s%lld", i > first ? ", " : "", (long long)its[i]);
+    if (release && len < cap)
+        snprintf(out + len, cap - len, "%srelease", n ? ", " : "");
+}
+
+/* A folder that holds one rank's files (mp_rank_* with model_optim_rng.pt): a common mistake. */
+static int is_rank_dir(const char *path)
+{
+    char p[PATH_MAX + 32];
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    snprintf(p, sizeof(p), "%s/model_optim_rng.pt", path);
+    return strncmp(base, "mp_rank_", 8) == 0 || exists(p);
+}
+
 /* Reads the tracker: an integer iteration or "release" (whitespace stripped). */
 static int read_tracker(const char *path, int64_t *iter, int *release)
 {
@@ -113,6 +162,20 @@ int mf_find_iteration(const char *path, int64_t want, char **iter_dir, int64_t *
         return mf_fail(MF_ERR_IO, "%s: %s", path, strerror(errno));
     if (!S_ISDIR(st.st_mode))
         return mf_fail(MF_ERR_IO, "%s: not a directory", path);
+    if (is_rank_dir(path) && !is_iter_dir(path)) {
+        char iter_path[PATH_MAX], save_path[PATH_MAX];
+        if (realpath(path, iter_path) == NULL)
+            snprintf(iter_path, sizeof(iter_path), "%s", path);
+        char *slash = strrchr(iter_path, '/');
+        if (slash && slash != iter_path)
+            *slash = 0;   /* the iteration folder */
+        snprintf(save_path, sizeof(save_path), "%s", iter_path);
+        slash = strrchr(save_path, '/');
+        if (slash && slash != save_path)
+            *slash = 0;   /* the save folder */
+        return mf_fail(MF_ERR_INVALID, "%s is a rank folder of a checkpoint (the files of one rank); give the save "
+                       "folder %s or the iteration folder %s", path, save_path, iter_path);
+    }
     if (is_iter_dir(path)) {
         /* mounted an iter_* folder directly */
         const char *base = strrchr(path, '/');
@@ -131,8 +194,14 @@ int mf_find_iteration(const char *path, int64_t want, char **iter_dir, int64_t *
         *release = 0;
     } else {
         snprintf(buf, sizeof(buf), "%s/latest_checkpointed_iteration.txt", path);
-        if (!exists(buf))
+        if (!exists(buf)) {
+            char have[256];
+            list_iterations(path, have, sizeof(have));
+            if (have[0])
+                return mf_fail(MF_ERR_MISSING, "%s: no latest_checkpointed_iteration.txt; iterations here: %s (pick one "
+                               "with -o iteration=N, or give its iter_* folder)", path, have);
             return mf_fail(MF_ERR_MISSING, "%s: no latest_checkpointed_iteration.txt and no mp_rank_* folders; give a checkpoint root, an iter_* folder, or -o iteration=N", path);
+        }
         int rc = read_tracker(buf, iter, release);
         if (rc)
             return rc;
@@ -141,8 +210,14 @@ int mf_find_iteration(const char *path, int64_t want, char **iter_dir, int64_t *
         snprintf(buf, sizeof(buf), "%s/release", path);
     else
         snprintf(buf, sizeof(buf), "%s/iter_%07lld", path, (long long)*iter);
-    if (!is_dir(buf))
-        return mf_fail(MF_ERR_MISSING, "%s: iteration folder missing", buf);
+    if (!is_dir(buf)) {
+        char have[256];
+        list_iterations(path, have, sizeof(have));
+        if (want >= 0)
+            return mf_fail(MF_ERR_MISSING, "%s: no iteration %lld (no folder %s); iterations here: %s", path,
+                           (long long)want, buf, have[0] ? have : "none");
+        return mf_fail(MF_ERR_MISSING, "%s: iteration folder missing; iterations here: %s", buf, have[0] ? have : "none");
+    }
     if (!is_iter_dir(buf))
         return mf_fail(MF_ERR_MISSING, "%s: no mp_rank_* folders and no torch_dist .metadata", buf);
     *iter_dir = strdup(buf);

@@ -82,12 +82,14 @@ int mf_options_apply(mf_options *o, const char *kv)
         return parse_int(key, v, 1, &o->true_vocab_size);
     if (strcmp(key, "read_ahead_kb") == 0)
         return parse_int(key, v, -1, &o->read_ahead_kb);
-    if (strcmp(key, "skip_mtp") == 0) {
-        o->skip_mtp = 1;
-        return 1;
-    }
-    if (strcmp(key, "mtp_head_copies") == 0) {
-        o->mtp_head_copies = 1;
+    if (strcmp(key, "skip_mtp") == 0 || strcmp(key, "mtp_head_copies") == 0) {
+        if (strcmp(key, "skip_mtp") == 0)
+            o->skip_mtp = 1;
+        else
+            o->mtp_head_copies = 1;
+        if (o->skip_mtp && o->mtp_head_copies)   /* one hides the MTP layers, the other adds to them */
+            return mf_fail(MF_ERR_INVALID, "options skip_mtp and mtp_head_copies contradict each other: skip_mtp hides "
+                           "the MTP layers that mtp_head_copies adds head copies to; give one of them");
         return 1;
     }
     if (strcmp(key, "arch") == 0)
@@ -108,6 +110,13 @@ int mf_options_apply(mf_options *o, const char *kv)
         return 1;
     }
     return 0;
+}
+
+const char *const *mf_option_names(void)
+{
+    static const char *const names[] = { "iteration", "true_vocab_size", "skip_mtp", "mtp_head_copies", "arch",
+                                         "shard_size", "dtype", "hf_config", "tokenizer", "read_ahead_kb", NULL };
+    return names;
 }
 
 const char *mf_options_help(void)

@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include "mcorefs/error.h"
 #include "mcorefs/gather.h"
+#include "mcorefs/version.h"
 #include "mcorefs/verify.h"
 #include "mcorefs/view.h"
 #include "export.h"
@@ -23,7 +24,8 @@ static void usage(FILE *out)
                  "  export OUTDIR [--force]  write the same files as the mount, without FUSE\n"
                  "flags:\n"
                  "  --tensors        same as the tensors command\n"
-                 "  --json           machine-readable output\n\n"
+                 "  --json           machine-readable output\n"
+                 "  -V, --version    print the version\n\n"
                  "options (as for mcorefs):\n%s\n"
                  "exit status: 0 ok, 1 bad checkpoint or arguments, 2 verify found differing copies\n", mf_options_help());
 }
@@ -234,6 +236,9 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
+            return 0;
+        } else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+            printf("mcorefs-inspect %s\n", MCOREFS_VERSION);
             return 0;
         } else if (strcmp(a, "--json") == 0) {
             json = 1;

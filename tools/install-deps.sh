@@ -9,6 +9,7 @@ PKGS=(
   libcjson-dev libxxhash-dev libcmocka-dev
   python3 python3-numpy python3-torch
   valgrind
+  man-db groff-base
 )
 
 SUDO=""

@@ -25,6 +25,8 @@ void mf_options_free(mf_options *o);
 int mf_options_apply(mf_options *o, const char *kv);
 /* "5GB", "500MB", "1GiB", "123" -> bytes. */
 int mf_parse_size(const char *s, uint64_t *out);
+/* The names of the options mf_options_apply knows (NULL-terminated), for typo suggestions. */
+const char *const *mf_option_names(void);
 /* The option list with one-line descriptions, for --help. */
 const char *mf_options_help(void);
 

@@ -467,6 +467,8 @@ def t_mount_errors():
         (["-t", "mcorefs", src], "iteration=abc", "mcorefs: bad value for iteration"),
         (["-t", "fuse.mcorefs", src], "true_vocab_size=0", "mcorefs: bad value for true_vocab_size"),
         (["-t", "mcorefs", src], "setuid=nobody", "mount.mcorefs: option 'setuid=nobody'"),
+        (["-t", "mcorefs", src], "skip-mtp", "mcorefs: unknown option 'skip-mtp' (did you mean skip_mtp?)"),
+        (["-t", "fuse.mcorefs", src], "iteration=7", "iterations here: 10"),
     ]
     for args, opts, msg in cases:
         mnt = new_mountpoint()

@@ -1,0 +1,23 @@
+#ifndef MCOREFS_FS_CLI_H
+#define MCOREFS_FS_CLI_H
+/* The daemon's command line: our -o options, the FUSE options we accept, help and version. */
+#include "ops.h"
+#include "mcorefs/options.h"
+
+typedef struct {
+    mf_options opts;
+    char *ckpt;
+    char *mountpoint;        /* as given */
+    char *log_file;          /* -o log=FILE, absolute (the daemon changes to /) */
+    int show_help, show_version, foreground;
+    struct fuse_args fuse;   /* what goes on to libfuse: argv[0], flags, accepted -o options */
+} fs_cli;
+
+/* 0, or -1 with a one-line message in mf_error(). */
+int fs_cli_parse(fs_cli *c, int argc, char *argv[]);
+void fs_cli_free(fs_cli *c);
+void fs_cli_usage(const char *prog);
+void fs_cli_version(void);
+/* "-ofsname=mcorefs:CKPT,..." with ',' and '\' in CKPT escaped for libfuse's option parser. */
+char *fs_cli_fsname_arg(const char *ckpt, const char *rest);
+#endif
