@@ -32,17 +32,40 @@ typedef enum {
     MF_WHEN_MTP_COPIES,
 } mf_when;
 
-/* HF and source names are templates: {L} = layer index (HF numbering, MTP layers follow the
- * decoder layers), {E} = global expert id. Up to three source spellings (TE / local spec). */
-/* For MF_SPLIT_AUTO0: the full row count, to tell a replicated shard from a split one. */
-typedef enum { MF_ROWS_ANY, MF_ROWS_Q_LORA, MF_ROWS_KV_A } mf_rows;
+/* One dimension of a source tensor's global (unsharded) shape, as the args give it; the split
+ * then says how it is divided over ranks (core/shape_check.c). */
+typedef enum {
+    MF_D_NONE,        /* no such dimension: the tensor is 1-D */
+    MF_D_ONE,         /* 1 (the shared-expert gate) */
+    MF_D_HIDDEN,      /* hidden_size */
+    MF_D_HIDDEN_X2,   /* 2 x hidden_size (MTP eh_proj input) */
+    MF_D_FC1,         /* ffn_hidden_size, x 2 when gated ([gate; up]) */
+    MF_D_FFN,         /* ffn_hidden_size */
+    MF_D_MOE_FC1,     /* moe_ffn_hidden_size, x 2 when gated */
+    MF_D_MOE_FFN,
+    MF_D_SHARED_FC1,  /* moe_shared_expert_intermediate_size, x 2 when gated */
+    MF_D_SHARED_FFN,
+    MF_D_QKV,         /* (heads + 2 x query groups) x kv_channels */
+    MF_D_ATTN_OUT,    /* linear_proj input: heads x kv_channels (MLA: heads x v_head_dim) */
+    MF_D_HEAD_DIM,    /* kv_channels (q/k norms) */
+    MF_D_VOCAB,       /* padded_vocab_size */
+    MF_D_EXPERTS,     /* num_experts */
+    MF_D_Q_LORA,      /* q_lora_rank */
+    MF_D_KV_A,        /* kv_lora_rank + qk_pos_emb_head_dim */
+    MF_D_KV_LORA,     /* kv_lora_rank */
+    MF_D_MLA_Q,       /* heads x (qk_head_dim + qk_pos_emb_head_dim) */
+    MF_D_MLA_KV,      /* heads x (qk_head_dim + v_head_dim) */
+} mf_dim;
 
+/* HF and source names are templates: {L} = layer index (HF numbering, MTP layers follow the
+ * decoder layers), {E} = global expert id. Up to three source spellings (TE / local spec).
+ * rows, cols: the source tensor's global shape (cols MF_D_NONE for a 1-D tensor). */
 typedef struct {
     const char *hf;
     const char *src[3];
     mf_split split;
     mf_when when;
-    mf_rows full_rows;
+    mf_dim rows, cols;
 } mf_rule;
 
 typedef struct mf_family {
