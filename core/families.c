@@ -2,6 +2,7 @@
  * family-specific config.json fields. Adding a family = adding tables here. */
 #include <string.h>
 #include "json_util.h"
+#include "mcorefs/error.h"
 #include "mcorefs/model.h"
 #include "mcorefs/recipe.h"
 
@@ -231,17 +232,85 @@ static void cfg_deepseek(const mf_model *m, cJSON *c)
     }
 }
 
+/* What each HF class always has (needs) and cannot express (forbids), beyond its tensors. */
+#define GQA_NO (MF_FEAT_MLA | MF_FEAT_WINDOW | MF_FEAT_EXPERT_BIAS | MF_FEAT_SIGMOID)
+#define DENSE_NO (MF_FEAT_MOE | MF_FEAT_MLA | MF_FEAT_WINDOW)
+#define DS_NO (MF_FEAT_QKV_BIAS | MF_FEAT_WINDOW | MF_FEAT_SHARED_GATE | MF_FEAT_DENSE_AFTER_MOE)
+
 static const mf_family families[] = {
-    { "llama", "LlamaForCausalLM", "llama", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_llama },
-    { "mistral", "MistralForCausalLM", "mistral", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_mistral },
-    { "qwen2", "Qwen2ForCausalLM", "qwen2", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_qwen2 },
-    { "qwen3", "Qwen3ForCausalLM", "qwen3", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_qwen3 },
-    { "mixtral", "MixtralForCausalLM", "mixtral", gqa_attn, dense_mlp, mixtral_moe, mixtral_expert, NULL, cfg_mixtral },
-    { "qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe", gqa_attn, dense_mlp, qwen_moe, hf_expert, NULL, cfg_qwen2_moe },
-    { "qwen3_moe", "Qwen3MoeForCausalLM", "qwen3_moe", gqa_attn, dense_mlp, qwen_moe, hf_expert, NULL, cfg_qwen3_moe },
-    { "deepseek_v2", "DeepseekV2ForCausalLM", "deepseek_v2", mla_attn, dense_mlp, deepseek_moe, hf_expert, deepseek_mtp, cfg_deepseek },
-    { "deepseek_v3", "DeepseekV3ForCausalLM", "deepseek_v3", mla_attn, dense_mlp, deepseek_moe, hf_expert, deepseek_mtp, cfg_deepseek },
+    { "llama", "LlamaForCausalLM", "llama", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_llama,
+      0, DENSE_NO | MF_FEAT_QK_NORM | MF_FEAT_QKV_BIAS },
+    { "mistral", "MistralForCausalLM", "mistral", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_mistral,
+      0, (DENSE_NO & ~MF_FEAT_WINDOW) | MF_FEAT_QK_NORM | MF_FEAT_QKV_BIAS },
+    { "qwen2", "Qwen2ForCausalLM", "qwen2", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_qwen2,
+      MF_FEAT_QKV_BIAS, DENSE_NO | MF_FEAT_QK_NORM },
+    { "qwen3", "Qwen3ForCausalLM", "qwen3", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_qwen3,
+      MF_FEAT_QK_NORM, DENSE_NO | MF_FEAT_QKV_BIAS },
+    { "mixtral", "MixtralForCausalLM", "mixtral", gqa_attn, dense_mlp, mixtral_moe, mixtral_expert, NULL, cfg_mixtral,
+      MF_FEAT_MOE, GQA_NO | MF_FEAT_QK_NORM | MF_FEAT_QKV_BIAS | MF_FEAT_SHARED | MF_FEAT_DENSE_LAYERS },
+    { "qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe", gqa_attn, dense_mlp, qwen_moe, hf_expert, NULL, cfg_qwen2_moe,
+      MF_FEAT_MOE | MF_FEAT_QKV_BIAS | MF_FEAT_SHARED | MF_FEAT_SHARED_GATE, GQA_NO | MF_FEAT_QK_NORM },
+    { "qwen3_moe", "Qwen3MoeForCausalLM", "qwen3_moe", gqa_attn, dense_mlp, qwen_moe, hf_expert, NULL, cfg_qwen3_moe,
+      MF_FEAT_MOE | MF_FEAT_QK_NORM, GQA_NO | MF_FEAT_QKV_BIAS | MF_FEAT_SHARED },
+    { "deepseek_v2", "DeepseekV2ForCausalLM", "deepseek_v2", mla_attn, dense_mlp, deepseek_moe, hf_expert, deepseek_mtp, cfg_deepseek,
+      MF_FEAT_MOE | MF_FEAT_MLA, DS_NO | MF_FEAT_SIGMOID | MF_FEAT_EXPERT_BIAS },
+    { "deepseek_v3", "DeepseekV3ForCausalLM", "deepseek_v3", mla_attn, dense_mlp, deepseek_moe, hf_expert, deepseek_mtp, cfg_deepseek,
+      MF_FEAT_MOE | MF_FEAT_MLA | MF_FEAT_SIGMOID, DS_NO },
 };
+
+unsigned mf_model_features(const mf_model *m)
+{
+    unsigned f = 0;
+    int seen_moe = 0;
+    f |= m->num_experts > 0 ? MF_FEAT_MOE : 0;
+    f |= m->mla ? MF_FEAT_MLA : 0;
+    f |= m->qk_norm ? MF_FEAT_QK_NORM : 0;
+    f |= m->qkv_bias ? MF_FEAT_QKV_BIAS : 0;
+    f |= m->window > 0 ? MF_FEAT_WINDOW : 0;
+    f |= m->num_experts > 0 && m->shared_ffn > 0 ? MF_FEAT_SHARED : 0;
+    f |= m->num_experts > 0 && m->shared_ffn > 0 && m->moe_shared_gate ? MF_FEAT_SHARED_GATE : 0;
+    f |= m->num_experts > 0 && m->moe_expert_bias ? MF_FEAT_EXPERT_BIAS : 0;
+    f |= m->num_experts > 0 && strcmp(m->score_function, "sigmoid") == 0 ? MF_FEAT_SIGMOID : 0;
+    for (int64_t l = 0; m->num_experts > 0 && m->moe_layer && l < m->num_layers; l++) {
+        if (!m->moe_layer[l])
+            f |= MF_FEAT_DENSE_LAYERS | (seen_moe ? MF_FEAT_DENSE_AFTER_MOE : 0);
+        seen_moe |= m->moe_layer[l];
+    }
+    return f;
+}
+
+static const struct {
+    unsigned bit;
+    const char *what, *args;
+} feature_words[] = {
+    { MF_FEAT_MOE, "experts", "num_experts" },
+    { MF_FEAT_MLA, "multi-latent attention", "multi_latent_attention" },
+    { MF_FEAT_QK_NORM, "q/k layer norms", "qk_layernorm" },
+    { MF_FEAT_QKV_BIAS, "q/k/v biases", "add_qkv_bias / add_bias_linear" },
+    { MF_FEAT_WINDOW, "sliding-window attention", "window_size" },
+    { MF_FEAT_SHARED, "shared experts", "moe_shared_expert_intermediate_size" },
+    { MF_FEAT_SHARED_GATE, "a shared-expert gate", "moe_shared_expert_gate" },
+    { MF_FEAT_EXPERT_BIAS, "a router expert bias", "moe_router_enable_expert_bias" },
+    { MF_FEAT_SIGMOID, "sigmoid router scores", "moe_router_score_function" },
+    { MF_FEAT_DENSE_LAYERS, "dense layers in a MoE model", "moe_layer_freq" },
+    { MF_FEAT_DENSE_AFTER_MOE, "dense layers after MoE layers", "moe_layer_freq" },
+};
+
+int mf_family_check(const mf_family *f, const mf_model *m, const char *arch, const char *src)
+{
+    unsigned have = mf_model_features(m);
+    for (size_t i = 0; i < sizeof(feature_words) / sizeof(feature_words[0]); i++) {
+        unsigned bit = feature_words[i].bit;
+        int missing = (f->needs & bit) && !(have & bit), extra = (f->forbids & bit) && (have & bit);
+        if (!missing && !extra)
+            continue;
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: %s%s does not fit this checkpoint: %s %s %s, which the args %s (%s)",
+                       src, arch && *arch ? "-o arch=" : "the detected family ", arch && *arch ? arch : f->name,
+                       f->architecture, missing ? "needs" : "cannot express", feature_words[i].what,
+                       missing ? "do not set" : "set", feature_words[i].args);
+    }
+    return MF_OK;
+}
 
 const mf_family *mf_family_find(const char *name)
 {

@@ -325,7 +325,8 @@ static int emit(builder *b, const mf_rule *r, long long layer, long long expert,
     }
     if (s == NULL) {
         subst(src, sizeof(src), r->src[0], layer, expert);
-        return mf_fail(MF_ERR_MISSING, "%s: tensor '%s' (for %s) is in no rank file", b->c->iter_dir, src, hf);
+        return mf_fail(MF_ERR_MISSING, "%s: tensor '%s' (which %s needs for %s) is in no rank file%s",
+                       b->c->iter_dir, src, m->family->architecture, hf, b->o->arch ? "; check -o arch=" : "");
     }
     s->used = 1;
     if (!show)

@@ -68,6 +68,21 @@ typedef struct {
     mf_dim rows, cols;
 } mf_rule;
 
+/* Model features a family's HF class needs or cannot express (mf_family_check). */
+enum {
+    MF_FEAT_MOE = 1 << 0,          /* num_experts > 0 */
+    MF_FEAT_MLA = 1 << 1,          /* multi-latent attention */
+    MF_FEAT_QK_NORM = 1 << 2,      /* q/k layer norms */
+    MF_FEAT_QKV_BIAS = 1 << 3,     /* q/k/v biases */
+    MF_FEAT_WINDOW = 1 << 4,       /* sliding-window attention */
+    MF_FEAT_SHARED = 1 << 5,       /* shared experts */
+    MF_FEAT_SHARED_GATE = 1 << 6,  /* gated shared experts */
+    MF_FEAT_EXPERT_BIAS = 1 << 7,  /* router expert bias (aux-loss-free balancing) */
+    MF_FEAT_SIGMOID = 1 << 8,      /* sigmoid router scores */
+    MF_FEAT_DENSE_LAYERS = 1 << 9, /* dense layers in a MoE model */
+    MF_FEAT_DENSE_AFTER_MOE = 1 << 10, /* a dense layer after a MoE layer */
+};
+
 typedef struct mf_family {
     const char *name;          /* option value for -o arch= */
     const char *architecture;  /* "LlamaForCausalLM" */
@@ -79,11 +94,18 @@ typedef struct mf_family {
     const mf_rule *mtp;        /* extra tensors of an MTP layer */
     /* family-specific config.json fields (the common ones are written by the caller) */
     void (*config)(const struct mf_model_s *m, struct cJSON *cfg);
+    unsigned needs, forbids;   /* MF_FEAT_* the HF class always has / cannot express */
 } mf_family;
 
 extern const mf_rule mf_rules_top[];     /* embed, final norm, lm_head */
 const mf_family *mf_family_find(const char *name);  /* by name or architecture */
 const mf_family *const *mf_family_all(void);        /* NULL-terminated */
+/* MF_FEAT_* of the model the args describe. */
+unsigned mf_model_features(const struct mf_model_s *m);
+/* The family's HF class must fit the args: each feature it needs present, none it cannot
+ * express. MF_OK, or MF_ERR_UNSUPPORTED naming the family and the first misfit (src: the file
+ * for messages; arch: the -o arch= value that chose it, NULL when detected). */
+int mf_family_check(const mf_family *f, const struct mf_model_s *m, const char *arch, const char *src);
 
 struct mf_dist_chunk; /* torch_dist: a chunk whose embedded archive is read on first use */
 
