@@ -221,10 +221,12 @@ static void rank_dir_name(const mf_model *m, int64_t tp, int64_t pp, int64_t ep,
 /* Write to msg the files that the stage-local writer ranks (>= core_v0.18 rule, a superset of
  * the older rule's) write with the wanted shard: the names a user looks for. Called only when
  * none of them holds it, so all of them are missing. */
-static size_t name_missing_files(const mf_checkpoint *c, int64_t pp, int64_t want_tp, int64_t want_ep,
-                                 int64_t want_etp, char *msg, size_t len, size_t cap)
+static void name_missing_files(const mf_checkpoint *c, int64_t pp, int64_t want_tp, int64_t want_ep,
+                               int64_t want_etp, char *msg, size_t cap)
 {
     const mf_model *m = &c->model;
+    size_t len = 0;
+    msg[0] = 0;
     int64_t writers = m->tp * m->cp > m->etp * m->ep ? m->tp * m->cp : m->etp * m->ep;
     int64_t named_files[64];
     int n_named = 0;
@@ -243,7 +245,6 @@ static size_t name_missing_files(const mf_checkpoint *c, int64_t pp, int64_t wan
         int k = snprintf(msg + len, cap - len, "%s%s/%s/model_optim_rng.pt", n_named > 1 ? " and " : "", c->iter_dir, dir);
         len = k < 0 ? len : (size_t)k < cap - len ? len + (size_t)k : cap - 1;
     }
-    return len;
 }
 
 static int check_coverage(const mf_checkpoint *c)
@@ -257,7 +258,7 @@ static int check_coverage(const mf_checkpoint *c)
                 have = c->files[f].pp == p && c->files[f].tp == t;
             if (have)
                 continue;
-            name_missing_files(c, p, t, -1, 0, files, 0, sizeof(files));
+            name_missing_files(c, p, t, -1, 0, files, sizeof(files));
             return mf_fail(MF_ERR_MISSING, "incomplete checkpoint: missing %s (dense shard tp=%lld of pipeline stage %lld is in no rank file%s)",
                            files, (long long)t, (long long)p,
                            m->tp * m->cp > m->etp * m->ep ? "; Megatron < core_v0.18 does not write it when TP > EP*ETP" : "");
@@ -271,7 +272,7 @@ static int check_coverage(const mf_checkpoint *c)
                     have = c->files[f].pp == p && c->files[f].ep == e && c->files[f].etp == t;
                 if (have)
                     continue;
-                name_missing_files(c, p, -1, e, t, files, 0, sizeof(files));
+                name_missing_files(c, p, -1, e, t, files, sizeof(files));
                 return mf_fail(MF_ERR_MISSING, "incomplete checkpoint: missing %s (expert shard ep=%lld etp=%lld of pipeline stage %lld is in no rank file)",
                                files, (long long)e, (long long)t, (long long)p);
             }

@@ -89,14 +89,14 @@ def old_writer_rule():
     T.expect_inspect_failure([g.ckpt, "-o", "true_vocab_size=%d" % g.true_vocab], [want])
 
 
-def missing_rank_file_named(writer_rule):
-    """A lost rank folder of a complete MoE checkpoint (either writer rule): the error names
-    the file by the path the user will look for."""
-    g = T.generate("mixtral", "lost-" + writer_rule, tp=2, ep=2, etp=1, writer_rule=writer_rule)
+def missing_rank_file_named(writer_rule, tp, victim):
+    """A lost rank folder of a complete MoE checkpoint (either writer rule; with tp=1 only its
+    experts are lost): the error names the file by the path the user will look for."""
+    g = T.generate("mixtral", "lost-" + writer_rule, tp=tp, ep=2, etp=1, writer_rule=writer_rule)
     it = os.path.join(g.ckpt, "iter_0000010")
-    T.check(os.path.isdir(os.path.join(it, "mp_rank_01_001")), "test data: no mp_rank_01_001")
-    shutil.rmtree(os.path.join(it, "mp_rank_01_001"))
-    want = os.path.join("iter_0000010", "mp_rank_01_001", "model_optim_rng.pt")
+    T.check(os.path.isdir(os.path.join(it, victim)), "test data: no %s" % victim)
+    shutil.rmtree(os.path.join(it, victim))
+    want = os.path.join("iter_0000010", victim, "model_optim_rng.pt")
     T.expect_mount_failure(g.ckpt, mount_opts(g), [want])
     T.expect_inspect_failure([g.ckpt, "-o", "true_vocab_size=%d" % g.true_vocab], [want])
 
@@ -152,7 +152,10 @@ def main():
           False)
     r.run("negative:old-writer-rule:tp4ep2etp1", old_writer_rule)
     for rule in ("old", "new"):
-        r.run("negative:missing-rank-file-named:%s-writer-rule" % rule, missing_rank_file_named, rule)
+        r.run("negative:missing-rank-file-named:tp2ep2etp1:%s-writer-rule" % rule, missing_rank_file_named,
+              rule, 2, "mp_rank_01_001")
+        r.run("negative:missing-rank-file-named:tp1ep2:experts-only:%s-writer-rule" % rule,
+              missing_rank_file_named, rule, 1, "mp_rank_00_001")
     r.run("inspect:qwen3_moe:tp4ep2etp1", inspect_moe)
     return r.finish()
 
