@@ -208,23 +208,61 @@ int mf_checkpoint_walk_file(mf_checkpoint *c, int idx, mf_visit_fn fn, void *ctx
     return index_file(c, &w, idx, tf);
 }
 
+/* The rank folder Megatron names for (tp, pp, ep): mp_rank_TT[_PPP][_EEE]. */
+static void rank_dir_name(const mf_model *m, int64_t tp, int64_t pp, int64_t ep, char *out, size_t n)
+{
+    int k = snprintf(out, n, "mp_rank_%02lld", (long long)tp);
+    if (m->pp > 1 && k > 0 && (size_t)k < n)
+        k += snprintf(out + k, n - (size_t)k, "_%03lld", (long long)pp);
+    if (m->ep > 1 && k > 0 && (size_t)k < n)
+        snprintf(out + k, n - (size_t)k, "_%03lld", (long long)ep);
+}
+
+/* Write to msg the files that the stage-local writer ranks (>= core_v0.18 rule, a superset of
+ * the older rule's) write with the wanted shard: the names a user looks for. Called only when
+ * none of them holds it, so all of them are missing. */
+static void name_missing_files(const mf_checkpoint *c, int64_t pp, int64_t want_tp, int64_t want_ep,
+                               int64_t want_etp, char *msg, size_t cap)
+{
+    const mf_model *m = &c->model;
+    size_t len = 0;
+    msg[0] = 0;
+    int64_t writers = m->tp * m->cp > m->etp * m->ep ? m->tp * m->cp : m->etp * m->ep;
+    int64_t named_files[64];
+    int n_named = 0;
+    for (int64_t r = 0; r < writers && len + 1 < cap; r++) {
+        int64_t tp = r % m->tp, ep = (r / m->etp) % m->ep, etp = r % m->etp;
+        if ((want_tp >= 0 && tp != want_tp) || (want_ep >= 0 && (ep != want_ep || etp != want_etp)))
+            continue;
+        int seen = 0;   /* several writers of one file (CP, replicas): name it once */
+        for (int i = 0; i < n_named && !seen; i++)
+            seen = named_files[i] == tp * m->ep + ep;
+        if (seen || n_named == 64)
+            continue;
+        named_files[n_named++] = tp * m->ep + ep;
+        char dir[64];
+        rank_dir_name(m, tp, pp, ep, dir, sizeof(dir));
+        int k = snprintf(msg + len, cap - len, "%s%s/%s/model_optim_rng.pt", n_named > 1 ? " and " : "", c->iter_dir, dir);
+        len = k < 0 ? len : (size_t)k < cap - len ? len + (size_t)k : cap - 1;
+    }
+}
+
 static int check_coverage(const mf_checkpoint *c)
 {
     const mf_model *m = &c->model;
-    char missing[512];
+    char files[2048];
     for (int64_t p = 0; p < m->pp; p++) {
-        size_t len = 0;
-        missing[0] = 0;
         for (int64_t t = 0; t < m->tp; t++) {
             int have = 0;
             for (size_t f = 0; f < c->n_files && !have; f++)
                 have = c->files[f].pp == p && c->files[f].tp == t;
-            if (!have && len < sizeof(missing) - 16)
-                len += (size_t)snprintf(missing + len, sizeof(missing) - len, "%stp=%lld", len ? "," : "", (long long)t);
+            if (have)
+                continue;
+            name_missing_files(c, p, t, -1, 0, files, sizeof(files));
+            return mf_fail(MF_ERR_MISSING, "incomplete checkpoint: missing %s (dense shard tp=%lld of pipeline stage %lld is in no rank file%s)",
+                           files, (long long)t, (long long)p,
+                           m->tp * m->cp > m->etp * m->ep ? "; Megatron < core_v0.18 does not write it when TP > EP*ETP" : "");
         }
-        if (len)
-            return mf_fail(MF_ERR_MISSING, "%s: incomplete checkpoint: no rank file holds dense shard %s of pipeline stage %lld (written by Megatron < core_v0.18 with TP > EP*ETP?)",
-                           c->iter_dir, missing, (long long)p);
         if (m->num_experts == 0)
             continue;
         for (int64_t e = 0; e < m->ep; e++)
@@ -232,12 +270,12 @@ static int check_coverage(const mf_checkpoint *c)
                 int have = 0;
                 for (size_t f = 0; f < c->n_files && !have; f++)
                     have = c->files[f].pp == p && c->files[f].ep == e && c->files[f].etp == t;
-                if (!have && len < sizeof(missing) - 24)
-                    len += (size_t)snprintf(missing + len, sizeof(missing) - len, "%s(ep=%lld,etp=%lld)", len ? "," : "", (long long)e, (long long)t);
+                if (have)
+                    continue;
+                name_missing_files(c, p, -1, e, t, files, sizeof(files));
+                return mf_fail(MF_ERR_MISSING, "incomplete checkpoint: missing %s (expert shard ep=%lld etp=%lld of pipeline stage %lld is in no rank file)",
+                               files, (long long)e, (long long)t, (long long)p);
             }
-        if (len)
-            return mf_fail(MF_ERR_MISSING, "%s: incomplete checkpoint: no rank file holds expert shard %s of pipeline stage %lld",
-                           c->iter_dir, missing, (long long)p);
     }
     return MF_OK;
 }

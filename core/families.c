@@ -2,6 +2,7 @@
  * family-specific config.json fields. Adding a family = adding tables here. */
 #include <string.h>
 #include "json_util.h"
+#include "mcorefs/error.h"
 #include "mcorefs/model.h"
 #include "mcorefs/recipe.h"
 
@@ -9,105 +10,105 @@
 #define HL "model.layers.{L}."
 
 const mf_rule mf_rules_top[] = {
-    { "model.embed_tokens.weight", { "embedding.word_embeddings.weight" }, MF_SPLIT_VOCAB, MF_WHEN_ALWAYS, 0 },
-    { "model.norm.weight", { "decoder.final_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
-    { "lm_head.weight", { "output_layer.weight" }, MF_SPLIT_VOCAB, MF_WHEN_UNTIED, 0 },
-    { NULL, { NULL }, 0, 0, 0 },
+    { "model.embed_tokens.weight", { "embedding.word_embeddings.weight" }, MF_SPLIT_VOCAB, MF_WHEN_ALWAYS, MF_D_VOCAB, MF_D_HIDDEN },
+    { "model.norm.weight", { "decoder.final_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE },
+    { "lm_head.weight", { "output_layer.weight" }, MF_SPLIT_VOCAB, MF_WHEN_UNTIED, MF_D_VOCAB, MF_D_HIDDEN },
+    { NULL, { NULL }, 0, 0, 0, 0 },
 };
 
 /* Grouped-query attention with fused QKV (Llama, Mistral, Qwen2/3, Mixtral, Qwen-MoE). */
 static const mf_rule gqa_attn[] = {
-    { HL "input_layernorm.weight", { DL "self_attention.linear_qkv.layer_norm_weight", DL "input_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
-    { HL "self_attn.q_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_Q, MF_WHEN_ALWAYS, 0 },
-    { HL "self_attn.k_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_K, MF_WHEN_ALWAYS, 0 },
-    { HL "self_attn.v_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_V, MF_WHEN_ALWAYS, 0 },
-    { HL "self_attn.q_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_Q, MF_WHEN_QKV_BIAS, 0 },
-    { HL "self_attn.k_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_K, MF_WHEN_QKV_BIAS, 0 },
-    { HL "self_attn.v_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_V, MF_WHEN_QKV_BIAS, 0 },
-    { HL "self_attn.q_norm.weight", { DL "self_attention.q_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_QK_NORM, 0 },
-    { HL "self_attn.k_norm.weight", { DL "self_attention.k_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_QK_NORM, 0 },
-    { HL "self_attn.o_proj.weight", { DL "self_attention.linear_proj.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, 0 },
-    { NULL, { NULL }, 0, 0, 0 },
+    { HL "input_layernorm.weight", { DL "self_attention.linear_qkv.layer_norm_weight", DL "input_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE },
+    { HL "self_attn.q_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_Q, MF_WHEN_ALWAYS, MF_D_QKV, MF_D_HIDDEN },
+    { HL "self_attn.k_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_K, MF_WHEN_ALWAYS, MF_D_QKV, MF_D_HIDDEN },
+    { HL "self_attn.v_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_V, MF_WHEN_ALWAYS, MF_D_QKV, MF_D_HIDDEN },
+    { HL "self_attn.q_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_Q, MF_WHEN_QKV_BIAS, MF_D_QKV, MF_D_NONE },
+    { HL "self_attn.k_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_K, MF_WHEN_QKV_BIAS, MF_D_QKV, MF_D_NONE },
+    { HL "self_attn.v_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_V, MF_WHEN_QKV_BIAS, MF_D_QKV, MF_D_NONE },
+    { HL "self_attn.q_norm.weight", { DL "self_attention.q_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_QK_NORM, MF_D_HEAD_DIM, MF_D_NONE },
+    { HL "self_attn.k_norm.weight", { DL "self_attention.k_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_QK_NORM, MF_D_HEAD_DIM, MF_D_NONE },
+    { HL "self_attn.o_proj.weight", { DL "self_attention.linear_proj.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_ATTN_OUT },
+    { NULL, { NULL }, 0, 0, 0, 0 },
 };
 
 /* Multi-latent attention (DeepSeek-V2/V3, Moonlight). No RoPE permutation (hf-mapping §4). */
 static const mf_rule mla_attn[] = {
-    { HL "input_layernorm.weight", { DL "input_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
-    { HL "self_attn.q_a_proj.weight", { DL "self_attention.linear_q_down_proj.weight" }, MF_SPLIT_AUTO0, MF_WHEN_Q_LORA, MF_ROWS_Q_LORA },
-    { HL "self_attn.q_a_layernorm.weight", { DL "self_attention.linear_q_up_proj.layer_norm_weight", DL "self_attention.q_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_Q_LORA, 0 },
-    { HL "self_attn.q_b_proj.weight", { DL "self_attention.linear_q_up_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_Q_LORA, 0 },
-    { HL "self_attn.q_proj.weight", { DL "self_attention.linear_q_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_NO_Q_LORA, 0 },
-    { HL "self_attn.kv_a_proj_with_mqa.weight", { DL "self_attention.linear_kv_down_proj.weight" }, MF_SPLIT_AUTO0, MF_WHEN_ALWAYS, MF_ROWS_KV_A },
-    { HL "self_attn.kv_a_layernorm.weight", { DL "self_attention.linear_kv_up_proj.layer_norm_weight", DL "self_attention.kv_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
-    { HL "self_attn.kv_b_proj.weight", { DL "self_attention.linear_kv_up_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_ALWAYS, 0 },
-    { HL "self_attn.o_proj.weight", { DL "self_attention.linear_proj.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, 0 },
-    { NULL, { NULL }, 0, 0, 0 },
+    { HL "input_layernorm.weight", { DL "input_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE },
+    { HL "self_attn.q_a_proj.weight", { DL "self_attention.linear_q_down_proj.weight" }, MF_SPLIT_AUTO0, MF_WHEN_Q_LORA, MF_D_Q_LORA, MF_D_HIDDEN },
+    { HL "self_attn.q_a_layernorm.weight", { DL "self_attention.linear_q_up_proj.layer_norm_weight", DL "self_attention.q_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_Q_LORA, MF_D_Q_LORA, MF_D_NONE },
+    { HL "self_attn.q_b_proj.weight", { DL "self_attention.linear_q_up_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_Q_LORA, MF_D_MLA_Q, MF_D_Q_LORA },
+    { HL "self_attn.q_proj.weight", { DL "self_attention.linear_q_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_NO_Q_LORA, MF_D_MLA_Q, MF_D_HIDDEN },
+    { HL "self_attn.kv_a_proj_with_mqa.weight", { DL "self_attention.linear_kv_down_proj.weight" }, MF_SPLIT_AUTO0, MF_WHEN_ALWAYS, MF_D_KV_A, MF_D_HIDDEN },
+    { HL "self_attn.kv_a_layernorm.weight", { DL "self_attention.linear_kv_up_proj.layer_norm_weight", DL "self_attention.kv_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_KV_LORA, MF_D_NONE },
+    { HL "self_attn.kv_b_proj.weight", { DL "self_attention.linear_kv_up_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_ALWAYS, MF_D_MLA_KV, MF_D_KV_LORA },
+    { HL "self_attn.o_proj.weight", { DL "self_attention.linear_proj.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_ATTN_OUT },
+    { NULL, { NULL }, 0, 0, 0, 0 },
 };
 
 static const mf_rule dense_mlp[] = {
-    { HL "post_attention_layernorm.weight", { DL "mlp.linear_fc1.layer_norm_weight", DL "pre_mlp_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
-    { HL "mlp.gate_proj.weight", { DL "mlp.linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_ALWAYS, 0 },
-    { HL "mlp.up_proj.weight", { DL "mlp.linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_ALWAYS, 0 },
-    { HL "mlp.down_proj.weight", { DL "mlp.linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, 0 },
-    { NULL, { NULL }, 0, 0, 0 },
+    { HL "post_attention_layernorm.weight", { DL "mlp.linear_fc1.layer_norm_weight", DL "pre_mlp_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE },
+    { HL "mlp.gate_proj.weight", { DL "mlp.linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_ALWAYS, MF_D_FC1, MF_D_HIDDEN },
+    { HL "mlp.up_proj.weight", { DL "mlp.linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_ALWAYS, MF_D_FC1, MF_D_HIDDEN },
+    { HL "mlp.down_proj.weight", { DL "mlp.linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_FFN },
+    { NULL, { NULL }, 0, 0, 0, 0 },
 };
 
 /* torch_dist renames a local-spec pre-MLP norm to the TE name, even on MoE layers */
-#define PRE_MLP_NORM { HL "post_attention_layernorm.weight", { DL "pre_mlp_layernorm.weight", DL "mlp.linear_fc1.layer_norm_weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 }
+#define PRE_MLP_NORM { HL "post_attention_layernorm.weight", { DL "pre_mlp_layernorm.weight", DL "mlp.linear_fc1.layer_norm_weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE }
 #define XP DL "mlp.experts.{E}."
 
 static const mf_rule mixtral_moe[] = {
     PRE_MLP_NORM,
-    { HL "block_sparse_moe.gate.weight", { DL "mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
-    { NULL, { NULL }, 0, 0, 0 },
+    { HL "block_sparse_moe.gate.weight", { DL "mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_EXPERTS, MF_D_HIDDEN },
+    { NULL, { NULL }, 0, 0, 0, 0 },
 };
 static const mf_rule mixtral_expert[] = {
-    { HL "block_sparse_moe.experts.{E}.w1.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_ALWAYS, 0 },
-    { HL "block_sparse_moe.experts.{E}.w2.weight", { XP "linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, 0 },
-    { HL "block_sparse_moe.experts.{E}.w3.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_ALWAYS, 0 },
-    { NULL, { NULL }, 0, 0, 0 },
+    { HL "block_sparse_moe.experts.{E}.w1.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_ALWAYS, MF_D_MOE_FC1, MF_D_HIDDEN },
+    { HL "block_sparse_moe.experts.{E}.w2.weight", { XP "linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_MOE_FFN },
+    { HL "block_sparse_moe.experts.{E}.w3.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_ALWAYS, MF_D_MOE_FC1, MF_D_HIDDEN },
+    { NULL, { NULL }, 0, 0, 0, 0 },
 };
 
 /* Qwen-MoE and DeepSeek name experts the same way. */
 static const mf_rule hf_expert[] = {
-    { HL "mlp.experts.{E}.gate_proj.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_ALWAYS, 0 },
-    { HL "mlp.experts.{E}.up_proj.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_ALWAYS, 0 },
-    { HL "mlp.experts.{E}.down_proj.weight", { XP "linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, 0 },
-    { NULL, { NULL }, 0, 0, 0 },
+    { HL "mlp.experts.{E}.gate_proj.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_ALWAYS, MF_D_MOE_FC1, MF_D_HIDDEN },
+    { HL "mlp.experts.{E}.up_proj.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_ALWAYS, MF_D_MOE_FC1, MF_D_HIDDEN },
+    { HL "mlp.experts.{E}.down_proj.weight", { XP "linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_MOE_FFN },
+    { NULL, { NULL }, 0, 0, 0, 0 },
 };
 
 static const mf_rule qwen_moe[] = {
     PRE_MLP_NORM,
-    { HL "mlp.gate.weight", { DL "mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
+    { HL "mlp.gate.weight", { DL "mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_EXPERTS, MF_D_HIDDEN },
     /* Qwen2-MoE: one gated shared expert, singular name */
-    { HL "mlp.shared_expert.gate_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_SHARED, 0 },
-    { HL "mlp.shared_expert.up_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_SHARED, 0 },
-    { HL "mlp.shared_expert.down_proj.weight", { DL "mlp.shared_experts.linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_SHARED, 0 },
-    { HL "mlp.shared_expert_gate.weight", { DL "mlp.shared_experts.gate_weight" }, MF_SPLIT_REPL, MF_WHEN_SHARED_GATE, 0 },
-    { NULL, { NULL }, 0, 0, 0 },
+    { HL "mlp.shared_expert.gate_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_SHARED, MF_D_SHARED_FC1, MF_D_HIDDEN },
+    { HL "mlp.shared_expert.up_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_SHARED, MF_D_SHARED_FC1, MF_D_HIDDEN },
+    { HL "mlp.shared_expert.down_proj.weight", { DL "mlp.shared_experts.linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_SHARED, MF_D_HIDDEN, MF_D_SHARED_FFN },
+    { HL "mlp.shared_expert_gate.weight", { DL "mlp.shared_experts.gate_weight" }, MF_SPLIT_REPL, MF_WHEN_SHARED_GATE, MF_D_ONE, MF_D_HIDDEN },
+    { NULL, { NULL }, 0, 0, 0, 0 },
 };
 
 static const mf_rule deepseek_moe[] = {
     PRE_MLP_NORM,
-    { HL "mlp.gate.weight", { DL "mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
-    { HL "mlp.gate.e_score_correction_bias", { DL "mlp.router.expert_bias" }, MF_SPLIT_REPL, MF_WHEN_EXPERT_BIAS, 0 },
-    { HL "mlp.shared_experts.gate_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_SHARED, 0 },
-    { HL "mlp.shared_experts.up_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_SHARED, 0 },
-    { HL "mlp.shared_experts.down_proj.weight", { DL "mlp.shared_experts.linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_SHARED, 0 },
-    { NULL, { NULL }, 0, 0, 0 },
+    { HL "mlp.gate.weight", { DL "mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_EXPERTS, MF_D_HIDDEN },
+    { HL "mlp.gate.e_score_correction_bias", { DL "mlp.router.expert_bias" }, MF_SPLIT_REPL, MF_WHEN_EXPERT_BIAS, MF_D_EXPERTS, MF_D_NONE },
+    { HL "mlp.shared_experts.gate_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_SHARED, MF_D_SHARED_FC1, MF_D_HIDDEN },
+    { HL "mlp.shared_experts.up_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_SHARED, MF_D_SHARED_FC1, MF_D_HIDDEN },
+    { HL "mlp.shared_experts.down_proj.weight", { DL "mlp.shared_experts.linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_SHARED, MF_D_HIDDEN, MF_D_SHARED_FFN },
+    { NULL, { NULL }, 0, 0, 0, 0 },
 };
 
 /* DeepSeek MTP layer extras: mtp.layers.K.* is indexed here by the HF layer N+K. */
 static const mf_rule deepseek_mtp[] = {
-    { HL "enorm.weight", { "mtp.layers.{L}.enorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
-    { HL "hnorm.weight", { "mtp.layers.{L}.hnorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
-    { HL "eh_proj.weight", { "mtp.layers.{L}.eh_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_ALWAYS, 0 },
-    { HL "shared_head.norm.weight", { "mtp.layers.{L}.final_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, 0 },
+    { HL "enorm.weight", { "mtp.layers.{L}.enorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE },
+    { HL "hnorm.weight", { "mtp.layers.{L}.hnorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE },
+    { HL "eh_proj.weight", { "mtp.layers.{L}.eh_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_HIDDEN_X2 },
+    { HL "shared_head.norm.weight", { "mtp.layers.{L}.final_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE },
     /* copies of the shared embedding and head, as DeepSeek's own release layout has them */
-    { HL "embed_tokens.weight", { "embedding.word_embeddings.weight" }, MF_SPLIT_VOCAB, MF_WHEN_MTP_COPIES, 0 },
-    { HL "shared_head.head.weight", { "output_layer.weight" }, MF_SPLIT_VOCAB, MF_WHEN_MTP_COPIES_UNTIED, 0 },
-    { HL "shared_head.head.weight", { "embedding.word_embeddings.weight" }, MF_SPLIT_VOCAB, MF_WHEN_MTP_COPIES_TIED, 0 },
-    { NULL, { NULL }, 0, 0, 0 },
+    { HL "embed_tokens.weight", { "embedding.word_embeddings.weight" }, MF_SPLIT_VOCAB, MF_WHEN_MTP_COPIES, MF_D_VOCAB, MF_D_HIDDEN },
+    { HL "shared_head.head.weight", { "output_layer.weight" }, MF_SPLIT_VOCAB, MF_WHEN_MTP_COPIES_UNTIED, MF_D_VOCAB, MF_D_HIDDEN },
+    { HL "shared_head.head.weight", { "embedding.word_embeddings.weight" }, MF_SPLIT_VOCAB, MF_WHEN_MTP_COPIES_TIED, MF_D_VOCAB, MF_D_HIDDEN },
+    { NULL, { NULL }, 0, 0, 0, 0 },
 };
 
 /* ---- config.json fields beyond the common ones (hf-mapping.md §7, pitfalls.md) ---- */
@@ -231,17 +232,85 @@ static void cfg_deepseek(const mf_model *m, cJSON *c)
     }
 }
 
+/* What each HF class always has (needs) and cannot express (forbids), beyond its tensors. */
+#define GQA_NO (MF_FEAT_MLA | MF_FEAT_WINDOW | MF_FEAT_EXPERT_BIAS | MF_FEAT_SIGMOID)
+#define DENSE_NO (MF_FEAT_MOE | MF_FEAT_MLA | MF_FEAT_WINDOW)
+#define DS_NO (MF_FEAT_QKV_BIAS | MF_FEAT_WINDOW | MF_FEAT_SHARED_GATE | MF_FEAT_DENSE_AFTER_MOE)
+
 static const mf_family families[] = {
-    { "llama", "LlamaForCausalLM", "llama", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_llama },
-    { "mistral", "MistralForCausalLM", "mistral", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_mistral },
-    { "qwen2", "Qwen2ForCausalLM", "qwen2", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_qwen2 },
-    { "qwen3", "Qwen3ForCausalLM", "qwen3", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_qwen3 },
-    { "mixtral", "MixtralForCausalLM", "mixtral", gqa_attn, dense_mlp, mixtral_moe, mixtral_expert, NULL, cfg_mixtral },
-    { "qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe", gqa_attn, dense_mlp, qwen_moe, hf_expert, NULL, cfg_qwen2_moe },
-    { "qwen3_moe", "Qwen3MoeForCausalLM", "qwen3_moe", gqa_attn, dense_mlp, qwen_moe, hf_expert, NULL, cfg_qwen3_moe },
-    { "deepseek_v2", "DeepseekV2ForCausalLM", "deepseek_v2", mla_attn, dense_mlp, deepseek_moe, hf_expert, deepseek_mtp, cfg_deepseek },
-    { "deepseek_v3", "DeepseekV3ForCausalLM", "deepseek_v3", mla_attn, dense_mlp, deepseek_moe, hf_expert, deepseek_mtp, cfg_deepseek },
+    { "llama", "LlamaForCausalLM", "llama", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_llama,
+      0, DENSE_NO | MF_FEAT_QK_NORM | MF_FEAT_QKV_BIAS },
+    { "mistral", "MistralForCausalLM", "mistral", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_mistral,
+      0, (DENSE_NO & ~MF_FEAT_WINDOW) | MF_FEAT_QK_NORM | MF_FEAT_QKV_BIAS },
+    { "qwen2", "Qwen2ForCausalLM", "qwen2", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_qwen2,
+      MF_FEAT_QKV_BIAS, DENSE_NO | MF_FEAT_QK_NORM },
+    { "qwen3", "Qwen3ForCausalLM", "qwen3", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_qwen3,
+      MF_FEAT_QK_NORM, DENSE_NO | MF_FEAT_QKV_BIAS },
+    { "mixtral", "MixtralForCausalLM", "mixtral", gqa_attn, dense_mlp, mixtral_moe, mixtral_expert, NULL, cfg_mixtral,
+      MF_FEAT_MOE, GQA_NO | MF_FEAT_QK_NORM | MF_FEAT_QKV_BIAS | MF_FEAT_SHARED | MF_FEAT_DENSE_LAYERS },
+    { "qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe", gqa_attn, dense_mlp, qwen_moe, hf_expert, NULL, cfg_qwen2_moe,
+      MF_FEAT_MOE | MF_FEAT_QKV_BIAS | MF_FEAT_SHARED | MF_FEAT_SHARED_GATE, GQA_NO | MF_FEAT_QK_NORM },
+    { "qwen3_moe", "Qwen3MoeForCausalLM", "qwen3_moe", gqa_attn, dense_mlp, qwen_moe, hf_expert, NULL, cfg_qwen3_moe,
+      MF_FEAT_MOE | MF_FEAT_QK_NORM, GQA_NO | MF_FEAT_QKV_BIAS | MF_FEAT_SHARED },
+    { "deepseek_v2", "DeepseekV2ForCausalLM", "deepseek_v2", mla_attn, dense_mlp, deepseek_moe, hf_expert, deepseek_mtp, cfg_deepseek,
+      MF_FEAT_MOE | MF_FEAT_MLA, DS_NO | MF_FEAT_SIGMOID | MF_FEAT_EXPERT_BIAS },
+    { "deepseek_v3", "DeepseekV3ForCausalLM", "deepseek_v3", mla_attn, dense_mlp, deepseek_moe, hf_expert, deepseek_mtp, cfg_deepseek,
+      MF_FEAT_MOE | MF_FEAT_MLA | MF_FEAT_SIGMOID, DS_NO },
 };
+
+unsigned mf_model_features(const mf_model *m)
+{
+    unsigned f = 0;
+    int seen_moe = 0;
+    f |= m->num_experts > 0 ? MF_FEAT_MOE : 0;
+    f |= m->mla ? MF_FEAT_MLA : 0;
+    f |= m->qk_norm ? MF_FEAT_QK_NORM : 0;
+    f |= m->qkv_bias ? MF_FEAT_QKV_BIAS : 0;
+    f |= m->window > 0 ? MF_FEAT_WINDOW : 0;
+    f |= m->num_experts > 0 && m->shared_ffn > 0 ? MF_FEAT_SHARED : 0;
+    f |= m->num_experts > 0 && m->shared_ffn > 0 && m->moe_shared_gate ? MF_FEAT_SHARED_GATE : 0;
+    f |= m->num_experts > 0 && m->moe_expert_bias ? MF_FEAT_EXPERT_BIAS : 0;
+    f |= m->num_experts > 0 && strcmp(m->score_function, "sigmoid") == 0 ? MF_FEAT_SIGMOID : 0;
+    for (int64_t l = 0; m->num_experts > 0 && m->moe_layer && l < m->num_layers; l++) {
+        if (!m->moe_layer[l])
+            f |= MF_FEAT_DENSE_LAYERS | (seen_moe ? MF_FEAT_DENSE_AFTER_MOE : 0);
+        seen_moe |= m->moe_layer[l];
+    }
+    return f;
+}
+
+static const struct {
+    unsigned bit;
+    const char *what, *args;
+} feature_words[] = {
+    { MF_FEAT_MOE, "experts", "num_experts" },
+    { MF_FEAT_MLA, "multi-latent attention", "multi_latent_attention" },
+    { MF_FEAT_QK_NORM, "q/k layer norms", "qk_layernorm" },
+    { MF_FEAT_QKV_BIAS, "q/k/v biases", "add_qkv_bias / add_bias_linear" },
+    { MF_FEAT_WINDOW, "sliding-window attention", "window_size" },
+    { MF_FEAT_SHARED, "shared experts", "moe_shared_expert_intermediate_size" },
+    { MF_FEAT_SHARED_GATE, "a shared-expert gate", "moe_shared_expert_gate" },
+    { MF_FEAT_EXPERT_BIAS, "a router expert bias", "moe_router_enable_expert_bias" },
+    { MF_FEAT_SIGMOID, "sigmoid router scores", "moe_router_score_function" },
+    { MF_FEAT_DENSE_LAYERS, "dense layers in a MoE model", "moe_layer_freq" },
+    { MF_FEAT_DENSE_AFTER_MOE, "dense layers after MoE layers", "moe_layer_freq" },
+};
+
+int mf_family_check(const mf_family *f, const mf_model *m, const char *arch, const char *src)
+{
+    unsigned have = mf_model_features(m);
+    for (size_t i = 0; i < sizeof(feature_words) / sizeof(feature_words[0]); i++) {
+        unsigned bit = feature_words[i].bit;
+        int missing = (f->needs & bit) && !(have & bit), extra = (f->forbids & bit) && (have & bit);
+        if (!missing && !extra)
+            continue;
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: %s%s does not fit this checkpoint: %s %s %s, which the args %s (%s)",
+                       src, arch && *arch ? "-o arch=" : "the detected family ", arch && *arch ? arch : f->name,
+                       f->architecture, missing ? "needs" : "cannot express", feature_words[i].what,
+                       missing ? "do not set" : "set", feature_words[i].args);
+    }
+    return MF_OK;
+}
 
 const mf_family *mf_family_find(const char *name)
 {

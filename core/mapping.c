@@ -5,6 +5,7 @@
 #include "mcorefs/error.h"
 #include "mcorefs/gather.h"
 #include "mcorefs/mapping.h"
+#include "shape_check.h"
 
 typedef struct {
     mf_mapping *mp;
@@ -198,6 +199,9 @@ static int build_positioned(builder *b, const mf_rule *r, const mf_source *s, co
 /* Build the pieces of one HF tensor from source s according to the rule's split. */
 static int build_recipe(builder *b, const mf_rule *r, const mf_source *s, const char *hf, mf_hf_tensor *t)
 {
+    int shape_rc = mf_shape_check_source(b->c, r, s);
+    if (shape_rc)
+        return shape_rc;
     if (s->positioned)
         return build_positioned(b, r, s, hf, t);
     const mf_model *m = &b->c->model;
@@ -225,7 +229,7 @@ static int build_recipe(builder *b, const mf_rule *r, const mf_source *s, const 
     const mf_tensor *t0 = &s->shards[first].t;
 
     if (split == MF_SPLIT_AUTO0) {
-        int64_t full = r->full_rows == MF_ROWS_Q_LORA ? m->q_lora_rank : m->kv_lora_rank + m->qk_pos_dim;
+        int64_t full = mf_dim_size(m, r->rows);
         split = srows[first] == full ? MF_SPLIT_REPL : MF_SPLIT_DIM0;
     }
     if (split != MF_SPLIT_REPL) {
@@ -321,7 +325,8 @@ static int emit(builder *b, const mf_rule *r, long long layer, long long expert,
     }
     if (s == NULL) {
         subst(src, sizeof(src), r->src[0], layer, expert);
-        return mf_fail(MF_ERR_MISSING, "%s: tensor '%s' (for %s) is in no rank file", b->c->iter_dir, src, hf);
+        return mf_fail(MF_ERR_MISSING, "%s: tensor '%s' (which %s needs for %s) is in no rank file%s",
+                       b->c->iter_dir, src, m->family->architecture, hf, b->o->arch ? "; check -o arch=" : "");
     }
     s->used = 1;
     if (!show)

@@ -222,6 +222,10 @@ int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const c
             return MF_ERR_UNSUPPORTED;
         }
     }
+    if ((rc = mf_family_check(m->family, m, arch, src)) != 0) {
+        mf_model_free(m);
+        return rc;
+    }
     return MF_OK;
 }
 

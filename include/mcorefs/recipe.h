@@ -32,18 +32,56 @@ typedef enum {
     MF_WHEN_MTP_COPIES,
 } mf_when;
 
-/* HF and source names are templates: {L} = layer index (HF numbering, MTP layers follow the
- * decoder layers), {E} = global expert id. Up to three source spellings (TE / local spec). */
-/* For MF_SPLIT_AUTO0: the full row count, to tell a replicated shard from a split one. */
-typedef enum { MF_ROWS_ANY, MF_ROWS_Q_LORA, MF_ROWS_KV_A } mf_rows;
+/* One dimension of a source tensor's global (unsharded) shape, as the args give it; the split
+ * then says how it is divided over ranks (core/shape_check.c). */
+typedef enum {
+    MF_D_NONE,        /* no such dimension: the tensor is 1-D */
+    MF_D_ONE,         /* 1 (the shared-expert gate) */
+    MF_D_HIDDEN,      /* hidden_size */
+    MF_D_HIDDEN_X2,   /* 2 x hidden_size (MTP eh_proj input) */
+    MF_D_FC1,         /* ffn_hidden_size, x 2 when gated ([gate; up]) */
+    MF_D_FFN,         /* ffn_hidden_size */
+    MF_D_MOE_FC1,     /* moe_ffn_hidden_size, x 2 when gated */
+    MF_D_MOE_FFN,
+    MF_D_SHARED_FC1,  /* moe_shared_expert_intermediate_size, x 2 when gated */
+    MF_D_SHARED_FFN,
+    MF_D_QKV,         /* (heads + 2 x query groups) x kv_channels */
+    MF_D_ATTN_OUT,    /* linear_proj input: heads x kv_channels (MLA: heads x v_head_dim) */
+    MF_D_HEAD_DIM,    /* kv_channels (q/k norms) */
+    MF_D_VOCAB,       /* padded_vocab_size */
+    MF_D_EXPERTS,     /* num_experts */
+    MF_D_Q_LORA,      /* q_lora_rank */
+    MF_D_KV_A,        /* kv_lora_rank + qk_pos_emb_head_dim */
+    MF_D_KV_LORA,     /* kv_lora_rank */
+    MF_D_MLA_Q,       /* heads x (qk_head_dim + qk_pos_emb_head_dim) */
+    MF_D_MLA_KV,      /* heads x (qk_head_dim + v_head_dim) */
+} mf_dim;
 
+/* HF and source names are templates: {L} = layer index (HF numbering, MTP layers follow the
+ * decoder layers), {E} = global expert id. Up to three source spellings (TE / local spec).
+ * rows, cols: the source tensor's global shape (cols MF_D_NONE for a 1-D tensor). */
 typedef struct {
     const char *hf;
     const char *src[3];
     mf_split split;
     mf_when when;
-    mf_rows full_rows;
+    mf_dim rows, cols;
 } mf_rule;
+
+/* Model features a family's HF class needs or cannot express (mf_family_check). */
+enum {
+    MF_FEAT_MOE = 1 << 0,          /* num_experts > 0 */
+    MF_FEAT_MLA = 1 << 1,          /* multi-latent attention */
+    MF_FEAT_QK_NORM = 1 << 2,      /* q/k layer norms */
+    MF_FEAT_QKV_BIAS = 1 << 3,     /* q/k/v biases */
+    MF_FEAT_WINDOW = 1 << 4,       /* sliding-window attention */
+    MF_FEAT_SHARED = 1 << 5,       /* shared experts */
+    MF_FEAT_SHARED_GATE = 1 << 6,  /* gated shared experts */
+    MF_FEAT_EXPERT_BIAS = 1 << 7,  /* router expert bias (aux-loss-free balancing) */
+    MF_FEAT_SIGMOID = 1 << 8,      /* sigmoid router scores */
+    MF_FEAT_DENSE_LAYERS = 1 << 9, /* dense layers in a MoE model */
+    MF_FEAT_DENSE_AFTER_MOE = 1 << 10, /* a dense layer after a MoE layer */
+};
 
 typedef struct mf_family {
     const char *name;          /* option value for -o arch= */
@@ -56,11 +94,18 @@ typedef struct mf_family {
     const mf_rule *mtp;        /* extra tensors of an MTP layer */
     /* family-specific config.json fields (the common ones are written by the caller) */
     void (*config)(const struct mf_model_s *m, struct cJSON *cfg);
+    unsigned needs, forbids;   /* MF_FEAT_* the HF class always has / cannot express */
 } mf_family;
 
 extern const mf_rule mf_rules_top[];     /* embed, final norm, lm_head */
 const mf_family *mf_family_find(const char *name);  /* by name or architecture */
 const mf_family *const *mf_family_all(void);        /* NULL-terminated */
+/* MF_FEAT_* of the model the args describe. */
+unsigned mf_model_features(const struct mf_model_s *m);
+/* The family's HF class must fit the args: each feature it needs present, none it cannot
+ * express. MF_OK, or MF_ERR_UNSUPPORTED naming the family and the first misfit (src: the file
+ * for messages; arch: the -o arch= value that chose it, NULL when detected). */
+int mf_family_check(const mf_family *f, const struct mf_model_s *m, const char *arch, const char *src);
 
 struct mf_dist_chunk; /* torch_dist: a chunk whose embedded archive is read on first use */
 

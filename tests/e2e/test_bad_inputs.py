@@ -103,8 +103,8 @@ def missing_rank_file(remove_dir):
         shutil.rmtree(d)
     else:
         os.unlink(os.path.join(d, RF))
-    # the missing path, or the missing shard's coordinates (tp=1 of stage 1)
-    both(ck, [("mp_rank_01_001", "tp=1", "tp 1", "tp rank 1")] if remove_dir else ["mp_rank_01_001"])
+    # the file the user will look for, by its path under the iteration folder
+    both(ck, [os.path.join(IT, "mp_rank_01_001", RF)])
 
 
 def args_disagree(key, value, victim="mp_rank_01_001"):

@@ -9,6 +9,7 @@ Set MCOREFS_E2E_SKIP_MOE=1 to skip the whole script.
 """
 import os
 import re
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -81,11 +82,23 @@ def old_writer_rule():
     T.check(missing, "generator reports no missing shards for the old writer rule (test data)")
     r = T.expect_mount_failure(g.ckpt, mount_opts(g))
     msg = r.stderr
-    tps = sorted({m["tp"] for m in missing})
-    named = any(("mp_rank_%02d" % t) in msg for t in tps) or \
-        re.search(r"(tp|tensor)[^;]*\b(%s)\b" % "|".join(str(t) for t in tps), msg, re.I)
-    T.check(named, "error does not name a missing shard (tp ranks %r): %r" % (tps, msg))
-    T.expect_inspect_failure([g.ckpt, "-o", "true_vocab_size=%d" % g.true_vocab])
+    # the first missing dense shard's file, as the >= core_v0.18 writers name it (tp t, ep t % 2)
+    t = min(m["tp"] for m in missing)
+    want = os.path.join("iter_0000010", "mp_rank_%02d_%03d" % (t, t % 2), "model_optim_rng.pt")
+    T.check(want in msg, "error does not name the missing file %s: %r" % (want, msg))
+    T.expect_inspect_failure([g.ckpt, "-o", "true_vocab_size=%d" % g.true_vocab], [want])
+
+
+def missing_rank_file_named(writer_rule, tp, victim):
+    """A lost rank folder of a complete MoE checkpoint (either writer rule; with tp=1 only its
+    experts are lost): the error names the file by the path the user will look for."""
+    g = T.generate("mixtral", "lost-" + writer_rule, tp=tp, ep=2, etp=1, writer_rule=writer_rule)
+    it = os.path.join(g.ckpt, "iter_0000010")
+    T.check(os.path.isdir(os.path.join(it, victim)), "test data: no %s" % victim)
+    shutil.rmtree(os.path.join(it, victim))
+    want = os.path.join("iter_0000010", victim, "model_optim_rng.pt")
+    T.expect_mount_failure(g.ckpt, mount_opts(g), [want])
+    T.expect_inspect_failure([g.ckpt, "-o", "true_vocab_size=%d" % g.true_vocab], [want])
 
 
 def inspect_moe():
@@ -138,6 +151,11 @@ def main():
           dict(tp=1, mtp=1, spec="te", experts_impl="te_grouped", mtp_prefix="transformer_layer"),
           False)
     r.run("negative:old-writer-rule:tp4ep2etp1", old_writer_rule)
+    for rule in ("old", "new"):
+        r.run("negative:missing-rank-file-named:tp2ep2etp1:%s-writer-rule" % rule, missing_rank_file_named,
+              rule, 2, "mp_rank_01_001")
+        r.run("negative:missing-rank-file-named:tp1ep2:experts-only:%s-writer-rule" % rule,
+              missing_rank_file_named, rule, 1, "mp_rank_00_001")
     r.run("inspect:qwen3_moe:tp4ep2etp1", inspect_moe)
     return r.finish()
 

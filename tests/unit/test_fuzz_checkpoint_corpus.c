@@ -1,7 +1,8 @@
 /* Regression test: every file of fuzz/corpus/checkpoint/ (real rank files from the fixture
  * generator, and any crash reproducer) goes through the whole-checkpoint fuzz entry point.
- * Seeds named seed-* are well-formed one-file checkpoints and must mount; others must only
- * fail cleanly. */
+ * Seeds named seed-* are well-formed one-file checkpoints and must mount; refuse-shape-* are
+ * seeds with one tensor of a shape the args do not imply and must be refused by the shape
+ * check (fuzz/make_shape_seeds.py); others must only fail cleanly. */
 #include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,7 +22,7 @@ static void test_checkpoint_corpus(void **state)
     DIR *d = opendir(dir);
     assert_non_null(d);
     struct dirent *e;
-    int seeds = 0;
+    int seeds = 0, refused = 0;
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
             continue;
@@ -42,10 +43,16 @@ static void test_checkpoint_corpus(void **state)
                 fail_msg("%s: %s", e->d_name, mf_error());
             seeds++;
         }
+        if (strncmp(e->d_name, "refuse-shape-", 13) == 0) {
+            if (rc != MF_ERR_INCONSISTENT || !strstr(mf_error(), "the args imply"))
+                fail_msg("%s: not refused by the shape check (%d: %s)", e->d_name, rc, mf_error());
+            refused++;
+        }
         free(buf);
     }
     closedir(d);
     assert_true(seeds >= 5);
+    assert_true(refused >= 3);
 }
 
 int main(void)

@@ -1,0 +1,199 @@
+/* Expected shapes of source tensors from the args, per rule dims and split kind. Megatron
+ * splits every parallel dimension evenly, so a shard of another size (or a reshaped tensor)
+ * means the bytes would be cut at the wrong places: refuse instead. */
+#include <stdio.h>
+#include "mcorefs/error.h"
+#include "mcorefs/mapping.h"
+#include "shape_check.h"
+
+int64_t mf_dim_size(const mf_model *m, mf_dim dim)
+{
+    int64_t glu = m->swiglu ? 2 : 1;
+    switch (dim) {
+    case MF_D_NONE: return 0;
+    case MF_D_ONE: return 1;
+    case MF_D_HIDDEN: return m->hidden;
+    case MF_D_HIDDEN_X2: return 2 * m->hidden;
+    case MF_D_FC1: return glu * m->ffn;
+    case MF_D_FFN: return m->ffn;
+    case MF_D_MOE_FC1: return glu * m->moe_ffn;
+    case MF_D_MOE_FFN: return m->moe_ffn;
+    case MF_D_SHARED_FC1: return glu * m->shared_ffn;
+    case MF_D_SHARED_FFN: return m->shared_ffn;
+    case MF_D_QKV: return (m->heads + 2 * m->groups) * m->head_dim;
+    case MF_D_ATTN_OUT: return m->heads * (m->mla ? m->v_head_dim : m->head_dim);
+    case MF_D_HEAD_DIM: return m->head_dim;
+    case MF_D_VOCAB: return m->padded_vocab;
+    case MF_D_EXPERTS: return m->num_experts;
+    case MF_D_Q_LORA: return m->q_lora_rank;
+    case MF_D_KV_A: return m->kv_lora_rank + m->qk_pos_dim;
+    case MF_D_KV_LORA: return m->kv_lora_rank;
+    case MF_D_MLA_Q: return m->heads * (m->qk_head_dim + m->qk_pos_dim);
+    case MF_D_MLA_KV: return m->heads * (m->qk_head_dim + m->v_head_dim);
+    }
+    return 0;
+}
+
+/* The args that give a dimension, for messages. */
+static const char *dim_words(mf_dim dim)
+{
+    switch (dim) {
+    case MF_D_NONE: return "-";
+    case MF_D_ONE: return "1";
+    case MF_D_HIDDEN: return "hidden_size";
+    case MF_D_HIDDEN_X2: return "2 x hidden_size";
+    case MF_D_FC1: return "2 x ffn_hidden_size";
+    case MF_D_FFN: return "ffn_hidden_size";
+    case MF_D_MOE_FC1: return "2 x moe_ffn_hidden_size";
+    case MF_D_MOE_FFN: return "moe_ffn_hidden_size";
+    case MF_D_SHARED_FC1: return "2 x moe_shared_expert_intermediate_size";
+    case MF_D_SHARED_FFN: return "moe_shared_expert_intermediate_size";
+    case MF_D_QKV: return "(num_attention_heads + 2 x num_query_groups) x kv_channels";
+    case MF_D_ATTN_OUT: return "num_attention_heads x kv_channels (MLA: v_head_dim)";
+    case MF_D_HEAD_DIM: return "kv_channels";
+    case MF_D_VOCAB: return "padded_vocab_size";
+    case MF_D_EXPERTS: return "num_experts";
+    case MF_D_Q_LORA: return "q_lora_rank";
+    case MF_D_KV_A: return "kv_lora_rank + qk_pos_emb_head_dim";
+    case MF_D_KV_LORA: return "kv_lora_rank";
+    case MF_D_MLA_Q: return "num_attention_heads x (qk_head_dim + qk_pos_emb_head_dim)";
+    case MF_D_MLA_KV: return "num_attention_heads x (qk_head_dim + v_head_dim)";
+    }
+    return "?";
+}
+
+mf_shape mf_shape_global(const mf_model *m, const mf_rule *r)
+{
+    mf_shape g = { r->cols == MF_D_NONE ? 1 : 2, { mf_dim_size(m, r->rows), 1 } };
+    if (g.ndim == 2)
+        g.d[1] = mf_dim_size(m, r->cols);
+    return g;
+}
+
+/* Rows per shard for a split of dim 0 into n equal parts, with the unit the split must keep
+ * whole. Fused QKV is read as the concatenation of its shards and then de-interleaved by
+ * query group, which is right exactly when every shard holds rows/n rows (with fewer query
+ * groups than ranks Megatron replicates K/V heads, so such shards are larger and refused). A
+ * gated fc1 shard is [gate_t; up_t] and is halved: each half must have ffn/n rows. */
+static int split_rows(mf_split split, const mf_model *m, int64_t rows, int n, const char *name, int64_t *out)
+{
+    int64_t unit = 1;
+    const char *what = "rows";
+    if ((split == MF_SPLIT_GLU_GATE || split == MF_SPLIT_GLU_UP) && m->swiglu) {
+        unit = 2;                                           /* each shard is [gate_t; up_t] */
+        what = "gate/up row pairs";
+    }
+    if (unit <= 0 || rows % unit != 0 || (rows / unit) % n != 0)
+        return mf_fail(MF_ERR_INCONSISTENT, "'%s': the args give %lld rows, which do not split into %d equal parts of whole %s",
+                       name, (long long)rows, n, what);
+    *out = rows / n;
+    return MF_OK;
+}
+
+int mf_shape_shard(const mf_model *m, mf_split split, const mf_shape *g, int n, const char *name, mf_shape *out)
+{
+    *out = *g;
+    if (n <= 1 || split == MF_SPLIT_REPL)
+        return MF_OK;
+    if (split == MF_SPLIT_DIM1) {
+        if (g->ndim < 2)
+            return MF_OK;   /* a row-parallel layer's bias is replicated */
+        if (g->d[1] % n != 0)
+            return mf_fail(MF_ERR_INCONSISTENT, "'%s': the args give %lld columns, which do not split into %d equal parts",
+                           name, (long long)g->d[1], n);
+        out->d[1] = g->d[1] / n;
+        return MF_OK;
+    }
+    return split_rows(split, m, g->d[0], n, name, &out->d[0]);
+}
+
+static int same_shape(const mf_shape *e, int ndim, const int64_t *shape)
+{
+    if (ndim != e->ndim)
+        return 0;
+    for (int d = 0; d < ndim; d++)
+        if (shape[d] != e->d[d])
+            return 0;
+    return 1;
+}
+
+static void fmt_shape(char *out, size_t n, int ndim, const int64_t *shape)
+{
+    size_t k = (size_t)snprintf(out, n, "[");
+    for (int d = 0; d < ndim && k < n; d++)
+        k += (size_t)snprintf(out + k, n - k, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (k < n)
+        snprintf(out + k, n - k, "]");
+}
+
+/* "rows: 2 x ffn_hidden_size / 2 ranks; cols: hidden_size" for the dimensions of the rule. */
+static void explain(char *out, size_t n, const mf_rule *r, mf_split split, int ranks)
+{
+    int div_rows = ranks > 1 && split != MF_SPLIT_REPL && split != MF_SPLIT_DIM1;
+    int div_cols = ranks > 1 && split == MF_SPLIT_DIM1;
+    char per[32];
+    snprintf(per, sizeof(per), " / %d ranks", ranks);
+    if (r->cols == MF_D_NONE)
+        snprintf(out, n, "%s%s", dim_words(r->rows), div_rows ? per : "");
+    else
+        snprintf(out, n, "rows: %s%s; cols: %s%s", dim_words(r->rows), div_rows ? per : "",
+                 dim_words(r->cols), div_cols ? per : "");
+}
+
+static int mismatch(const char *file, const char *name, const char *which, int ndim, const int64_t *seen,
+                    const mf_shape *want, const mf_rule *r, mf_split split, int ranks)
+{
+    char a[96], b[96], why[256];
+    fmt_shape(a, sizeof(a), ndim, seen);
+    fmt_shape(b, sizeof(b), want->ndim, want->d);
+    explain(why, sizeof(why), r, split, ranks);
+    return mf_fail(MF_ERR_INCONSISTENT, "%s: tensor '%s'%s has shape %s, the args imply %s (%s)",
+                   file, name, which, a, b, why);
+}
+
+/* torch_dist: .metadata gives the global shape, chunks are placed inside it. */
+static int check_positioned(const mf_checkpoint *c, const mf_rule *r, const mf_source *s)
+{
+    mf_shape g = mf_shape_global(&c->model, r);
+    int ndim = s->n_shards ? s->shards[0].t.ndim : g.ndim;
+    int64_t seen[2] = { s->grows, s->gcols };
+    if (!same_shape(&g, ndim, seen)) {
+        char where[4200];
+        snprintf(where, sizeof(where), "%s/.metadata", c->iter_dir);
+        return mismatch(where, s->name, " (global shape)", ndim, seen, &g, r, MF_SPLIT_REPL, 1);
+    }
+    return MF_OK;
+}
+
+int mf_shape_check_source(const mf_checkpoint *c, const mf_rule *r, const mf_source *s)
+{
+    const mf_model *m = &c->model;
+    if (s->positioned)
+        return check_positioned(c, r, s);
+    mf_shape g = mf_shape_global(m, r), want;
+    int n = s->n_shards, first = -1;
+    int rc = mf_shape_shard(m, r->split, &g, n, s->name, &want);
+    if (rc)
+        return rc;
+    mf_split split = r->split;
+    for (int k = 0; k < n; k++) {
+        const mf_shard *sh = &s->shards[k];
+        if (sh->file < 0)
+            continue;
+        if (first < 0) {
+            first = k;
+            /* MLA down-projections: replicated (full rows in every rank) or split on dim 0;
+             * the first shard decides, its siblings must follow */
+            if (split == MF_SPLIT_AUTO0 && same_shape(&g, sh->t.ndim, sh->t.shape)) {
+                want = g;
+                split = MF_SPLIT_REPL;
+            }
+        }
+        if (!same_shape(&want, sh->t.ndim, sh->t.shape)) {
+            char which[48];
+            snprintf(which, sizeof(which), " (%s rank %d of %d)", s->expert ? "expert-tp" : "tp", k, n);
+            return mismatch(c->files[sh->file].path, s->name, which, sh->t.ndim, sh->t.shape, &want, r, split, n);
+        }
+    }
+    return MF_OK;
+}
