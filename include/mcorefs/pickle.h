@@ -61,6 +61,8 @@ typedef struct mf_pickle mf_pickle;  /* owns the arena */
 int mf_pickle_load(const uint8_t *buf, size_t len, const char *name,
                    const mf_pickle_limits *limits, mf_pickle **pk, mf_pv **out);
 void mf_pickle_free(mf_pickle *pk);
+/* Bytes the arena holds (what a loaded tree costs, for callers with a memory cap of their own). */
+size_t mf_pickle_bytes(const mf_pickle *pk);
 
 /* Helpers over the tree (all tolerate NULL). */
 mf_pv *mf_pv_dict_get(const mf_pv *dict, const char *key);   /* dict with str keys */

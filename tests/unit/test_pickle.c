@@ -401,9 +401,9 @@ static void test_cycles_and_budget(void **state)
     b[0] = (char)0x80, b[1] = 2, b[2] = '(';
     memset(b + 3, 'N', n); /* None is shared: this is the VM stack outgrowing the budget */
     b[len - 1] = 'l';
-    load_err_lim(b, len, MF_ERR_LIMIT, "budget", &lim);
+    load_err_lim(b, len, MF_ERR_LIMIT, "memory allowed", &lim);
     memset(b + 3, ']', n); /* 200k distinct lists: the value arena outgrowing it */
-    load_err_lim(b, len, MF_ERR_LIMIT, "budget", &lim);
+    load_err_lim(b, len, MF_ERR_LIMIT, "memory allowed", &lim);
     free(b);
 }
 
