@@ -513,8 +513,8 @@ static int memo_put(vm *m, uint64_t id)
     if (rc)
         return rc;
     if (id >= MAX_MEMO_ID)
-        return fail(m, MF_ERR_LIMIT, "memo id %llu is above the limit of %u memo ids", (unsigned long long)id,
-                    MAX_MEMO_ID);
+        return fail(m, MF_ERR_LIMIT, "memo id %llu exceeds the largest allowed, %u", (unsigned long long)id,
+                    MAX_MEMO_ID - 1);
     if (m->memo_skip_hi > m->memo_hi) { /* store the skipped ids before anything after them */
         if (VGROW(m, m->memo, &m->memo_cap, m->memo_skip_hi))
             return m->grow_rc;
@@ -1085,6 +1085,7 @@ int mf_pickle_load(const uint8_t *buf, size_t len, const char *name, const mf_pi
     mf_array_free(m.stack, m.scap * sizeof *m.stack);
     mf_array_free(m.marks, m.mcap * sizeof *m.marks);
     mf_array_free(m.memo, m.memo_cap * sizeof *m.memo);
+    m.pk->temp = 0;
     if (rc) {
         mf_pickle_free(m.pk);
         return rc;

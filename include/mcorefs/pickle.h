@@ -41,7 +41,7 @@ struct mf_pv {
 };
 
 typedef struct {
-    size_t max_bytes;  /* arena budget (default 1 GiB when 0) */
+    size_t max_bytes;  /* memory budget: value arena plus the VM's stack, marks and memo (default 1 GiB when 0) */
     size_t max_depth;  /* container nesting / stack depth limit (default 10000 when 0) */
     /* NULL-terminated dict keys whose values are read but never built (they load as None):
      * DCP's .metadata carries a copy of every save plan that nobody here needs, about half of
