@@ -17,16 +17,20 @@ static void usage(FILE *out)
                  "  summary          iteration, layout, rank files, model family and sizes (default)\n"
                  "  tensors [--source]  every HF tensor: dtype, shape, file; --source adds the Megatron\n"
                  "                   tensor, the split and the rank files it is gathered from\n"
-                 "  verify [--hash]  read everything; check that replicated tensors (norms, routers,\n"
-                 "                   dense weights in EP files, duplicated expert shards, the MTP stage's\n"
-                 "                   embedding copy) are identical (xxHash); --hash prints each HF tensor's\n"
-                 "                   XXH64 so two exports can be compared\n"
-                 "  export OUTDIR [--force]  write the same files as the mount, without FUSE\n"
+                 "  verify [--hash]  locate every tensor piece the view reads (torch_dist: open each chunk\n"
+                 "                   archive and check it against .metadata); check that replicated tensors\n"
+                 "                   (norms, routers, dense weights in EP files, duplicated expert shards,\n"
+                 "                   the MTP stage's embedding copy) are identical (XXH64); --hash also reads\n"
+                 "                   every HF tensor and prints its XXH64 so two exports can be compared\n"
+                 "  export OUTDIR [--force]  write the same files as the mount, without FUSE; files are\n"
+                 "                   written as .NAME.PID.mcorefs-partial and renamed at the end; SIGINT or\n"
+                 "                   SIGTERM removes them, and the next export removes those a killed one left\n"
                  "flags:\n"
                  "  --tensors        same as the tensors command\n"
                  "  --json           machine-readable output\n\n"
                  "options (as for mcorefs):\n%s\n"
-                 "exit status: 0 ok, 1 bad checkpoint or arguments, 2 verify found differing copies\n", mf_options_help());
+                 "exit status: 0 ok, 1 bad checkpoint or arguments, 2 verify found differing copies; an export\n"
+                 "stopped by SIGINT or SIGTERM ends by that signal (130 or 143 in a shell)\n", mf_options_help());
 }
 
 /* Sizes for people: "3.15 GB" (powers of 1000, as disk tools and the HF hub show them). */
