@@ -23,6 +23,15 @@ static void advise_huge(void *p, size_t n)
 #endif
 }
 
+size_t mf_big_size(size_t n)
+{
+    if (n < HUGE_PAGE)
+        return n;
+    if (n > SIZE_MAX - HUGE_PAGE)
+        return SIZE_MAX;
+    return (n + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+}
+
 void *mf_big_alloc(size_t n, size_t *got)
 {
     void *p = NULL;

@@ -9,6 +9,8 @@
 /* At least n bytes (*got: the usable size, >= n). Small sizes come from plain malloc.
  * Free with free(). NULL when out of memory. */
 void *mf_big_alloc(size_t n, size_t *got);
+/* The size mf_big_alloc(n) takes (so a caller with a budget can check it first). */
+size_t mf_big_size(size_t n);
 /* Arrays that grow to tens of MB (the pickle VM's memo): in malloc while small, then in their
  * own huge-page mapping grown with mremap, so growing never copies the contents (glibc's
  * realloc copies heap blocks). NULL on failure, p still valid. Free with mf_array_free and the

@@ -20,9 +20,11 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#define MAX_METADATA_BYTES ((uint64_t)1 << 30) /* .metadata file size */
-#define MIN_PICKLE_BUDGET ((size_t)1 << 30)     /* pickle arena for .metadata: max(1 GiB, 32 x size) */
-#define MAX_PICKLE_BUDGET ((size_t)16 << 30)
+/* Everything reading a .metadata holds at once (the file, its pickle values, the index tables)
+ * stays under this fixed cap, so a crafted file of any size cannot take the process much past
+ * it. A Kimi-K2-sized .metadata (61 layers x 384 experts, 35 MB) needs about 100 MiB. */
+#define METADATA_MEMORY_CAP ((size_t)512 << 20)
+#define MAX_METADATA_BYTES ((uint64_t)METADATA_MEMORY_CAP - ((uint64_t)1 << 20)) /* leaves the pickle >= 1 MiB */
 #define MAX_CHUNK_PKL ((size_t)1 << 20)         /* data.pkl of one chunk: a single tensor record */
 #define MAX_ARGS_PKL ((size_t)256 << 20)        /* data.pkl of common.pt / the common_state item */
 #define MAX_JSON_BYTES 65536
@@ -160,7 +162,25 @@ typedef struct {
     uint64_t *f_hash;
     size_t f_mask, f_cap;
     size_t files_alloc;      /* capacity of d->files / d->file_sizes */
+    size_t mem_used;         /* bytes held for this .metadata, against METADATA_MEMORY_CAP */
 } ctx;
+
+/* Count `bytes` against the cap before allocating them; the refusal says which limit was hit. */
+static int charge(ctx *x, size_t bytes, const char *what)
+{
+    if (bytes > METADATA_MEMORY_CAP - x->mem_used)
+        return mf_fail(MF_ERR_LIMIT,
+                       "%s: refused: reading it needs more than %zu MiB of memory, mcorefs' fixed limit for a "
+                       ".metadata (reached building %s)",
+                       x->mpath, METADATA_MEMORY_CAP >> 20, what);
+    x->mem_used += bytes;
+    return MF_OK;
+}
+
+static void release(ctx *x, size_t bytes)
+{
+    x->mem_used -= bytes;
+}
 
 static void ctx_free(ctx *x)
 {
@@ -226,6 +246,11 @@ static int build_storage_index(ctx *x, const mf_pv *sd)
         return mf_fail(MF_ERR_LIMIT, "%s: %zu storage_data entries (too many)", x->mpath, n);
     x->n_sd = n;
     size_t tab = pow2_at_least(2 * n + 2);
+    int rc = charge(x, (n + 1) * (sizeof *x->sd_fqn + sizeof *x->sd_off + sizeof *x->sd_info + 2 * sizeof *x->sd_hash) +
+                           tab * (sizeof *x->sd_tab + sizeof *x->f_tab),
+                    "the storage_data index");
+    if (rc)
+        return rc;
     x->sd_fqn = calloc(n + 1, sizeof *x->sd_fqn);
     x->sd_off = calloc(n + 1, sizeof *x->sd_off);
     x->sd_info = calloc(n + 1, sizeof *x->sd_info);
@@ -245,7 +270,7 @@ static int build_storage_index(ctx *x, const mf_pv *sd)
         if (ov && ov->kind == MF_PV_NONE)
             ov = NULL;
         int64_t off[MF_MAX_DIMS];
-        int nd = 0, rc;
+        int nd = 0;
         if (ov && (rc = get_dims(ov, off, &nd)))
             return mf_fail(MF_ERR_FORMAT, "%s: storage_data entry for '%s': offset %s", x->mpath, fqn, dims_problem(rc));
         x->sd_fqn[i] = fqn;
@@ -315,6 +340,8 @@ static int intern_file(ctx *x, const char *rel, const item_ref *it, int *idx)
     if (d->n_files >= x->n_sd || d->n_files >= INT32_MAX)
         return mf_fail(MF_ERR_LIMIT, "%s: too many storage files", x->mpath);
     size_t i = d->n_files;
+    if (charge(x, strlen(rel) + 1 + 2 * (sizeof *d->files + sizeof *d->file_sizes), "the list of data files"))
+        return MF_ERR_LIMIT;
     if (i == x->files_alloc) {
         size_t cap = x->files_alloc ? 2 * x->files_alloc : 16;
         char **nf = realloc(d->files, cap * sizeof *nf);
@@ -610,8 +637,8 @@ static int read_whole(const char *path, uint64_t max, uint8_t **buf, size_t *len
     else if (!S_ISREG(st.st_mode))
         rc = mf_fail(MF_ERR_FORMAT, "%s: not a regular file", path);
     else if ((uint64_t)st.st_size > max)
-        rc = mf_fail(MF_ERR_LIMIT, "%s: %lld bytes is over the %llu-byte limit", path, (long long)st.st_size,
-                     (unsigned long long)max);
+        rc = mf_fail(MF_ERR_LIMIT, "%s: refused: the file is %lld bytes, over mcorefs' fixed limit of %llu MiB for a .metadata",
+                     path, (long long)st.st_size, (unsigned long long)(max >> 20));
     else if (st.st_size == 0)
         rc = mf_fail(MF_ERR_FORMAT, "%s: empty file", path);
     uint8_t *b = rc ? NULL : mf_big_alloc((size_t)st.st_size, NULL);
@@ -662,6 +689,8 @@ static int parse_tensor(ctx *x, const char *fqn, const mf_pv *tsm, mf_dcp_tensor
     char s1[200], s2[200], what[400];
     int rc;
     const char *dtn;
+    if ((rc = charge(x, strlen(fqn) + 1, "the tensor names")))
+        return rc;
     if (!(t->fqn = strdup(fqn)))
         return mf_fail(MF_ERR_NOMEM, "%s: out of memory", x->mpath);
     t->chunks = chunks;
@@ -697,7 +726,15 @@ static int parse_tensor(ctx *x, const char *fqn, const mf_pv *tsm, mf_dcp_tensor
         if ((rc = resolve_info(x, info, &it, &c->file, &c->offset, &c->length)))
             return rc;
     }
-    return check_tiling(x, t);
+    /* check_tiling's scratch at most: non-empty list, boundaries, grid or sweep keys */
+    size_t n = t->n_chunks + 1, grid = 8 * n > GRID_MIN_CELLS ? 8 * n : GRID_MIN_CELLS;
+    size_t scratch = n * (sizeof(uint32_t) + sizeof(keyed)) + (size_t)t->ndim * (2 * n) * sizeof(int64_t) +
+                     grid * sizeof(uint32_t);
+    if ((rc = charge(x, scratch, "the check that its chunks tile each tensor")))
+        return rc;
+    rc = check_tiling(x, t);
+    release(x, scratch);
+    return rc;
 }
 
 static int cmp_name(const void *a, const void *b)
@@ -713,6 +750,9 @@ static int build_name_index(ctx *x)
         const char *fqn;
         size_t idx;
     } named;
+    int rc = charge(x, (d->n_tensors + 1) * (sizeof(named) + sizeof *d->index->by_name), "the tensor name index");
+    if (rc)
+        return rc;
     named *v = malloc((d->n_tensors + 1) * sizeof *v);
     d->index->by_name = malloc((d->n_tensors + 1) * sizeof *d->index->by_name);
     if (!v || !d->index->by_name) {
@@ -722,7 +762,6 @@ static int build_name_index(ctx *x)
     for (size_t i = 0; i < d->n_tensors; i++)
         v[i] = (named){d->tensors[i].fqn, i};
     qsort(v, d->n_tensors, sizeof *v, cmp_name); /* fqn is the first member */
-    int rc = MF_OK;
     for (size_t i = 0; i < d->n_tensors; i++) {
         d->index->by_name[i] = v[i].idx;
         if (i && strcmp(v[i].fqn, v[i - 1].fqn) == 0 && !rc)
@@ -769,6 +808,10 @@ static int parse_metadata(ctx *x, const mf_pv *root)
     }
     if (nt >= UINT32_MAX || nc >= SIZE_MAX / sizeof(mf_dcp_chunk) / 2)
         return mf_fail(MF_ERR_LIMIT, "%s: too many tensors or chunks", x->mpath);
+    if ((rc = charge(x, (nc + 1) * (sizeof *d->index->chunks + sizeof *d->index->owner) + (nt + 1) * sizeof *d->tensors +
+                            (nb + 1) * sizeof *d->bytes,
+                     "the table of tensors and chunks")))
+        return rc;
     d->index->chunks = calloc(nc + 1, sizeof *d->index->chunks);
     d->index->owner = calloc(nc + 1, sizeof *d->index->owner);
     d->tensors = calloc(nt + 1, sizeof *d->tensors);
@@ -795,6 +838,8 @@ static int parse_metadata(ctx *x, const mf_pv *root)
         } else {
             mf_dcp_bytes *b = &d->bytes[d->n_bytes++];
             item_ref it = {fqn, NULL, 0};
+            if ((rc = charge(x, strlen(fqn) + 1, "the item names")))
+                return rc;
             if (!(b->fqn = strdup(fqn)))
                 return mf_fail(MF_ERR_NOMEM, "%s: out of memory", x->mpath);
             const mf_pv *info = sd_find(x, fqn, 0, 0, NULL);
@@ -805,6 +850,20 @@ static int parse_metadata(ctx *x, const mf_pv *root)
         }
     }
     return build_name_index(x);
+}
+
+/* The pickle VM's limit message, said as the .metadata limit it is. */
+static int pickle_limit_error(const char *mpath)
+{
+    char detail[600];
+    const char *e = mf_error();
+    size_t n = strlen(mpath);
+    if (strncmp(e, mpath, n) == 0 && strncmp(e + n, ": ", 2) == 0)
+        e += n + 2; /* the path comes first again below */
+    snprintf(detail, sizeof detail, "%s", e);
+    return mf_fail(MF_ERR_LIMIT, "%s: refused: over mcorefs' fixed limits for reading a .metadata (%zu MiB of memory, "
+                   "file included): %s",
+                   mpath, METADATA_MEMORY_CAP >> 20, detail);
 }
 
 int mf_dcp_open(mf_dcp *d, const char *dir)
@@ -826,16 +885,18 @@ int mf_dcp_open(mf_dcp *d, const char *dir)
     x.mpath = mpath;
     if ((rc = read_whole(mpath, MAX_METADATA_BYTES, &buf, &len)))
         goto out;
-    size_t budget = len > MIN_PICKLE_BUDGET / 32 ? len * 32 : MIN_PICKLE_BUDGET;
     /* Megatron keeps a copy of every rank's save plan in .metadata (all_local_plans, about half
      * of it, written last), which says nothing the reader needs. */
     static const char *const unused_fields[] = {"all_local_plans", NULL};
-    mf_pickle_limits lim = {.max_bytes = budget < MAX_PICKLE_BUDGET ? budget : MAX_PICKLE_BUDGET, .max_depth = 1000,
-                            .skip_keys = unused_fields};
-    if ((rc = mf_pickle_load(buf, len, mpath, &lim, &pk, &root)))
+    mf_pickle_limits lim = {.max_bytes = METADATA_MEMORY_CAP - len, .max_depth = 1000, .skip_keys = unused_fields};
+    if ((rc = mf_pickle_load(buf, len, mpath, &lim, &pk, &root))) {
+        if (rc == MF_ERR_LIMIT)
+            rc = pickle_limit_error(mpath);
         goto out;
+    }
     free(buf);
     buf = NULL;
+    x.mem_used = mf_pickle_bytes(pk); /* the values stay until the index is built */
     rc = parse_metadata(&x, root);
 out:
     mf_pickle_free(pk);

@@ -31,6 +31,7 @@ typedef struct chunk {
 struct mf_pickle {
     chunk *head;
     size_t total, budget;
+    size_t temp;        /* the VM's stack, marks and memo while loading: also within budget */
     size_t next_chunk;  /* size of the next regular chunk */
     int over_budget;
 };
@@ -63,7 +64,6 @@ typedef struct {
     size_t memo_hi;         /* memo[0, memo_hi) is initialised (NULL or a value); the rest is not */
     size_t memo_skip_hi;    /* if > memo_hi: ids [memo_hi, memo_skip_hi) were given to skipped values
                              * and are not stored (they read as m->skipped) */
-    size_t temp_bytes;      /* stack, marks and memo: malloc'ed, freed after the load */
     const char *const *skip_keys;
     size_t skip_at;         /* 0, or the stack index of the key whose value is being skipped */
     size_t skip_next;       /* where the item after that value (the next key) starts, 0 if none */
@@ -90,6 +90,13 @@ static chunk *chunk_new(size_t cap)
     return c;
 }
 
+/* What is left of the budget. */
+static size_t room(const mf_pickle *pk)
+{
+    size_t used = pk->total + pk->temp;
+    return used < pk->budget ? pk->budget - used : 0;
+}
+
 static void *aalloc(mf_pickle *pk, size_t n)
 {
     if (n > SIZE_MAX / 2)
@@ -100,7 +107,7 @@ static void *aalloc(mf_pickle *pk, size_t n)
         size_t regular = pk->next_chunk ? pk->next_chunk : CHUNK_MIN;
         int big = n > regular / 4;
         size_t cap = big ? n : regular;
-        if (cap > pk->budget - pk->total) {
+        if (cap > SIZE_MAX / 2 || mf_big_size(sizeof(chunk) + cap) > room(pk)) {
             pk->over_budget = 1;
             return NULL;
         }
@@ -121,6 +128,11 @@ static void *aalloc(mf_pickle *pk, size_t n)
     void *p = (char *)c->data + c->used;
     c->used += n;
     return p;
+}
+
+size_t mf_pickle_bytes(const mf_pickle *pk)
+{
+    return pk ? pk->total : 0;
 }
 
 void mf_pickle_free(mf_pickle *pk)
@@ -150,7 +162,11 @@ static int fail(vm *m, int code, const char *fmt, ...)
 static int oom(vm *m)
 {
     if (m->pk->over_budget)
-        return fail(m, MF_ERR_LIMIT, "memory budget of %zu bytes exceeded", m->pk->budget);
+        return m->pk->budget >= ((size_t)1 << 20)
+                   ? fail(m, MF_ERR_LIMIT, "its values need more than the %zu MiB of memory allowed for them",
+                          m->pk->budget >> 20)
+                   : fail(m, MF_ERR_LIMIT, "its values need more than the %zu bytes of memory allowed for them",
+                          m->pk->budget);
     return fail(m, MF_ERR_NOMEM, "out of memory");
 }
 
@@ -199,12 +215,12 @@ static int vgrow_(vm *m, void *arr, size_t *cap, size_t need, size_t elsize)
     if (doubled_cap(*cap ? *cap : 16, need, elsize, &nc))
         return m->pk->over_budget = 1, oom(m);
     size_t add = (nc - *cap) * elsize;
-    if (add > m->pk->budget - m->pk->total || m->temp_bytes > m->pk->budget - m->pk->total - add)
+    if (add > room(m->pk))
         return m->pk->over_budget = 1, oom(m);
     void *p = mf_array_grow(arr, *cap * elsize, nc * elsize); /* the memo of a big .metadata: tens of MB */
     if (!p)
         return oom(m);
-    m->temp_bytes += add;
+    m->pk->temp += add;
     m->grown = p;
     *cap = nc;
     return 0;
@@ -497,7 +513,8 @@ static int memo_put(vm *m, uint64_t id)
     if (rc)
         return rc;
     if (id >= MAX_MEMO_ID)
-        return fail(m, MF_ERR_LIMIT, "memo id %llu too large", (unsigned long long)id);
+        return fail(m, MF_ERR_LIMIT, "memo id %llu exceeds the largest allowed, %u", (unsigned long long)id,
+                    MAX_MEMO_ID - 1);
     if (m->memo_skip_hi > m->memo_hi) { /* store the skipped ids before anything after them */
         if (VGROW(m, m->memo, &m->memo_cap, m->memo_skip_hi))
             return m->grow_rc;
@@ -1068,6 +1085,7 @@ int mf_pickle_load(const uint8_t *buf, size_t len, const char *name, const mf_pi
     mf_array_free(m.stack, m.scap * sizeof *m.stack);
     mf_array_free(m.marks, m.mcap * sizeof *m.marks);
     mf_array_free(m.memo, m.memo_cap * sizeof *m.memo);
+    m.pk->temp = 0;
     if (rc) {
         mf_pickle_free(m.pk);
         return rc;

@@ -1,8 +1,12 @@
 /* mcorefs-inspect export CKPT OUTDIR: write the view to disk without FUSE.
- * Atomic: every file goes to a hidden temp name and is renamed only after all were written,
- * config.json last, so an interrupted export never looks complete. */
+ * Atomic: every file goes to a hidden temp name (.NAME.PID.mcorefs-partial) and is renamed only
+ * after all were written, config.json last, so an interrupted export never looks complete.
+ * SIGINT/SIGTERM remove the partial files before the process dies of the signal; partial files
+ * of exports whose process is gone (killed hard, machine crash) are removed by the next export. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +17,50 @@
 #include "mcorefs/error.h"
 
 #define BUF (8u << 20)
+#define PARTIAL_SUFFIX ".mcorefs-partial"
+
+static volatile sig_atomic_t stop_signal; /* SIGINT/SIGTERM seen during the export */
+
+static void on_stop(int sig)
+{
+    stop_signal = sig;
+}
+
+static int interrupted(void)
+{
+    return stop_signal ? mf_fail(MF_ERR_IO, "interrupted by signal %d", (int)stop_signal) : MF_OK;
+}
+
+static void partial_name(char *buf, size_t n, const char *outdir, const char *name)
+{
+    snprintf(buf, n, "%s/.%s.%ld%s", outdir, name, (long)getpid(), PARTIAL_SUFFIX);
+}
+
+/* Remove the partial files that exports which are no longer running left in outdir. The pid in
+ * the name tells a live export (kept) from a dead one; names without a pid are from before. */
+static int remove_stale_partials(const char *outdir)
+{
+    DIR *dir = opendir(outdir);
+    if (!dir)
+        return 0;
+    int removed = 0;
+    char path[4096];
+    for (struct dirent *e; (e = readdir(dir)) != NULL;) {
+        size_t n = strlen(e->d_name), sl = strlen(PARTIAL_SUFFIX);
+        if (e->d_name[0] != '.' || n <= sl + 1 || strcmp(e->d_name + n - sl, PARTIAL_SUFFIX) != 0)
+            continue;
+        const char *end = e->d_name + n - sl, *p = end;
+        while (p > e->d_name && p[-1] >= '0' && p[-1] <= '9')
+            p--;
+        long pid = p < end && p[-1] == '.' ? strtol(p, NULL, 10) : 0;
+        if (pid > 0 && pid != (long)getpid() && (kill((pid_t)pid, 0) == 0 || errno == EPERM))
+            continue; /* that export is still running */
+        if (snprintf(path, sizeof path, "%s/%s", outdir, e->d_name) < (int)sizeof path && unlink(path) == 0)
+            removed++;
+    }
+    closedir(dir);
+    return removed;
+}
 
 static double now(void)
 {
@@ -54,6 +102,10 @@ static int write_file(const mf_session *s, const mf_vfile *f, const char *tmp, c
     if (fd < 0)
         return mf_fail(MF_ERR_IO, "%s: %s", tmp, strerror(errno));
     for (uint64_t off = 0; off < f->size;) {
+        if (interrupted()) {
+            close(fd);
+            return MF_ERR_IO;
+        }
         ssize_t n = mf_session_read(s, f, buf, BUF, off);
         if (n <= 0) {
             close(fd);
@@ -62,7 +114,7 @@ static int write_file(const mf_session *s, const mf_vfile *f, const char *tmp, c
         for (ssize_t w = 0; w < n;) {
             ssize_t k = write(fd, buf + w, (size_t)(n - w));
             if (k < 0) {
-                if (errno == EINTR)
+                if (errno == EINTR && !stop_signal)
                     continue;
                 int e = errno;
                 close(fd);
@@ -85,7 +137,28 @@ static int exported(const mf_vfile *f)
     return strchr(f->name, '/') == NULL;
 }
 
+static int export_files(const mf_session *s, const char *outdir, int force);
+
 int mf_export(const mf_session *s, const char *outdir, int force)
+{
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop; /* no SA_RESTART: a blocked write returns and the loop stops */
+    sigemptyset(&sa.sa_mask);
+    stop_signal = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    int rc = export_files(s, outdir, force);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    if (rc && stop_signal) { /* partial files are gone: now die of the signal, as the caller expects */
+        fprintf(stderr, "export: interrupted, partial files removed from %s\n", outdir);
+        raise(stop_signal);
+    }
+    return rc;
+}
+
+static int export_files(const mf_session *s, const char *outdir, int force)
 {
     char path[4096], tmp[4096];
     struct stat st;
@@ -98,6 +171,10 @@ int mf_export(const mf_session *s, const char *outdir, int force)
         if (stat(path, &st) == 0)
             return mf_fail(MF_ERR_INVALID, "%s exists (use --force to overwrite)", path);
     }
+    int stale = remove_stale_partials(outdir);
+    if (stale)
+        fprintf(stderr, "export: removed %d partial file%s left in %s by an interrupted export\n", stale,
+                stale == 1 ? "" : "s", outdir);
     char *buf = malloc(BUF);
     if (!buf)
         return mf_fail(MF_ERR_NOMEM, "out of memory");
@@ -112,14 +189,16 @@ int mf_export(const mf_session *s, const char *outdir, int force)
         const mf_vfile *f = &s->files[k % s->n_files];
         if (!exported(f))
             continue;
-        snprintf(tmp, sizeof(tmp), "%s/.%s.mcorefs-partial", outdir, f->name);
+        partial_name(tmp, sizeof(tmp), outdir, f->name);
         rc = write_file(s, f, tmp, buf, &p);
     }
+    if (rc == 0)
+        rc = interrupted(); /* once renaming starts it finishes: it takes no time */
     for (size_t k = 1; k <= s->n_files && rc == 0; k++) {
         const mf_vfile *f = &s->files[k % s->n_files];
         if (!exported(f))
             continue;
-        snprintf(tmp, sizeof(tmp), "%s/.%s.mcorefs-partial", outdir, f->name);
+        partial_name(tmp, sizeof(tmp), outdir, f->name);
         snprintf(path, sizeof(path), "%s/%s", outdir, f->name);
         if (rename(tmp, path) != 0)
             rc = mf_fail(MF_ERR_IO, "%s: %s", path, strerror(errno));
@@ -128,7 +207,7 @@ int mf_export(const mf_session *s, const char *outdir, int force)
         for (size_t k = 0; k < s->n_files; k++) {
             if (!exported(&s->files[k]))
                 continue;
-            snprintf(tmp, sizeof(tmp), "%s/.%s.mcorefs-partial", outdir, s->files[k].name);
+            partial_name(tmp, sizeof(tmp), outdir, s->files[k].name);
             unlink(tmp);
         }
     } else {

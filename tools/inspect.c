@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <cjson/cJSON.h>
 #include "mcorefs/error.h"
 #include "mcorefs/gather.h"
@@ -17,17 +18,39 @@ static void usage(FILE *out)
                  "  summary          iteration, layout, rank files, model family and sizes (default)\n"
                  "  tensors [--source]  every HF tensor: dtype, shape, file; --source adds the Megatron\n"
                  "                   tensor, the split and the rank files it is gathered from\n"
-                 "  verify [--hash]  read everything; check that replicated tensors (norms, routers,\n"
-                 "                   dense weights in EP files, duplicated expert shards, the MTP stage's\n"
-                 "                   embedding copy) are identical (xxHash); --hash prints each HF tensor's\n"
-                 "                   XXH64 so two exports can be compared\n"
-                 "  export OUTDIR [--force]  write the same files as the mount, without FUSE\n"
+                 "  verify [--hash]  locate every tensor piece the view reads (torch_dist: open each chunk\n"
+                 "                   archive and check it against .metadata); check that replicated tensors\n"
+                 "                   (norms, routers, dense weights in EP files, duplicated expert shards,\n"
+                 "                   the MTP stage's embedding copy) are identical (XXH64); --hash also reads\n"
+                 "                   every HF tensor and prints its XXH64 so two exports can be compared\n"
+                 "  export OUTDIR [--force]  write the same files as the mount, without FUSE; files are\n"
+                 "                   written as .NAME.PID.mcorefs-partial and renamed at the end; SIGINT or\n"
+                 "                   SIGTERM removes them, and the next export removes those a killed one left\n"
                  "flags:\n"
                  "  --tensors        same as the tensors command\n"
                  "  --json           machine-readable output\n"
                  "  -V, --version    print the version\n\n"
                  "options (as for mcorefs):\n%s\n"
-                 "exit status: 0 ok, 1 bad checkpoint or arguments, 2 verify found differing copies\n", mf_options_help());
+                 "exit status: 0 ok, 1 bad checkpoint or arguments, 2 verify found differing copies; an export\n"
+                 "stopped by SIGINT or SIGTERM ends by that signal (130 or 143 in a shell)\n", mf_options_help());
+}
+
+/* Sizes for people: "3.15 GB" (powers of 1000, as disk tools and the HF hub show them). */
+static const char *human(char *buf, size_t n, uint64_t bytes)
+{
+    static const char *const unit[] = {"kB", "MB", "GB", "TB", "PB"};
+    if (bytes < 1000) {
+        snprintf(buf, n, "%llu bytes", (unsigned long long)bytes);
+        return buf;
+    }
+    double v = (double)bytes / 1000.0;
+    int u = 0;
+    while (v >= 999.995 && u < 4) {
+        v /= 1000.0;
+        u++;
+    }
+    snprintf(buf, n, "%.2f %s", v, unit[u]);
+    return buf;
 }
 
 static cJSON *tensor_json(const mf_session *s, const mf_hf_tensor *t)
@@ -130,15 +153,21 @@ static void print_summary(const mf_session *s)
     } else {
         printf("format       torch (legacy, one torch.save file per rank)\n");
     }
-    printf("layout       tp=%lld pp=%lld vpp=%lld ep=%lld etp=%lld\n", (long long)m->tp, (long long)m->pp,
-           (long long)m->vpp, (long long)m->ep, (long long)m->etp);
-    printf("%s   %zu\n", c->format == MF_FORMAT_TORCH_DIST ? "data files" : "rank files", c->n_files);
+    char sz[32];
+    int moe = m->num_experts > 0; /* expert parallelism means nothing for a dense model */
+    printf("layout       tp=%lld pp=%lld vpp=%lld", (long long)m->tp, (long long)m->pp, (long long)m->vpp);
+    if (moe)
+        printf(" ep=%lld etp=%lld", (long long)m->ep, (long long)m->etp);
+    printf("\n%s   %zu\n", c->format == MF_FORMAT_TORCH_DIST ? "data files" : "rank files", c->n_files);
     for (size_t i = 0; i < c->n_files; i++) {
+        const mf_rankfile *f = &c->files[i];
         if (c->format == MF_FORMAT_TORCH_DIST)
-            printf("  %-22s %llu bytes\n", c->files[i].name, (unsigned long long)c->files[i].size);
+            printf("  %-22s %10s\n", f->name, human(sz, sizeof sz, f->size));
+        else if (moe)
+            printf("  %-22s tp=%d pp=%d ep=%d etp=%d  %10s\n", f->name, f->tp, f->pp, f->ep, f->etp,
+                   human(sz, sizeof sz, f->size));
         else
-            printf("  %-22s tp=%d pp=%d ep=%d etp=%d  %llu bytes\n", c->files[i].name, c->files[i].tp,
-                   c->files[i].pp, c->files[i].ep, c->files[i].etp, (unsigned long long)c->files[i].size);
+            printf("  %-22s tp=%d pp=%d  %10s\n", f->name, f->tp, f->pp, human(sz, sizeof sz, f->size));
     }
     printf("model        %s (%s)\n", m->family->architecture, m->family->name);
     printf("sizes        layers=%lld hidden=%lld heads=%lld kv_groups=%lld head_dim=%lld ffn=%lld\n",
@@ -151,8 +180,8 @@ static void print_summary(const mf_session *s)
         printf("mtp layers   %lld%s\n", (long long)m->mtp_layers, m->mtp_shown ? "" : " (hidden by skip_mtp)");
     printf("vocab        %lld shown of %lld padded\n", (long long)m->vocab, (long long)m->padded_vocab);
     printf("dtype        %s\n", mf_dtype_torch_name(m->params_dtype));
-    printf("parameters   %llu in %zu HF tensors, %llu bytes\n", (unsigned long long)s->map.num_params,
-           s->map.n, (unsigned long long)s->map.total_bytes);
+    printf("parameters   %llu in %zu HF tensors, %s\n", (unsigned long long)s->map.num_params, s->map.n,
+           human(sz, sizeof sz, s->map.total_bytes));
     printf("view         ");
     for (size_t i = 0; i < s->n_files; i++)
         printf("%s%s", i ? ", " : "", s->files[i].name);
@@ -180,6 +209,43 @@ static void print_tensors(const mf_session *s, int source)
     }
 }
 
+/* Source pieces the view reads (what mf_verify_sources located and checked). */
+static uint64_t count_pieces(const mf_session *s)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < s->ckpt.n_sources; i++)
+        for (int k = 0; k < s->ckpt.sources[i].n_shards; k++)
+            n += s->ckpt.sources[i].shards[k].file >= 0;
+    return n;
+}
+
+/* What verify did, in words: "0 copies compared" alone reads as "did nothing". */
+static void print_verify(const mf_session *s, const mf_verify_report *r, int hashes, uint64_t tensor_bytes)
+{
+    char a[32], b[32];
+    int dist = s->ckpt.format == MF_FORMAT_TORCH_DIST;
+    uint64_t pieces = count_pieces(s);
+    if (dist)
+        printf("verify: checked the chunk archive of each of the %llu tensor pieces the view reads against .metadata "
+               "(dtype, shape, where the bytes lie)\n"
+               "verify: no replicas to compare: torch_dist stores one copy of every chunk\n",
+               (unsigned long long)pieces);
+    else
+        printf("verify: located each of the %llu tensor pieces the view reads in its rank file\n",
+               (unsigned long long)pieces);
+    if (!dist && r->copies_compared == 0)
+        printf("verify: no replicas to compare: no tensor is stored more than once in this checkpoint\n");
+    else if (!dist)
+        printf("verify: compared %llu replicated copies (tensors several rank files store, such as norms over TP) "
+               "with the copy the view serves, %s read and hashed (XXH64): %s\n",
+               (unsigned long long)r->copies_compared, human(a, sizeof a, r->bytes_hashed),
+               r->mismatches ? "they DIFFER" : "all identical");
+    if (hashes)
+        printf("verify: hashed every HF tensor, %s read (XXH64 above)\n", human(b, sizeof b, tensor_bytes));
+    if (r->mismatches)
+        printf("verify: %llu of the copies differ; first: %s\n", (unsigned long long)r->mismatches, r->first_mismatch);
+}
+
 static int cmd_verify(mf_session *s, int json, int hashes)
 {
     mf_verify_report r;
@@ -188,6 +254,7 @@ static int cmd_verify(mf_session *s, int json, int hashes)
         return 1;
     }
     cJSON *o = cJSON_CreateObject(), *hs = cJSON_CreateObject();
+    uint64_t tensor_bytes = 0;
     for (size_t i = 0; hashes && i < s->map.n; i++) {
         uint64_t h;
         char hex[17];
@@ -197,6 +264,7 @@ static int cmd_verify(mf_session *s, int json, int hashes)
             cJSON_Delete(hs);
             return 1;
         }
+        tensor_bytes += s->map.tensors[i].nbytes;
         snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)h);
         if (json)
             cJSON_AddStringToObject(hs, s->map.tensors[i].name, hex);
@@ -207,6 +275,9 @@ static int cmd_verify(mf_session *s, int json, int hashes)
         cJSON_AddNumberToObject(o, "copies_compared", (double)r.copies_compared);
         cJSON_AddNumberToObject(o, "mismatches", (double)r.mismatches);
         cJSON_AddNumberToObject(o, "bytes_hashed", (double)r.bytes_hashed);
+        cJSON_AddNumberToObject(o, "pieces_checked", (double)count_pieces(s));
+        if (hashes)
+            cJSON_AddNumberToObject(o, "tensor_bytes_hashed", (double)tensor_bytes);
         if (r.mismatches)
             cJSON_AddStringToObject(o, "first_mismatch", r.first_mismatch);
         if (hashes)
@@ -218,12 +289,90 @@ static int cmd_verify(mf_session *s, int json, int hashes)
         free(text);
     } else {
         cJSON_Delete(hs);
-        printf("verify: %llu copies compared, %llu bytes hashed, %llu mismatches%s%s\n",
-               (unsigned long long)r.copies_compared, (unsigned long long)r.bytes_hashed,
-               (unsigned long long)r.mismatches, r.mismatches ? ": first " : "", r.first_mismatch);
+        print_verify(s, &r, hashes, tensor_bytes);
     }
     cJSON_Delete(o);
     return r.mismatches ? 2 : 0;
+}
+
+static const char *const commands[] = {"summary", "tensors", "verify", "export", NULL};
+static const char *const flags[] = {"--json", "--tensors", "--source", "--hash", "--force", "--help", NULL};
+
+/* Edit distance with adjacent transpositions (optimal string alignment), for "did you mean". */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t n = strlen(a), m = strlen(b);
+    if (n > 63 || m > 63)
+        return 64;
+    size_t d[64][64];
+    for (size_t i = 0; i <= n; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= m; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= n; i++)
+        for (size_t j = 1; j <= m; j++) {
+            size_t best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < best)
+                best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    return d[n][m];
+}
+
+/* The word of `list` that `w` most likely misspells, or NULL. */
+static const char *closest(const char *w, const char *const *list)
+{
+    const char *best = NULL;
+    size_t bd = 3; /* at most 2 edits, and fewer than the word's length */
+    for (size_t i = 0; list[i]; i++) {
+        size_t dist = edit_distance(w, list[i]);
+        if (strlen(w) >= 3 && strncmp(list[i], w, strlen(w)) == 0)
+            dist = 1; /* a prefix: "ver" */
+        if (dist < bd && dist < strlen(w)) {
+            bd = dist;
+            best = list[i];
+        }
+    }
+    return best;
+}
+
+static int is_command(const char *w)
+{
+    for (size_t i = 0; commands[i]; i++)
+        if (strcmp(w, commands[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* Is there a positional argument after argv[i] (skipping -o's value)? */
+static int positional_after(int argc, char **argv, int i)
+{
+    for (int k = i + 1; k < argc; k++) {
+        if (strcmp(argv[k], "-o") == 0)
+            k++;
+        else if (argv[k][0] != '-')
+            return 1;
+    }
+    return 0;
+}
+
+/* The first positional word is a command or the checkpoint. A word that is no path on disk is
+ * taken for a mistyped command when it looks like one or a checkpoint follows it. */
+static int bad_command(const char *w, int more)
+{
+    struct stat st;
+    const char *guess = closest(w, commands);
+    if (stat(w, &st) == 0 || (!guess && !more))
+        return 0;
+    if (guess)
+        fprintf(stderr, "mcorefs-inspect: unknown command '%s' (did you mean %s?)\n", w, guess);
+    else
+        fprintf(stderr, "mcorefs-inspect: unknown command '%s' (commands: summary, tensors, verify, export)\n", w);
+    return 1;
 }
 
 int main(int argc, char **argv)
@@ -269,20 +418,37 @@ int main(int argc, char **argv)
                 }
             }
             free(list);
+        } else if (strcmp(a, "-o") == 0) {
+            fprintf(stderr, "mcorefs-inspect: -o needs a list of options, e.g. -o true_vocab_size=32000\n");
+            return 1;
         } else if (a[0] == '-') {
-            fprintf(stderr, "mcorefs-inspect: unknown flag '%s' (see --help)\n", a);
+            const char *guess = closest(a, flags);
+            if (guess)
+                fprintf(stderr, "mcorefs-inspect: unknown flag '%s' (did you mean %s?)\n", a, guess);
+            else
+                fprintf(stderr, "mcorefs-inspect: unknown flag '%s' (see --help)\n", a);
             return 1;
         } else if (ckpt == NULL) {
+            if (bad_command(a, positional_after(argc, argv, i)))
+                return 1;
             ckpt = a;
         } else if (export && outdir == NULL) {
             outdir = a;
+        } else if (is_command(a)) {
+            fprintf(stderr, "mcorefs-inspect: the command comes before the checkpoint: mcorefs-inspect %s %s\n", a, ckpt);
+            return 1;
         } else {
-            fprintf(stderr, "mcorefs-inspect: unexpected argument '%s' (see --help)\n", a);
+            fprintf(stderr, "mcorefs-inspect: unexpected argument '%s' after the checkpoint '%s' (see --help)\n", a, ckpt);
             return 1;
         }
     }
-    if (ckpt == NULL || (export && outdir == NULL)) {
-        usage(stderr);
+    if (ckpt == NULL) {
+        fprintf(stderr, "mcorefs-inspect: no checkpoint given (usage: mcorefs-inspect [COMMAND] CHECKPOINT [ARGS] "
+                        "[--json] [-o opt,...]; see --help)\n");
+        return 1;
+    }
+    if (export && outdir == NULL) {
+        fprintf(stderr, "mcorefs-inspect: export needs an output folder: mcorefs-inspect export %s OUTDIR\n", ckpt);
         return 1;
     }
     mf_session *s;

@@ -41,7 +41,7 @@ struct mf_pv {
 };
 
 typedef struct {
-    size_t max_bytes;  /* arena budget (default 1 GiB when 0) */
+    size_t max_bytes;  /* memory budget: value arena plus the VM's stack, marks and memo (default 1 GiB when 0) */
     size_t max_depth;  /* container nesting / stack depth limit (default 10000 when 0) */
     /* NULL-terminated dict keys whose values are read but never built (they load as None):
      * DCP's .metadata carries a copy of every save plan that nobody here needs, about half of
@@ -61,6 +61,8 @@ typedef struct mf_pickle mf_pickle;  /* owns the arena */
 int mf_pickle_load(const uint8_t *buf, size_t len, const char *name,
                    const mf_pickle_limits *limits, mf_pickle **pk, mf_pv **out);
 void mf_pickle_free(mf_pickle *pk);
+/* Bytes the arena holds (what a loaded tree costs, for callers with a memory cap of their own). */
+size_t mf_pickle_bytes(const mf_pickle *pk);
 
 /* Helpers over the tree (all tolerate NULL). */
 mf_pv *mf_pv_dict_get(const mf_pv *dict, const char *key);   /* dict with str keys */

@@ -1085,6 +1085,64 @@ static void test_irregular_layout(void **state)
 }
 
 /* 65536 chunks of one tensor plus 2000 small tensors: hashed lookups keep this fast. */
+/* One tensor entry repeated two million times through the memo (4 pickle bytes per copy) would
+ * make the chunk table 2M x 4 chunks (over 1 GB): refused from the fixed .metadata memory cap
+ * before it is allocated, with the limit named. */
+static void test_memo_amplified_tables(void **state)
+{
+    (void)state;
+    schunk g[4];
+    sitem w = grid_item("w", 4, 8, 2, 4, g);
+    pbuf p = {0};
+    ops(&p, "\x80\x04");
+    obj_begin(&p, META_MOD, "Metadata");
+    str(&p, "state_dict_metadata");
+    ops(&p, "}(");
+    str(&p, "w"), ops(&p, "q\x01");
+    obj_begin(&p, META_MOD, "TensorStorageMetadata");
+    str(&p, "properties");
+    glob(&p, META_MOD, "TensorProperties");
+    ops(&p, ")\x81(");
+    glob(&p, "torch", "float32");
+    glob(&p, "torch.serialization", "_get_layout");
+    str(&p, "torch.strided");
+    ops(&p, "\x85R\x89N\x89tb");
+    str(&p, "size"), size_tuple(&p, 2, w.size);
+    str(&p, "chunks");
+    ops(&p, "](");
+    for (size_t j = 0; j < w.n; j++) {
+        obj_begin(&p, META_MOD, "ChunkStorageMetadata");
+        str(&p, "offsets"), size_tuple(&p, 2, g[j].off);
+        str(&p, "sizes"), size_tuple(&p, 2, g[j].size);
+        obj_end(&p);
+    }
+    ops(&p, "e");
+    obj_end(&p);
+    ops(&p, "q\x02u");
+    for (int b = 0; b < 2000; b++) { /* the same key and value again, 1000 per SETITEMS */
+        ops(&p, "(");
+        for (int k = 0; k < 1000; k++)
+            ops(&p, "h\x01h\x02");
+        ops(&p, "u");
+    }
+    str(&p, "planner_data"), ops(&p, "N");
+    str(&p, "storage_data");
+    ops(&p, "}(");
+    for (size_t j = 0; j < w.n; j++)
+        storage_entry(&p, "w", 2, g[j].off, "__0_0.distcp", g[j].foff, g[j].flen, NULL);
+    ops(&p, "u");
+    str(&p, "version"), str(&p, "1.0.0");
+    obj_end(&p);
+    ops(&p, ".");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", write_ckpt("amplified", NULL, 0, 64));
+    assert_int_equal(us_write_file(path_in(dir, ".metadata"), p.b, p.n), 0);
+    free(p.b);
+    mf_dcp d;
+    expect_msg(mf_dcp_open(&d, dir), MF_ERR_LIMIT, ".metadata", "refused", "512 MiB", "table of tensors and chunks",
+               NULL);
+}
+
 static void test_many_chunks(void **state)
 {
     (void)state;
@@ -1237,6 +1295,7 @@ int main(void)
         cmocka_unit_test(test_handmade_bad),
         cmocka_unit_test(test_irregular_layout),
         cmocka_unit_test(test_many_chunks),
+        cmocka_unit_test(test_memo_amplified_tables),
         cmocka_unit_test(test_handmade_archives),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -401,9 +401,42 @@ static void test_cycles_and_budget(void **state)
     b[0] = (char)0x80, b[1] = 2, b[2] = '(';
     memset(b + 3, 'N', n); /* None is shared: this is the VM stack outgrowing the budget */
     b[len - 1] = 'l';
-    load_err_lim(b, len, MF_ERR_LIMIT, "budget", &lim);
+    load_err_lim(b, len, MF_ERR_LIMIT, "memory allowed", &lim);
     memset(b + 3, ']', n); /* 200k distinct lists: the value arena outgrowing it */
-    load_err_lim(b, len, MF_ERR_LIMIT, "budget", &lim);
+    load_err_lim(b, len, MF_ERR_LIMIT, "memory allowed", &lim);
+    free(b);
+}
+
+/* PROTO 2, MARK, `deep` Nones, POP_MARK (the stack keeps its capacity), MARK, `lists` empty
+ * lists, LIST, STOP. */
+static char *stack_then_lists(size_t deep, size_t lists, size_t *len)
+{
+    char *b = malloc(8 + deep + lists), *p = b;
+    *p++ = (char)0x80, *p++ = 2, *p++ = '(';
+    memset(p, 'N', deep), p += deep;
+    *p++ = '1', *p++ = '(';
+    memset(p, ']', lists), p += lists;
+    *p++ = 'l', *p++ = '.';
+    *len = (size_t)(p - b);
+    return b;
+}
+
+/* The VM's stack and the values share one budget: values that fit beside a short stack are
+ * refused beside a 512 KiB one (each alone fits 768 KiB; together they would not). */
+static void test_stack_and_values_share_budget(void **state)
+{
+    (void)state;
+    mf_pickle_limits lim = {.max_bytes = 768 << 10};
+    size_t len;
+    char *b = stack_then_lists(100, 7000, &len);
+    mf_pickle *pk;
+    mf_pv *v;
+    assert_int_equal(mf_pickle_load((const uint8_t *)b, len, "ok.pkl", &lim, &pk, &v), MF_OK);
+    assert_int_equal(v->u.seq.n, 7000);
+    mf_pickle_free(pk);
+    free(b);
+    b = stack_then_lists(40000, 7000, &len);
+    load_err_lim(b, len, MF_ERR_LIMIT, "memory allowed", &lim);
     free(b);
 }
 
@@ -654,6 +687,7 @@ int main(void)
         cmocka_unit_test_teardown(test_errors, teardown),
         cmocka_unit_test_teardown(test_deep_nesting, teardown),
         cmocka_unit_test_teardown(test_cycles_and_budget, teardown),
+        cmocka_unit_test(test_stack_and_values_share_budget),
         cmocka_unit_test_teardown(test_python_pickles, teardown),
         cmocka_unit_test_teardown(test_skip_keys, teardown),
         cmocka_unit_test_teardown(test_skip_keys_batch_bound, teardown),
