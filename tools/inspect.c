@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <cjson/cJSON.h>
+#include "mcorefs/suggest.h"
 #include "mcorefs/error.h"
 #include "mcorefs/gather.h"
 #include "mcorefs/version.h"
@@ -298,46 +299,14 @@ static int cmd_verify(mf_session *s, int json, int hashes)
 static const char *const commands[] = {"summary", "tensors", "verify", "export", NULL};
 static const char *const flags[] = {"--json", "--tensors", "--source", "--hash", "--force", "--help", NULL};
 
-/* Edit distance with adjacent transpositions (optimal string alignment), for "did you mean". */
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t n = strlen(a), m = strlen(b);
-    if (n > 63 || m > 63)
-        return 64;
-    size_t d[64][64];
-    for (size_t i = 0; i <= n; i++)
-        d[i][0] = i;
-    for (size_t j = 0; j <= m; j++)
-        d[0][j] = j;
-    for (size_t i = 1; i <= n; i++)
-        for (size_t j = 1; j <= m; j++) {
-            size_t best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-            if (d[i - 1][j] + 1 < best)
-                best = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < best)
-                best = d[i][j - 1] + 1;
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < best)
-                best = d[i - 2][j - 2] + 1;
-            d[i][j] = best;
-        }
-    return d[n][m];
-}
-
-/* The word of `list` that `w` most likely misspells, or NULL. */
+/* The word of `list` that `w` most likely misspells or abbreviates ("ver"), or NULL. */
 static const char *closest(const char *w, const char *const *list)
 {
-    const char *best = NULL;
-    size_t bd = 3; /* at most 2 edits, and fewer than the word's length */
-    for (size_t i = 0; list[i]; i++) {
-        size_t dist = edit_distance(w, list[i]);
-        if (strlen(w) >= 3 && strncmp(list[i], w, strlen(w)) == 0)
-            dist = 1; /* a prefix: "ver" */
-        if (dist < bd && dist < strlen(w)) {
-            bd = dist;
-            best = list[i];
-        }
-    }
-    return best;
+    if (strlen(w) >= 3)
+        for (size_t i = 0; list[i]; i++)
+            if (strncmp(list[i], w, strlen(w)) == 0)
+                return list[i];
+    return mf_suggest(w, list);
 }
 
 static int is_command(const char *w)
