@@ -271,6 +271,9 @@ int mf_checkpoint_open_dist(mf_checkpoint *c, const mf_options *o)
             (rc = mf_file_id_get(f->fd, f->path, &f->id)) != 0)
             return rc;
         f->size = c->dcp.file_sizes[i];
+        if (f->id.size != f->size)   /* the windows of .metadata were checked against that size */
+            return mf_fail(MF_ERR_CHANGED, "%s: changed while mounting (size %llu, was %llu)", f->path,
+                           (unsigned long long)f->id.size, (unsigned long long)f->size);
     }
     if ((rc = make_chunk_table(c)) != 0 || (rc = mf_source_reserve(c, c->chunks->cap)) != 0)
         return rc;

@@ -27,6 +27,9 @@ static int open_fallback(const char *base, const char *rel)
     char rbase[PATH_MAX], rfile[PATH_MAX], joined[PATH_MAX];
     if (rel[0] == '/')
         return -EXDEV;
+    for (const char *p = rel; (p = strstr(p, "..")) != NULL; p += 2)   /* stricter: no ".." at all */
+        if ((p == rel || p[-1] == '/') && (p[2] == '/' || p[2] == 0))
+            return -EXDEV;
     if (snprintf(joined, sizeof joined, "%s/%s", base, rel) >= (int)sizeof joined)
         return -ENAMETOOLONG;
     if (!realpath(base, rbase))
@@ -69,10 +72,10 @@ static const char *kind_name(mode_t m)
     return "not a regular file";
 }
 
-int mf_open_beneath(const char *base, const char *rel, int *out)
+static int open_checked(const char *base, const char *rel, int *out, int fallback_only)
 {
     *out = -1;
-    int fd = open_rel(base, rel);
+    int fd = fallback_only ? open_fallback(base, rel) : open_rel(base, rel);
     if (fd == -EXDEV || fd == -ELOOP)
         return escapes(base, rel);
     if (fd < 0)
@@ -96,3 +99,7 @@ int mf_open_beneath(const char *base, const char *rel, int *out)
     *out = fd;
     return MF_OK;
 }
+
+int mf_open_beneath(const char *base, const char *rel, int *fd) { return open_checked(base, rel, fd, 0); }
+
+int mf_open_beneath_fallback(const char *base, const char *rel, int *fd) { return open_checked(base, rel, fd, 1); }

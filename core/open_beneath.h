@@ -11,5 +11,7 @@
  * - a regular file only (not a FIFO, directory or device).
  * MF_ERR_MISSING when it does not exist. base itself is taken as given (resolve it first). */
 int mf_open_beneath(const char *base, const char *rel, int *fd);
+/* The same with the check used where openat2 is missing (exposed for tests). */
+int mf_open_beneath_fallback(const char *base, const char *rel, int *fd);
 
 #endif
