@@ -43,7 +43,7 @@ static int has_rank_dirs(const char *dir)
 /* An iteration folder: legacy rank folders, or a torch_dist index. */
 static int is_iter_dir(const char *dir)
 {
-    char p[PATH_MAX + 32];
+    char p[PATH_MAX + 128];
     snprintf(p, sizeof(p), "%s/.metadata", dir);
     return has_rank_dirs(dir) || exists(p);
 }
