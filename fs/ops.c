@@ -91,8 +91,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         return -ENOENT;
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
         return -EROFS;
-    /* once a rank file changed under the mount, opens drop cached pages (they may be new bytes) */
-    fi->keep_cache = f->kind != MF_VF_STATS && !fs_source_changed_seen();
+    fi->keep_cache = f->kind != MF_VF_STATS;
     fi->direct_io = f->kind == MF_VF_STATS;   /* live counters: bypass the page cache */
     fi->fh = (uint64_t)(f - S()->files);
     return 0;

@@ -8,19 +8,20 @@
 #include "log.h"
 #include "stale.h"
 
-static int seen, pending, running;
+static int pending, running;
 static struct fuse *target_fuse;
 static const mf_session *target_session;
 
 static void invalidate_all(void)
 {
-    const mf_session *s = target_session;
+    const mf_session *s = __atomic_load_n(&target_session, __ATOMIC_ACQUIRE);
+    struct fuse *fuse = __atomic_load_n(&target_fuse, __ATOMIC_ACQUIRE);
     char path[4096];
     for (size_t i = 0; i < s->n_files; i++) {
         if (s->files[i].kind != MF_VF_SAFETENSORS)
             continue;
         snprintf(path, sizeof(path), "/%s", s->files[i].name);
-        fuse_invalidate_path(target_fuse, path);   /* -ENOENT when never looked up: nothing cached */
+        fuse_invalidate_path(fuse, path);   /* -ENOENT when never looked up: nothing cached */
     }
 }
 
@@ -39,9 +40,8 @@ static void *worker(void *arg)
 
 void fs_source_changed(struct fuse *fuse, const mf_session *s)
 {
-    __atomic_store_n(&seen, 1, __ATOMIC_RELEASE);
-    target_fuse = fuse;
-    target_session = s;
+    __atomic_store_n(&target_fuse, fuse, __ATOMIC_RELEASE);
+    __atomic_store_n(&target_session, s, __ATOMIC_RELEASE);
     __atomic_store_n(&pending, 1, __ATOMIC_RELEASE);
     if (__atomic_exchange_n(&running, 1, __ATOMIC_ACQ_REL))
         return;   /* the running worker sees pending */
@@ -55,8 +55,6 @@ void fs_source_changed(struct fuse *fuse, const mf_session *s)
     }
     pthread_attr_destroy(&a);
 }
-
-int fs_source_changed_seen(void) { return __atomic_load_n(&seen, __ATOMIC_ACQUIRE); }
 
 void fs_stale_wait(void)
 {
