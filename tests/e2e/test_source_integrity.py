@@ -28,6 +28,7 @@ import mcorefs_testlib as T  # noqa: E402
 
 GPT = "head_gpt_tp2pp2_torch"
 GPT_DIST = "head_gpt_tp2pp2_torch_dist"
+V014_DIST = "v014_gpt_tp2pp2_torch_dist"   # core 0.14: args in common.pt
 IT = "iter_0000010"
 RF = "model_optim_rng.pt"
 HANG_TIMEOUT = 20   # a FIFO that blocks the open would hang forever: fail instead
@@ -259,6 +260,16 @@ def iteration_folder_outside():
     both_refuse(ckpt, [IT, "outside the checkpoint"])
 
 
+def file_symlinked_outside(fixture, rel):
+    """A checkpoint file that is a symlink to a complete copy of itself outside the folder."""
+    ckpt = T.copy_fixture(fixture)
+    p = os.path.join(ckpt, rel)
+    outside = os.path.join(T.scratch("outside"), os.path.basename(rel))
+    shutil.move(p, outside)
+    os.symlink(outside, p)
+    both_refuse(ckpt, ["/".join(rel.split("/")[-2:]), "outside the checkpoint"])
+
+
 def replace_with(path, kind):
     if os.path.isdir(path):
         shutil.rmtree(path)
@@ -287,7 +298,11 @@ def main():
     r.run("dist-storage-through-symlink-etc", dist_storage_through_symlink_etc)
     r.run("ckpt-path-is-symlink", ckpt_path_is_symlink)
     r.run("iteration-folder-outside", iteration_folder_outside)
+    r.run("rank-file-symlinked-outside", file_symlinked_outside, GPT, os.path.join(IT, "mp_rank_01_000", RF))
+    r.run("tracker-symlinked-outside", file_symlinked_outside, GPT, "latest_checkpointed_iteration.txt")
+    r.run("common-pt-symlinked-outside", file_symlinked_outside, V014_DIST, os.path.join(IT, "common.pt"))
     for kind in ("fifo", "dir"):
+        r.run("%s-common-pt" % kind, not_regular, V014_DIST, os.path.join(IT, "common.pt"), kind)
         r.run("%s-rank-file" % kind, not_regular, GPT, os.path.join(IT, "mp_rank_01_000", RF), kind)
         r.run("%s-first-rank-file" % kind, not_regular, GPT, os.path.join(IT, "mp_rank_00_000", RF), kind)
         r.run("%s-tracker" % kind, not_regular, GPT, "latest_checkpointed_iteration.txt", kind)
