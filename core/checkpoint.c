@@ -13,6 +13,7 @@
 #include "mcorefs/checkpoint.h"
 #include "mcorefs/error.h"
 #include "mcorefs/torchfile.h"
+#include "open_beneath.h"
 #include "source_index.h"
 
 /* Args that every rank file must agree on. */
@@ -293,6 +294,23 @@ static int open_rank_file(mf_checkpoint *c, size_t i, const char *rank_dir_name)
     return MF_OK;
 }
 
+/* Open rank file i beneath the iteration folder and parse it. Its identity is recorded right
+ * after the open, before parsing, so a rewrite during the parse is seen too. tf borrows rf->fd. */
+static int parse_rank_file(mf_checkpoint *c, size_t i, mf_torchfile *tf)
+{
+    mf_rankfile *rf = &c->files[i];
+    char rel[300];
+    snprintf(rel, sizeof(rel), "%s/model_optim_rng.pt", rf->name);
+    if (rf->fd < 0) {
+        int rc = mf_open_beneath(c->iter_dir, rel, &rf->fd);
+        if (rc == 0 && (rc = mf_file_id_get(rf->fd, rf->path, &rf->id)) == 0)
+            rf->size = rf->id.size;
+        if (rc)
+            return rc;
+    }
+    return mf_torchfile_open_window(tf, rf->fd, rf->path, 0, 0, 0);
+}
+
 int mf_checkpoint_open(mf_checkpoint *c, const char *path, const mf_options *o)
 {
     char **names = NULL;
@@ -337,7 +355,7 @@ int mf_checkpoint_open(mf_checkpoint *c, const char *path, const mf_options *o)
 
     /* The first rank file (sorted: mp_rank_00[_000][_000]) carries the args we trust. */
     mf_torchfile first;
-    rc = mf_torchfile_open(&first, c->files[0].path, 0);
+    rc = parse_rank_file(c, 0, &first);
     if (rc)
         goto out;
     const mf_pv *a0 = args_dict(first.root);
@@ -382,8 +400,7 @@ int mf_checkpoint_open(mf_checkpoint *c, const char *path, const mf_options *o)
     for (size_t i = 0; i < n; i++) {
         mf_rankfile *rf = &c->files[i];
         mf_torchfile tf;
-        struct stat st;
-        if ((rc = mf_torchfile_open(&tf, rf->path, 0)) != 0)
+        if ((rc = parse_rank_file(c, i, &tf)) != 0)
             goto out;
         const mf_pv *a = args_dict(tf.root);
         if (a == NULL)
@@ -392,10 +409,8 @@ int mf_checkpoint_open(mf_checkpoint *c, const char *path, const mf_options *o)
             rc = check_args_agree(c->args, c->files[0].path, a, rf->path);
         if (rc == 0)
             rc = mf_checkpoint_walk_file(c, (int)i, visit_add, NULL, &tf);
-        rf->fd = dup(tf.fd);
-        if (rc == 0 && (rf->fd < 0 || fstat(rf->fd, &st) != 0))
-            rc = mf_fail(MF_ERR_IO, "%s: %s", rf->path, strerror(errno));
-        rf->size = rc == 0 ? (uint64_t)st.st_size : 0;
+        if (rc == 0)   /* the index must describe the file reads will see */
+            rc = mf_file_id_check(rf->fd, &rf->id, rf->path);
         mf_torchfile_close(&tf);
         if (rc)
             goto out;

@@ -13,6 +13,7 @@
 #include "checkpoint_dist.h"
 #include "mcorefs/dcp.h"
 #include "mcorefs/error.h"
+#include "open_beneath.h"
 #include "source_index.h"
 
 /* How a global key splits into canonical names. */
@@ -100,6 +101,7 @@ struct mf_dist_chunk {
     uint8_t state;             /* CHUNK_*, under all->lock */
     uint8_t np;                /* stacked (layer, expert) axes in front */
     char *err;                 /* CHUNK_FAILED: the message, repeated on every later read */
+    int rc;                    /* CHUNK_FAILED: its code (MF_ERR_CHANGED: the file changed) */
     uint64_t offset, storage_begin, storage_bytes;
     int64_t stride[4];         /* np + at most 2 matrix dims */
 };
@@ -115,9 +117,14 @@ struct mf_dist_chunks {
 static int read_chunk(struct mf_dist_chunk *k)
 {
     mf_tensor full;
-    int rc = mf_dcp_chunk_tensor(k->all->dcp, k->all->files[k->ch->file].fd, k->ch, &full);
+    const mf_rankfile *f = &k->all->files[k->ch->file];
+    int rc = mf_dcp_chunk_tensor(k->all->dcp, f->fd, k->ch, &full);
+    int changed = mf_file_id_check(f->fd, &f->id, f->path);   /* a layout read from new bytes is wrong */
+    if (changed)
+        rc = changed;
     if (rc) {
         k->err = strdup(mf_error());
+        k->rc = rc;
         k->state = CHUNK_FAILED;
         return rc;
     }
@@ -142,7 +149,8 @@ int mf_shard_ready(const mf_shard *csh)
         if (k->state == CHUNK_UNREAD)
             read_chunk(k);
         if (k->state == CHUNK_FAILED) {
-            rc = mf_fail(MF_ERR_FORMAT, "%s", k->err ? k->err : "a torch_dist chunk could not be read");
+            rc = mf_fail(k->rc == MF_ERR_CHANGED ? MF_ERR_CHANGED : MF_ERR_FORMAT, "%s",
+                         k->err ? k->err : "a torch_dist chunk could not be read");
         } else {
             size_t es = mf_dtype_size(sh->t.dtype);
             int ea = sh->layer >= 0 ? 1 : 0;  /* the expert axis follows the layer axis */
@@ -259,10 +267,13 @@ int mf_checkpoint_open_dist(mf_checkpoint *c, const mf_options *o)
         if (!f->name || !f->path)
             return mf_fail(MF_ERR_NOMEM, "out of memory");
         snprintf(f->path, n, "%s/%s", c->iter_dir, c->dcp.files[i]);
-        f->fd = open(f->path, O_RDONLY | O_CLOEXEC);
-        if (f->fd < 0)
-            return mf_fail(MF_ERR_IO, "%s: %s", f->path, strerror(errno));
+        if ((rc = mf_open_beneath(c->iter_dir, c->dcp.files[i], &f->fd)) != 0 ||
+            (rc = mf_file_id_get(f->fd, f->path, &f->id)) != 0)
+            return rc;
         f->size = c->dcp.file_sizes[i];
+        if (f->id.size != f->size)   /* the windows of .metadata were checked against that size */
+            return mf_fail(MF_ERR_CHANGED, "%s: changed while mounting (size %llu, was %llu)", f->path,
+                           (unsigned long long)f->id.size, (unsigned long long)f->size);
     }
     if ((rc = make_chunk_table(c)) != 0 || (rc = mf_source_reserve(c, c->chunks->cap)) != 0)
         return rc;

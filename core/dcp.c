@@ -10,6 +10,7 @@
 #include "mcorefs/dcp.h"
 #include "mcorefs/error.h"
 #include "bigmem.h"
+#include "open_beneath.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -362,14 +363,18 @@ static int intern_file(ctx *x, const char *rel, const item_ref *it, int *idx)
     if (!full)
         return mf_fail(MF_ERR_NOMEM, "%s: out of memory", x->mpath);
     struct stat st;
-    int rc = MF_OK;
-    if (stat(full, &st) != 0)
-        rc = mf_fail(errno == ENOENT ? MF_ERR_MISSING : MF_ERR_IO, "%s: %s (named by .metadata for %s)", full,
-                     errno == ENOENT ? "storage file is missing" : strerror(errno), item_name(it, what, sizeof what));
-    else if (!S_ISREG(st.st_mode))
-        rc = mf_fail(MF_ERR_FORMAT, "%s: not a regular file (named by .metadata for %s)", full, item_name(it, what, sizeof what));
+    int fd, rc = mf_open_beneath(d->dir, rel, &fd);   /* beneath the folder, a regular file */
+    if (rc == MF_ERR_MISSING)
+        rc = mf_fail(MF_ERR_MISSING, "%s: storage file is missing (named by .metadata for %s)", full,
+                     item_name(it, what, sizeof what));
+    else if (rc)
+        rc = mf_fail_ctx(rc, "named by .metadata for %s", item_name(it, what, sizeof what));
+    else if (fstat(fd, &st) != 0)
+        rc = mf_fail(MF_ERR_IO, "%s: %s", full, strerror(errno));
     else
         d->file_sizes[i] = (uint64_t)st.st_size;
+    if (fd >= 0)
+        close(fd);
     free(full);
     if (rc)
         return rc;
@@ -622,16 +627,16 @@ static int check_tiling(const ctx *x, const mf_dcp_tensor *t)
 
 /* ---- .metadata ---- */
 
-static int read_whole(const char *path, uint64_t max, uint8_t **buf, size_t *len)
+static int read_whole(const char *dir, const char *rel, const char *path, uint64_t max, uint8_t **buf, size_t *len)
 {
     *buf = NULL;
     *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return mf_fail(errno == ENOENT ? MF_ERR_MISSING : MF_ERR_IO, "%s: %s", path,
-                       errno == ENOENT ? "missing (not a complete torch_dist checkpoint)" : strerror(errno));
+    int fd, rc = mf_open_beneath(dir, rel, &fd);
+    if (rc == MF_ERR_MISSING)
+        return mf_fail(MF_ERR_MISSING, "%s: missing (not a complete torch_dist checkpoint)", path);
+    if (rc)
+        return rc;
     struct stat st;
-    int rc = MF_OK;
     if (fstat(fd, &st) != 0)
         rc = mf_fail(MF_ERR_IO, "%s: stat: %s", path, strerror(errno));
     else if (!S_ISREG(st.st_mode))
@@ -883,7 +888,7 @@ int mf_dcp_open(mf_dcp *d, const char *dir)
         goto out;
     }
     x.mpath = mpath;
-    if ((rc = read_whole(mpath, MAX_METADATA_BYTES, &buf, &len)))
+    if ((rc = read_whole(dir, ".metadata", mpath, MAX_METADATA_BYTES, &buf, &len)))
         goto out;
     /* Megatron keeps a copy of every rank's save plan in .metadata (all_local_plans, about half
      * of it, written last), which says nothing the reader needs. */
@@ -977,16 +982,15 @@ int mf_dcp_detect(const char *dir)
         return 0;
     char *p = join(dir, ".metadata");
     struct stat st;
-    int yes = p && stat(p, &st) == 0 && S_ISREG(st.st_mode);
+    int yes = p && lstat(p, &st) == 0;   /* of any kind: opening it says what is wrong */
     free(p);
     if (yes)
         return 1;
-    if (!(p = join(dir, "metadata.json")))
+    int fd;
+    if (mf_open_beneath(dir, "metadata.json", &fd) != MF_OK) {
+        mf_error_clear();   /* no readable metadata.json: not torch_dist */
         return 0;
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
-    free(p);
-    if (fd < 0)
-        return 0;
+    }
     char *buf = malloc(MAX_JSON_BYTES + 1);
     size_t got = 0;
     while (buf && got < MAX_JSON_BYTES) {
@@ -1093,9 +1097,8 @@ int mf_dcp_load_args(const mf_dcp *d, mf_pickle **pk, const mf_pv **args)
         char *path = join(d->dir, d->files[b->file]);
         if (!path)
             return mf_fail(MF_ERR_NOMEM, "%s: out of memory", d->dir);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            rc = mf_fail(errno == ENOENT ? MF_ERR_MISSING : MF_ERR_IO, "%s: open: %s", path, strerror(errno));
+        int fd;
+        if ((rc = mf_open_beneath(d->dir, d->files[b->file], &fd)) != 0) {
             free(path);
             return rc;
         }
@@ -1113,18 +1116,22 @@ int mf_dcp_load_args(const mf_dcp *d, mf_pickle **pk, const mf_pv **args)
         return rc;
     } else { /* core <= 0.18: common.pt next to .metadata */
         char *path = join(d->dir, "common.pt");
+        int fd = -1;
         if (!path)
             return mf_fail(MF_ERR_NOMEM, "%s: out of memory", d->dir);
-        rc = mf_torchfile_open(&tf, path, MAX_ARGS_PKL);
+        rc = mf_open_beneath(d->dir, "common.pt", &fd);
         if (rc == MF_ERR_MISSING)
             rc = mf_fail(MF_ERR_MISSING, "%s: a plain PyTorch DCP checkpoint, not a Megatron-Core one: no common.pt and no common_state item "
                          "in .metadata, so no training args; give the save folder of a Megatron-Core torch_dist checkpoint",
                          d->dir);
+        else if (rc == 0 && (rc = mf_torchfile_open_window(&tf, fd, path, 0, 0, MAX_ARGS_PKL)) != 0)
+            close(fd);
         free(path);
         if (rc)
             return rc;
         rc = take_args(&tf, "common.pt", 0, pk, args);
+        mf_torchfile_close(&tf);
+        close(fd); /* borrowed by tf */
+        return rc;
     }
-    mf_torchfile_close(&tf);
-    return rc;
 }

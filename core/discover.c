@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include "discover.h"
 #include "mcorefs/error.h"
+#include "open_beneath.h"
 
 static int is_dir(const char *p)
 {
@@ -42,7 +43,7 @@ static int has_rank_dirs(const char *dir)
 /* An iteration folder: legacy rank folders, or a torch_dist index. */
 static int is_iter_dir(const char *dir)
 {
-    char p[PATH_MAX + 32];
+    char p[PATH_MAX + 128];
     snprintf(p, sizeof(p), "%s/.metadata", dir);
     return has_rank_dirs(dir) || exists(p);
 }
@@ -105,15 +106,22 @@ static int is_rank_dir(const char *path)
     return strncmp(base, "mp_rank_", 8) == 0 || exists(p);
 }
 
-/* Reads the tracker: an integer iteration or "release" (whitespace stripped). */
-static int read_tracker(const char *path, int64_t *iter, int *release)
+/* Reads the tracker: an integer iteration or "release" (whitespace stripped). Opened beneath
+ * the checkpoint folder, without blocking (a FIFO there must not hang the mount). */
+static int read_tracker(const char *root, const char *name, int64_t *iter, int *release)
 {
-    char buf[64] = { 0 };
-    FILE *f = fopen(path, "r");
-    if (!f)
+    char buf[64] = { 0 }, path[PATH_MAX + 64];
+    snprintf(path, sizeof(path), "%s/%s", root, name);
+    int fd, rc = mf_open_beneath(root, name, &fd);
+    if (rc)
+        return rc;
+    ssize_t n;
+    do
+        n = read(fd, buf, sizeof(buf) - 1);
+    while (n < 0 && errno == EINTR);
+    close(fd);
+    if (n < 0)
         return mf_fail(MF_ERR_IO, "%s: %s", path, strerror(errno));
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
     buf[n] = 0;
     char *s = buf, *end;
     while (isspace((unsigned char)*s))
@@ -153,19 +161,33 @@ static int parse_iter_name(const char *base, int64_t *iter, int *release)
     return 0;
 }
 
-int mf_find_iteration(const char *path, int64_t want, char **iter_dir, int64_t *iter, int *release)
+/* The iteration folder, resolved, must lie in the (resolved) checkpoint folder: the tracker
+ * names it, and every file beneath it is opened relative to it. */
+static int resolve_beneath(const char *root, const char *dir, char **out)
 {
-    char buf[PATH_MAX];
+    char r[PATH_MAX];
+    if (!realpath(dir, r))
+        return mf_fail(MF_ERR_IO, "%s: %s", dir, strerror(errno));
+    size_t n = strlen(root);
+    if (strcmp(r, root) != 0 && (strncmp(r, root, n) != 0 || (r[n] != '/' && strcmp(root, "/") != 0)))
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: leads outside the checkpoint folder %s (a symlink out of it); refused", dir, root);
+    *out = strdup(r);
+    return *out ? MF_OK : mf_fail(MF_ERR_NOMEM, "out of memory");
+}
+
+int mf_find_iteration(const char *given, int64_t want, char **iter_dir, int64_t *iter, int *release)
+{
+    char buf[PATH_MAX + 64], path[PATH_MAX];
     *iter_dir = NULL;
     struct stat st;
-    if (stat(path, &st) != 0)
-        return mf_fail(MF_ERR_IO, "%s: %s", path, strerror(errno));
+    if (stat(given, &st) != 0)
+        return mf_fail(MF_ERR_IO, "%s: %s", given, strerror(errno));
     if (!S_ISDIR(st.st_mode))
-        return mf_fail(MF_ERR_IO, "%s: not a directory", path);
-    if (is_rank_dir(path) && !is_iter_dir(path)) {
+        return mf_fail(MF_ERR_IO, "%s: not a directory", given);
+    if (is_rank_dir(given) && !is_iter_dir(given)) {
         char iter_path[PATH_MAX], save_path[PATH_MAX];
-        if (realpath(path, iter_path) == NULL)
-            snprintf(iter_path, sizeof(iter_path), "%s", path);
+        if (realpath(given, iter_path) == NULL)
+            snprintf(iter_path, sizeof(iter_path), "%s", given);
         char *slash = strrchr(iter_path, '/');
         if (slash && slash != iter_path)
             *slash = 0;   /* the iteration folder */
@@ -174,8 +196,11 @@ int mf_find_iteration(const char *path, int64_t want, char **iter_dir, int64_t *
         if (slash && slash != save_path)
             *slash = 0;   /* the save folder */
         return mf_fail(MF_ERR_INVALID, "%s is a rank folder of a checkpoint (the files of one rank); give the save "
-                       "folder %s or the iteration folder %s", path, save_path, iter_path);
+                       "folder %s or the iteration folder %s", given, save_path, iter_path);
     }
+    /* the folder given may itself be a symlink: resolve it once; all else stays beneath it */
+    if (!realpath(given, path))
+        return mf_fail(MF_ERR_IO, "%s: %s", given, strerror(errno));
     if (is_iter_dir(path)) {
         /* mounted an iter_* folder directly */
         const char *base = strrchr(path, '/');
@@ -185,7 +210,7 @@ int mf_find_iteration(const char *path, int64_t want, char **iter_dir, int64_t *
             *release = 0;
         }
         if (want >= 0 && *iter != want)
-            return mf_fail(MF_ERR_INVALID, "%s: is the folder of one iteration; iteration=%lld does not apply", path, (long long)want);
+            return mf_fail(MF_ERR_INVALID, "%s: is the folder of one iteration; iteration=%lld does not apply", given, (long long)want);
         *iter_dir = strdup(path);
         return *iter_dir ? MF_OK : mf_fail(MF_ERR_NOMEM, "out of memory");
     }
@@ -202,7 +227,7 @@ int mf_find_iteration(const char *path, int64_t want, char **iter_dir, int64_t *
                                "with -o iteration=N, or give its iter_* folder)", path, have);
             return mf_fail(MF_ERR_MISSING, "%s: no latest_checkpointed_iteration.txt and no mp_rank_* folders; give a checkpoint root, an iter_* folder, or -o iteration=N", path);
         }
-        int rc = read_tracker(buf, iter, release);
+        int rc = read_tracker(path, "latest_checkpointed_iteration.txt", iter, release);
         if (rc)
             return rc;
     }
@@ -220,8 +245,7 @@ int mf_find_iteration(const char *path, int64_t want, char **iter_dir, int64_t *
     }
     if (!is_iter_dir(buf))
         return mf_fail(MF_ERR_MISSING, "%s: no mp_rank_* folders and no torch_dist .metadata", buf);
-    *iter_dir = strdup(buf);
-    return *iter_dir ? MF_OK : mf_fail(MF_ERR_NOMEM, "out of memory");
+    return resolve_beneath(path, buf, iter_dir);
 }
 
 static int cmp_str(const void *a, const void *b)

@@ -63,6 +63,7 @@ const char *mf_status_name(int code)
     case MF_ERR_NOMEM: return "out of memory";
     case MF_ERR_INVALID: return "invalid argument";
     case MF_ERR_LIMIT: return "limit exceeded";
+    case MF_ERR_CHANGED: return "source changed";
     default: return "unknown error";
     }
 }

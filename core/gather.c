@@ -76,8 +76,20 @@ int mf_tensor_2d(const mf_tensor *t, int64_t *rows, int64_t *cols, int64_t *rs, 
     return 0;
 }
 
-static int pread_full(int fd, void *buf, size_t len, uint64_t off)
+/* A rank file that changed since mount: -ESTALE, with a message naming it. */
+static int check_unchanged(const mf_io *io, int file)
 {
+    if (io->files == NULL)
+        return 0;
+    const mf_rankfile *f = &io->files[file];
+    return mf_file_id_check(io->fds[file], &f->id, f->path) == MF_OK ? 0 : -ESTALE;
+}
+
+/* Read exactly len bytes of rank file `file`, then make sure they came from the file as it was
+ * at mount: the fstat after the pread sees any write that could have reached these bytes. */
+static int pread_full(const mf_io *io, int file, void *buf, size_t len, uint64_t off)
+{
+    int fd = io->fds[file];
     uint8_t *p = buf;
     while (len > 0) {
         ssize_t n = pread(fd, p, len, (off_t)off);
@@ -87,12 +99,12 @@ static int pread_full(int fd, void *buf, size_t len, uint64_t off)
             return -EIO;
         }
         if (n == 0)
-            return -EIO;   /* the rank file shrank after mount */
+            return check_unchanged(io, file) ? -ESTALE : -EIO;   /* the rank file shrank after mount */
         p += n;
         len -= (size_t)n;
         off += (uint64_t)n;
     }
-    return 0;
+    return check_unchanged(io, file);
 }
 
 typedef struct {
@@ -104,7 +116,7 @@ typedef struct {
 
 /* General strides (e.g. legacy grouped experts, a transposed view): read windows of the
  * source span and pick the elements that fall in each. */
-static int gather_strided(const request *q, const mf_piece *p, int fd, int64_t rs, int64_t cs, int64_t r0, int64_t r1, scratch *sc)
+static int gather_strided(const request *q, const mf_piece *p, const mf_io *io, int64_t rs, int64_t cs, int64_t r0, int64_t r1, scratch *sc)
 {
     const mf_tensor *t = &p->src->t;
     size_t es = q->es;
@@ -118,7 +130,7 @@ static int gather_strided(const request *q, const mf_piece *p, int fd, int64_t r
     int64_t win = (int64_t)(SCRATCH_BYTES / es);
     for (int64_t w = lo; w <= hi; w += win) {
         int64_t wend = w + win - 1 < hi ? w + win - 1 : hi;
-        int rc = pread_full(fd, sc->rows, (size_t)(wend - w + 1) * es, t->offset + (uint64_t)w * es);
+        int rc = pread_full(io, p->src->file, sc->rows, (size_t)(wend - w + 1) * es, t->offset + (uint64_t)w * es);
         if (rc)
             return rc;
         for (int64_t r = r0; r < r1; r++) {
@@ -140,10 +152,11 @@ static int gather_strided(const request *q, const mf_piece *p, int fd, int64_t r
 
 static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, scratch *sc)
 {
-    if (mf_shard_ready(p->src) != MF_OK)
-        return -EIO;
+    int ready = mf_shard_ready(p->src);
+    if (ready != MF_OK)
+        return ready == MF_ERR_CHANGED ? -ESTALE : -EIO;
     const mf_tensor *t = &p->src->t;
-    int fd = io->fds[p->src->file];
+    int file = p->src->file;
     size_t es = q->es;
     uint64_t rowbytes = (uint64_t)q->C * es;
     int64_t rows, cols, rs, cs;
@@ -160,14 +173,14 @@ static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, sc
         __atomic_fetch_add(&io->file_bytes[p->src->file], (uint64_t)(r1 - r0) * p->cols * es, __ATOMIC_RELAXED);
 
     if (cs != 1 && p->cols > 1)
-        return gather_strided(q, p, fd, rs, cs, r0, r1, sc);
+        return gather_strided(q, p, io, rs, cs, r0, r1, sc);
 
     uint64_t src0 = t->offset + ((uint64_t)p->src_row * (uint64_t)rs + p->src_col) * es;
     if (p->dst_col == 0 && (int64_t)p->cols == q->C && (rs == (int64_t)p->cols || p->rows == 1)) {
         /* Contiguous on both sides: one pread straight into the caller's buffer. */
         uint64_t d0 = (uint64_t)p->dst_row * rowbytes, d1 = d0 + (uint64_t)p->rows * rowbytes;
         uint64_t a = q->off > d0 ? q->off : d0, b = q->end < d1 ? q->end : d1;
-        return pread_full(fd, q->dst + (a - q->off), (size_t)(b - a), src0 + (a - d0));
+        return pread_full(io, file, q->dst + (a - q->off), (size_t)(b - a), src0 + (a - d0));
     }
 
     /* Rows are contiguous in the source but fill only some columns of the destination:
@@ -179,7 +192,7 @@ static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, sc
         uint64_t s_first = src0 + (uint64_t)(r - p->dst_row) * stride;
         uint8_t *buf = NULL;
         if (per_block > 0) {
-            int rc = pread_full(fd, sc->rows, (size_t)((uint64_t)(n - 1) * stride + seg), s_first);
+            int rc = pread_full(io, file, sc->rows, (size_t)((uint64_t)(n - 1) * stride + seg), s_first);
             if (rc)
                 return rc;
             buf = sc->rows;
@@ -192,7 +205,7 @@ static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, sc
             if (buf) {
                 memcpy(q->dst + (a - q->off), buf + (uint64_t)k * stride + (a - d0), (size_t)(b - a));
             } else {   /* a single row larger than the scratch: read the segment directly */
-                int rc = pread_full(fd, q->dst + (a - q->off), (size_t)(b - a), s_first + (uint64_t)k * stride + (a - d0));
+                int rc = pread_full(io, file, q->dst + (a - q->off), (size_t)(b - a), s_first + (uint64_t)k * stride + (a - d0));
                 if (rc)
                     return rc;
             }
@@ -240,6 +253,9 @@ int mf_gather_segments(const mf_hf_tensor *t, const mf_io *io, uint64_t off, siz
     }
     if (next != end)
         return 0;
+    for (int k = 0; k < n; k++)     /* each file once: consecutive segments of one file share it */
+        if ((k == 0 || segs[k].fd != segs[k - 1].fd) && check_unchanged(io, segs[k].fd))
+            return -ESTALE;
     for (int k = 0; k < n; k++) {   /* file index -> descriptor, and count the bytes */
         if (io->file_bytes)
             __atomic_fetch_add(&io->file_bytes[segs[k].fd], segs[k].len, __ATOMIC_RELAXED);

@@ -183,6 +183,8 @@ static ssize_t read_stats(const mf_session *s, char *buf, size_t len, uint64_t o
 static int read_failed(const mf_session *s, const mf_vfile *f, const mf_hf_tensor *t, uint64_t in_t, size_t n, int rc)
 {
     __atomic_fetch_add((uint64_t *)&s->n_errors, 1, __ATOMIC_RELAXED);
+    if (rc == -ESTALE)
+        __atomic_fetch_add((uint64_t *)&s->n_source_changed, 1, __ATOMIC_RELAXED);
     if (mf_error()[0])
         mf_fail_ctx(MF_ERR_IO, "read of %s (%s, bytes %llu+%zu) failed", f->name, t->name, (unsigned long long)in_t, n);
     else
@@ -225,12 +227,15 @@ ssize_t mf_session_read_segments(const mf_session *s, const mf_vfile *f, char *b
         done = h;
     }
     uint64_t pos = off + done - f->header_len;
-    mf_io io = { s->fds, s->file_bytes };
+    mf_io io = { s->fds, s->file_bytes, s->ckpt.files };
     for (uint32_t i = first_tensor_at(s, f, pos); done < len && i < f->n_tensors; i++) {
         const mf_hf_tensor *t = &s->map.tensors[f->tensors[i]];
         uint64_t in_t = pos - t->offset;
         size_t k = t->nbytes - in_t < len - done ? (size_t)(t->nbytes - in_t) : len - done;
+        mf_error_clear();
         int got = n + 1 < max_segs ? mf_gather_segments(t, &io, in_t, k, segs + n, (int)(max_segs - n - 1)) : 0;
+        if (got < 0)
+            return read_failed(s, f, t, in_t, k, got);
         if (got > 0) {
             n += (size_t)got;
         } else {
@@ -272,7 +277,7 @@ ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_
         const mf_hf_tensor *t = &s->map.tensors[f->tensors[i]];
         uint64_t in_t = pos - t->offset;
         size_t n = t->nbytes - in_t < len - done ? (size_t)(t->nbytes - in_t) : len - done;
-        mf_io io = { s->fds, s->file_bytes };
+        mf_io io = { s->fds, s->file_bytes, s->ckpt.files };
         mf_error_clear();
         int rc = mf_gather(t, &io, in_t, n, (uint8_t *)buf + done);
         if (rc < 0)

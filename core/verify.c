@@ -1,4 +1,5 @@
 /* Replica verification and hashing, through the same gather engine as reads. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,9 +12,9 @@
 
 static int hash_io(const mf_io *io, const mf_hf_tensor *t, uint64_t *out, uint64_t *bytes);
 
-static int hash_pieces(const int *fds, const mf_hf_tensor *t, uint64_t *out, uint64_t *bytes)
+static int hash_pieces(const mf_session *s, const mf_hf_tensor *t, uint64_t *out, uint64_t *bytes)
 {
-    mf_io io = { fds, NULL };
+    mf_io io = { s->fds, NULL, s->ckpt.files };
     return hash_io(&io, t, out, bytes);
 }
 
@@ -28,6 +29,7 @@ static int hash_io(const mf_io *io, const mf_hf_tensor *t, uint64_t *out, uint64
         return mf_fail(MF_ERR_NOMEM, "out of memory");
     }
     XXH64_reset(st, 0);
+    mf_error_clear();
     for (uint64_t off = 0; off < t->nbytes && rc == 0; off += CHUNK) {
         size_t n = t->nbytes - off < CHUNK ? (size_t)(t->nbytes - off) : CHUNK;
         rc = mf_gather(t, io, off, n, buf);
@@ -39,12 +41,14 @@ static int hash_io(const mf_io *io, const mf_hf_tensor *t, uint64_t *out, uint64
         *bytes += t->nbytes;
     XXH64_freeState(st);
     free(buf);
+    if (rc && mf_error()[0])   /* e.g. which rank file changed since it was opened */
+        return mf_fail_ctx(rc == -ESTALE ? MF_ERR_CHANGED : MF_ERR_IO, "read error while hashing %s", t->name);
     return rc ? mf_fail(MF_ERR_IO, "read error while hashing %s", t->name) : MF_OK;
 }
 
 int mf_hash_tensor(const mf_session *s, const mf_hf_tensor *t, uint64_t *out)
 {
-    return hash_pieces(s->fds, t, out, NULL);
+    return hash_pieces(s, t, out, NULL);
 }
 
 /* A one-piece tensor that shows a whole source shard as it is stored. */
@@ -57,7 +61,7 @@ static int hash_shard(const mf_session *s, const mf_shard *sh, uint64_t *out, ui
     mf_hf_tensor t = { .name = "shard", .dtype = sh->t.dtype, .src_dtype = sh->t.dtype, .ndim = 2,
                        .shape = { rows, cols }, .pieces = &p, .n_pieces = 1 };
     t.nbytes = (uint64_t)rows * (uint64_t)cols * mf_dtype_size(sh->t.dtype);
-    return hash_pieces(s->fds, &t, out, bytes);
+    return hash_pieces(s, &t, out, bytes);
 }
 
 typedef struct {
@@ -119,13 +123,17 @@ int mf_verify_replicas(mf_session *s, mf_verify_report *r)
     verify_ctx v = { s, r, 0 };
     /* 1. copies in other files of the same (name, shard); torch_dist stores each tensor once */
     for (size_t i = 0; s->ckpt.format == MF_FORMAT_TORCH && i < s->ckpt.n_files; i++) {
+        /* the descriptor opened at mount, not the path: a file renamed over since reads the same */
+        const mf_rankfile *rf = &s->ckpt.files[i];
         mf_torchfile tf;
-        int rc = mf_torchfile_open(&tf, s->ckpt.files[i].path, 0);
+        int rc = mf_torchfile_open_window(&tf, rf->fd, rf->path, 0, 0, 0);
         if (rc)
             return rc;
         v.file = (int)i;
         rc = mf_checkpoint_walk_file(&s->ckpt, (int)i, visit, &v, &tf);
         mf_torchfile_close(&tf);
+        if (rc == 0)
+            rc = mf_file_id_check(rf->fd, &rf->id, rf->path);
         if (rc)
             return rc;
     }

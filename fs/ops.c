@@ -11,6 +11,7 @@
 #include "mcorefs/error.h"
 #include "ops.h"
 #include "readahead.h"
+#include "stale.h"
 
 static mf_session *S(void) { return fuse_get_context()->private_data; }
 
@@ -109,6 +110,8 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
     ssize_t n = mf_session_read(s, f, buf, size, (uint64_t)off);
     if (n < 0) {
         fs_log("%s", mf_error());
+        if (n == -ESTALE)
+            fs_source_changed(fuse_get_context()->fuse, s);
         return -EIO;
     }
     return (int)n;
@@ -129,8 +132,42 @@ static size_t pipe_pages(const mf_segment *segs, ssize_t n)
     return pages;
 }
 
+/* The reply's buffers: fd ranges for libfuse to splice, memory for gathered bytes (a single
+ * gathered segment hands over buf itself; several get copies). NULL when memory runs out:
+ * the caller fails the whole read rather than send a short reply with later bytes shifted. */
+static struct fuse_bufvec *make_bufvec(const mf_segment *segs, ssize_t n, char **buf)
+{
+    struct fuse_bufvec *bv = calloc(1, sizeof(*bv) + (size_t)(n ? n : 1) * sizeof(struct fuse_buf));
+    if (!bv)
+        return NULL;
+    bv->count = (size_t)n;
+    for (ssize_t i = 0; i < n; i++) {
+        struct fuse_buf *b = &bv->buf[i];
+        b->size = segs[i].len;
+        if (segs[i].fd >= 0) {
+            b->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+            b->fd = segs[i].fd;
+            b->pos = (off_t)segs[i].pos;
+        } else if (n == 1) {
+            b->mem = *buf;          /* libfuse frees it */
+            *buf = NULL;
+        } else if ((b->mem = malloc(segs[i].len)) != NULL) {
+            memcpy(b->mem, *buf + segs[i].pos, segs[i].len);
+        } else {
+            for (ssize_t k = 0; k < i; k++)
+                if (!(bv->buf[k].flags & FUSE_BUF_IS_FD))
+                    free(bv->buf[k].mem);
+            free(bv);
+            return NULL;
+        }
+    }
+    return bv;
+}
+
 /* Reads as buffer vectors: file ranges that need no gathering are handed to libfuse as fd
- * buffers, which it splices from the rank file's page cache into /dev/fuse (one copy fewer). */
+ * buffers, which it splices from the rank file's page cache into /dev/fuse (one copy fewer).
+ * The rank files' identity is checked (in the core) just before we return those ranges; a
+ * write between that fstat and libfuse's splice is not seen by this read (see README Safety). */
 static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off, struct fuse_file_info *fi)
 {
     mf_session *s = S();
@@ -158,47 +195,24 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 failed:
     if (n < 0) {
         fs_log("%s", mf_error());
+        if (n == -ESTALE)
+            fs_source_changed(fuse_get_context()->fuse, s);
         free(buf);
         return -EIO;
     }
-    struct fuse_bufvec *bv = calloc(1, sizeof(*bv) + (size_t)(n ? n : 1) * sizeof(struct fuse_buf));
-    if (!bv) {
-        free(buf);
-        return -ENOMEM;
-    }
-    bv->count = (size_t)n;
-    for (ssize_t i = 0; i < n; i++) {
-        struct fuse_buf *b = &bv->buf[i];
-        b->size = segs[i].len;
-        if (segs[i].fd >= 0) {
-            struct stat st;   /* a rank file cut short after mount must give EIO, not a short read */
-            if (fstat(segs[i].fd, &st) != 0 || (uint64_t)st.st_size < segs[i].pos + segs[i].len) {
-                fs_log("read of %s: a rank file is shorter than at mount time", f->name);
-                bv->count = (size_t)i;
-                free(buf);
-                for (ssize_t k = 0; k < i; k++)
-                    if (!(bv->buf[k].flags & FUSE_BUF_IS_FD))
-                        free(bv->buf[k].mem);
-                free(bv);
-                return -EIO;
-            }
-            b->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-            b->fd = segs[i].fd;
-            b->pos = (off_t)segs[i].pos;
-        } else if (n == 1) {
-            b->mem = buf;          /* libfuse frees it */
-            buf = NULL;
-        } else {
-            b->mem = malloc(segs[i].len);
-            if (b->mem)
-                memcpy(b->mem, buf + segs[i].pos, segs[i].len);
-            else
-                b->size = 0;
-        }
-    }
+    struct fuse_bufvec *bv = make_bufvec(segs, n, &buf);
     free(buf);
+    if (!bv)
+        return -ENOMEM;
     *bufp = bv;
     return 0;
+}
+
+/* A helper thread may still be invalidating pages: let it finish before the session goes. */
+static void op_destroy(void *private_data)
+{
+    (void)private_data;
+    fs_stale_wait();
 }
 
 static int op_statfs(const char *path, struct statvfs *st)
@@ -239,6 +253,7 @@ static int ro_removexattr(const char *p, const char *n) { return -EROFS; }
 
 const struct fuse_operations mcorefs_ops = {
     .init = op_init,
+    .destroy = op_destroy,
     .getattr = op_getattr,
     .readdir = op_readdir,
     .open = op_open,

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "mcorefs/dcp.h"
+#include "mcorefs/fileid.h"
 #include "mcorefs/model.h"
 #include "mcorefs/options.h"
 #include "mcorefs/recipe.h"
@@ -16,6 +17,7 @@ typedef struct {
     int tp, pp, ep, etp;
     int fd;          /* kept open for reads */
     uint64_t size;   /* file size at mount time */
+    mf_file_id id;   /* identity at open; every read checks the file still is this */
 } mf_rankfile;
 
 /* One canonical source tensor and its shards.

@@ -16,6 +16,7 @@ typedef enum {
     MF_ERR_NOMEM = -6,
     MF_ERR_INVALID = -7,     /* bad option or argument */
     MF_ERR_LIMIT = -8,       /* a safety limit was hit (nesting, sizes, memory budget) */
+    MF_ERR_CHANGED = -9,     /* a source file changed after mount (rewritten in place) */
 } mf_status;
 
 /* Record a printf-style message for the calling thread and return `code` (always < 0). */

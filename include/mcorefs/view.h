@@ -43,6 +43,7 @@ typedef struct mf_session {
     int *fds;              /* rank file descriptors, indexed like ckpt.files */
     uint64_t *file_bytes;  /* bytes gathered per rank file (atomic counters) */
     uint64_t n_reads, n_bytes, n_errors;  /* atomic counters */
+    uint64_t n_source_changed;            /* reads refused: a rank file changed since mount */
     char *config_json;     /* also in files[], kept for tools */
     int64_t mtime;         /* shown for every entry: the iteration folder's mtime */
     uid_t dir_uid;         /* the folders of the view (root, .mcorefs): the iteration folder's */

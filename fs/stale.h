@@ -1,0 +1,16 @@
+#ifndef MCOREFS_FS_STALE_H
+#define MCOREFS_FS_STALE_H
+#include "mcorefs/view.h"
+
+struct fuse;
+
+/* A read found a rank file changed since mount. Drop the kernel's cached pages of every
+ * safetensors file of the mount (a zero-copy reply spliced after our last check may have put
+ * new bytes there), on a helper thread: invalidating from inside a read would deadlock on the
+ * page that read holds locked. Callable from any operation; cheap when an invalidation is
+ * already under way (it runs once more). */
+void fs_source_changed(struct fuse *fuse, const mf_session *s);
+/* Wait for a running invalidation to finish (before the session goes away). */
+void fs_stale_wait(void);
+
+#endif
