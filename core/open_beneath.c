@@ -43,20 +43,23 @@ static int open_fallback(const char *base, const char *rel)
     return fd < 0 ? -errno : fd;
 }
 
+int mf_openat_beneath(int dirfd, const char *rel)
+{
+    struct open_how how = { .flags = OPEN_FLAGS, .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+    long fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
+    return fd >= 0 ? (int)fd : -errno;
+}
+
 static int open_rel(const char *base, const char *rel)
 {
     int dfd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         return -errno;
-    struct open_how how = { .flags = OPEN_FLAGS, .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
-    long fd = syscall(SYS_openat2, dfd, rel, &how, sizeof how);
-    int e = errno;
+    int fd = mf_openat_beneath(dfd, rel);
     close(dfd);
-    if (fd >= 0)
-        return (int)fd;
-    if (e == ENOSYS || e == EPERM)
+    if (fd == -ENOSYS || fd == -EPERM)
         return open_fallback(base, rel);
-    return -e;
+    return fd;
 }
 
 static const char *kind_name(mode_t m)

@@ -11,6 +11,10 @@
  * - a regular file only (not a FIFO, directory or device).
  * MF_ERR_MISSING when it does not exist. base itself is taken as given (resolve it first). */
 int mf_open_beneath(const char *base, const char *rel, int *fd);
+/* The primitive under both: openat2(dirfd, rel) with RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+ * read-only, O_NONBLOCK (not cleared), close-on-exec. The fd, or -errno: -EXDEV for a name
+ * leading out, -ENOSYS/-EPERM where the kernel (or seccomp) has no openat2. No type check. */
+int mf_openat_beneath(int dirfd, const char *rel);
 /* The same with the check used where openat2 is missing (exposed for tests). */
 int mf_open_beneath_fallback(const char *base, const char *rel, int *fd);
 

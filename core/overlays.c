@@ -11,20 +11,6 @@
 #include "mcorefs/view.h"
 #include "small_file.h"
 
-static int add_file(mf_session *s, const char *name, char *data)
-{
-    mf_vfile *nf = realloc(s->files, (s->n_files + 1) * sizeof(*nf));
-    if (!nf)
-        return mf_fail(MF_ERR_NOMEM, "out of memory");
-    s->files = nf;
-    mf_vfile *f = &s->files[s->n_files++];
-    memset(f, 0, sizeof(*f));
-    f->name = strdup(name);
-    f->kind = MF_VF_MEMORY;
-    f->data = data;
-    return f->name ? MF_OK : mf_fail(MF_ERR_NOMEM, "out of memory");
-}
-
 /* The folder overlay files are opened beneath, and their names' prefix there: DIR itself, or,
  * for a Hugging Face hub cache snapshot (REPO/snapshots/REV, whose files are symlinks to
  * REPO/blobs/...), the REPO folder, so that those links are followed but none out of REPO. */
@@ -79,17 +65,14 @@ int mf_view_add_overlays(mf_session *s, const char *dir)
             rc = MF_OK;
             continue;
         }
-        size_t before = s->n_files;
-        if (rc == MF_OK && (rc = add_file(s, names[i], data)) == MF_OK) {
+        /* len, not strlen: the file may hold NUL bytes (tokenizer.model) */
+        if (rc == MF_OK && (rc = mf_view_add_memory_file(s, names[i], data, len)) == MF_OK) {
             mf_vfile *f = &s->files[s->n_files - 1];
-            f->size = len;   /* the file may hold NUL bytes (tokenizer.model) */
             f->uid = st.st_uid;
             f->gid = st.st_gid;
             f->mode = st.st_mode & 0666;
             f->own_perms = 1;
             found++;
-        } else if (s->n_files == before) {
-            free(data);   /* not handed to the view */
         }
     }
     close(dirfd);

@@ -14,21 +14,6 @@
 #include "mcorefs/gather.h"
 #include "mcorefs/view.h"
 
-static int add_memory_file(mf_session *s, const char *name, char *data)
-{
-    mf_vfile *nf = realloc(s->files, (s->n_files + 1) * sizeof(*nf));
-    if (!nf)
-        return mf_fail(MF_ERR_NOMEM, "out of memory");
-    s->files = nf;
-    mf_vfile *f = &s->files[s->n_files++];
-    memset(f, 0, sizeof(*f));
-    f->name = strdup(name);
-    f->kind = MF_VF_MEMORY;
-    f->data = data;
-    f->size = strlen(data);
-    return f->name ? MF_OK : mf_fail(MF_ERR_NOMEM, "out of memory");
-}
-
 static int copy_options(mf_options *dst, const mf_options *src)
 {
     *dst = *src;
@@ -60,12 +45,8 @@ int mf_session_open(mf_session **out, const char *path, const mf_options *o)
         rc = MF_ERR_INVALID;
         goto fail;
     }
-    char *cfg_copy = strdup(s->config_json);
-    if (!cfg_copy || (rc = add_memory_file(s, "config.json", cfg_copy)) != 0) {
-        if (!cfg_copy)
-            rc = mf_fail(MF_ERR_NOMEM, "out of memory");
+    if ((rc = mf_view_add_memory_file(s, "config.json", strdup(s->config_json), strlen(s->config_json))) != 0)
         goto fail;
-    }
     if ((rc = mf_view_build_shards(s)) != 0)
         goto fail;
     if (s->opts.tokenizer && (rc = mf_view_add_overlays(s, s->opts.tokenizer)) != 0)
@@ -82,10 +63,10 @@ int mf_session_open(mf_session **out, const char *path, const mf_options *o)
         rc = mf_fail(MF_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    if ((rc = add_memory_file(s, MF_META_DIR "/manifest.json", strdup(""))) != 0)
+    if ((rc = mf_view_add_memory_file(s, MF_META_DIR "/manifest.json", strdup(""), 0)) != 0)
         goto fail;
     s->files[s->n_files - 1].kind = MF_VF_LAZY;
-    if ((rc = add_memory_file(s, MF_META_DIR "/stats", strdup(""))) != 0)
+    if ((rc = mf_view_add_memory_file(s, MF_META_DIR "/stats", strdup(""), 0)) != 0)
         goto fail;
     s->files[s->n_files - 1].kind = MF_VF_STATS;
     if ((rc = mf_view_set_permissions(s)) != 0)

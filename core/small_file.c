@@ -1,28 +1,26 @@
 /* Loading the small user files of the view once, at mount (see small_file.h). */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 #include "mcorefs/error.h"
+#include "open_beneath.h"
 #include "small_file.h"
 
-/* O_NONBLOCK: a FIFO put in place of a file must not hang the mount (it is refused below). */
-#define OPEN_FLAGS (O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
-
-/* Open name beneath dirfd: openat2 RESOLVE_BENEATH refuses any path (symlinks included) that
- * resolves outside the folder, atomically, so swapping a link cannot race the check. */
+/* Open name beneath dirfd (non-blocking: a FIFO put in place of a file must not hang the mount;
+ * it is refused below). openat2 refuses any path, symlinks included, that resolves outside the
+ * folder, atomically, so swapping a link cannot race the check. */
 static int open_beneath(int dirfd, const char *name)
 {
-    struct open_how how = { .flags = OPEN_FLAGS, .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
-    int fd = (int)syscall(SYS_openat2, dirfd, name, &how, sizeof(how));
-    if (fd < 0 && errno == ENOSYS)   /* kernel before 5.6: follow no symlink at all */
-        fd = openat(dirfd, name, OPEN_FLAGS | O_NOFOLLOW);
-    return fd;
+    int fd = mf_openat_beneath(dirfd, name);
+    if (fd == -ENOSYS || fd == -EPERM)   /* no openat2 (kernel < 5.6): follow no symlink at all */
+        return openat(dirfd, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
+    if (fd < 0)
+        errno = -fd;
+    return fd < 0 ? -1 : fd;
 }
 
 static int fail_errno(const char *shown, int e)
@@ -70,7 +68,7 @@ int mf_small_file_load(int dirfd, const char *name, const char *shown, char **da
 {
     *data = NULL;
     *len = 0;
-    int fd = dirfd == AT_FDCWD ? open(name, OPEN_FLAGS) : open_beneath(dirfd, name);
+    int fd = dirfd == AT_FDCWD ? open(name, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) : open_beneath(dirfd, name);
     if (fd < 0)
         return fail_errno(shown, errno);
     int rc;

@@ -10,7 +10,7 @@
 #include "mcorefs/error.h"
 #include "mcorefs/view.h"
 
-static int add_file(mf_session *s, mf_vfile **out)
+int mf_view_add_file(mf_session *s, const char *name, mf_vfile **out)
 {
     mf_vfile *nf = realloc(s->files, (s->n_files + 1) * sizeof(*nf));
     if (!nf)
@@ -18,6 +18,24 @@ static int add_file(mf_session *s, mf_vfile **out)
     s->files = nf;
     *out = &s->files[s->n_files++];
     memset(*out, 0, sizeof(**out));
+    if (name && !((*out)->name = strdup(name))) {
+        s->n_files--;   /* never leave a nameless entry behind */
+        *out = NULL;
+        return mf_fail(MF_ERR_NOMEM, "out of memory");
+    }
+    return MF_OK;
+}
+
+int mf_view_add_memory_file(mf_session *s, const char *name, char *data, size_t size)
+{
+    mf_vfile *f = NULL;
+    if (!data || mf_view_add_file(s, name, &f) != MF_OK) {
+        free(data);
+        return mf_fail(MF_ERR_NOMEM, "out of memory");
+    }
+    f->kind = MF_VF_MEMORY;
+    f->data = data;
+    f->size = size;
     return MF_OK;
 }
 
@@ -132,17 +150,8 @@ static int build_index(mf_session *s, uint32_t first, uint32_t n)
     cJSON_AddItemToObject(root, "weight_map", wm);
     char *json = mf_json_print_python(root);   /* as save_pretrained writes it */
     cJSON_Delete(root);
-    mf_vfile *f = NULL;
-    if (!json || add_file(s, &f) != 0) {
-        free(json);
-        return mf_fail(MF_ERR_NOMEM, "out of memory");
-    }
-    f->name = strdup("model.safetensors.index.json");
-    f->kind = MF_VF_MEMORY;
-    f->data = json;
-    f->size = strlen(json);
     (void)n;
-    return MF_OK;
+    return mf_view_add_memory_file(s, "model.safetensors.index.json", json, json ? strlen(json) : 0);
 }
 
 int mf_view_build_shards(mf_session *s)
@@ -158,7 +167,7 @@ int mf_view_build_shards(mf_session *s)
     for (uint32_t k = 0; k < n_files && rc == 0; k++) {
         mf_vfile *f = NULL;
         char name[64];
-        if ((rc = add_file(s, &f)) != 0)
+        if ((rc = mf_view_add_file(s, NULL, &f)) != 0)
             break;
         if (n_files == 1)
             snprintf(name, sizeof(name), "model.safetensors");

@@ -71,6 +71,10 @@ ssize_t mf_session_read_segments(const mf_session *s, const mf_vfile *f, char *b
 #define MF_META_DIR ".mcorefs"
 
 /* Lower-level pieces, used by the session and tests. */
+/* Append a zeroed virtual file named name (copied; NULL: the caller names it) to the view. */
+int mf_view_add_file(mf_session *s, const char *name, mf_vfile **out);
+/* Append a file served from memory; the view owns data from this call on (freed on failure). */
+int mf_view_add_memory_file(mf_session *s, const char *name, char *data, size_t size);
 char *mf_manifest_build(const mf_session *s);
 char *mf_stats_render(const mf_session *s);
 int mf_view_build_shards(mf_session *s);
