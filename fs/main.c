@@ -5,11 +5,12 @@
 #include <string.h>
 #include "cli.h"
 #include "log.h"
+#include "loop.h"
 #include "mcorefs/error.h"
 #include "mountpoint.h"
 #include "ops.h"
 
-/* SIGTERM, SIGINT and SIGHUP end the loop the way an unmount does, so fuse_main unmounts and returns 0
+/* SIGTERM, SIGINT and SIGHUP end the loop the way an unmount does, so fs_run unmounts and returns 0
  * (libfuse's own handlers make it return 8). The loop is known once init has run. */
 static struct fuse *volatile running;
 static volatile sig_atomic_t stop_requested;
@@ -91,7 +92,7 @@ int main(int argc, char *argv[])
     ops_with_hook = mcorefs_ops;
     ops_with_hook.init = init_hook;
     install_stop_handlers();
-    rc = fuse_main(c.fuse.argc, c.fuse.argv, &ops_with_hook, s) ? 1 : 0;
+    rc = fs_run(&c.fuse, &ops_with_hook, s);
 out:
     mf_session_close(s);
     free(mountpoint);

@@ -8,7 +8,7 @@
 #include "log.h"
 #include "stale.h"
 
-static int pending, running;
+static int pending, running, stopped;
 static struct fuse *target_fuse;
 static const mf_session *target_session;
 
@@ -17,7 +17,7 @@ static void invalidate_all(void)
     const mf_session *s = __atomic_load_n(&target_session, __ATOMIC_ACQUIRE);
     struct fuse *fuse = __atomic_load_n(&target_fuse, __ATOMIC_ACQUIRE);
     char path[4096];
-    for (size_t i = 0; i < s->n_files; i++) {
+    for (size_t i = 0; i < s->n_files && !__atomic_load_n(&stopped, __ATOMIC_ACQUIRE); i++) {
         if (s->files[i].kind != MF_VF_SAFETENSORS)
             continue;
         snprintf(path, sizeof(path), "/%s", s->files[i].name);
@@ -40,6 +40,8 @@ static void *worker(void *arg)
 
 void fs_source_changed(struct fuse *fuse, const mf_session *s)
 {
+    if (__atomic_load_n(&stopped, __ATOMIC_ACQUIRE))
+        return;   /* the loop has ended: the kernel has dropped the mount's pages anyway */
     __atomic_store_n(&target_fuse, fuse, __ATOMIC_RELEASE);
     __atomic_store_n(&target_session, s, __ATOMIC_RELEASE);
     __atomic_store_n(&pending, 1, __ATOMIC_RELEASE);
@@ -54,6 +56,12 @@ void fs_source_changed(struct fuse *fuse, const mf_session *s)
         fs_log("cannot start the page-cache invalidation thread; cached pages are kept until files are reopened");
     }
     pthread_attr_destroy(&a);
+}
+
+void fs_stale_shutdown(void)
+{
+    __atomic_store_n(&stopped, 1, __ATOMIC_RELEASE);
+    fs_stale_wait();
 }
 
 void fs_stale_wait(void)

@@ -12,5 +12,8 @@ struct fuse;
 void fs_source_changed(struct fuse *fuse, const mf_session *s);
 /* Wait for a running invalidation to finish (before the session goes away). */
 void fs_stale_wait(void);
+/* The request loop has ended: start no new invalidation, cut a running one short, and wait
+ * for it, before libfuse frees the tables fuse_invalidate_path walks (fs/loop.c). */
+void fs_stale_shutdown(void);
 
 #endif
