@@ -15,6 +15,7 @@ typedef struct mf_model_s {
     int64_t padded_vocab, vocab;       /* vocab: the size shown (true vocab or padded) */
     int64_t max_pos;
     int64_t window;                    /* sliding window (left size) or 0 */
+    int window_set;                    /* window_size given at all (Mistral's sign in detection) */
     double norm_eps, rope_theta, init_std, attn_dropout;
     int swiglu, qkv_bias, add_bias_linear, qk_norm, tied, gqa;
     int use_rope_scaling; double rope_scaling_factor; double seq_interp_factor;
