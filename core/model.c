@@ -177,3 +177,16 @@ void mf_model_free(mf_model *m)
     free(m->moe_layer);
     m->moe_layer = NULL;
 }
+
+int mf_model_apply_options(mf_model *m, const mf_options *o)
+{
+    if (o->true_vocab_size > m->padded_vocab)
+        return mf_fail(MF_ERR_INVALID, "true_vocab_size=%lld is larger than the checkpoint's padded vocab %lld",
+                       (long long)o->true_vocab_size, (long long)m->padded_vocab);
+    if (o->true_vocab_size > 0)
+        m->vocab = o->true_vocab_size;
+    if (o->skip_mtp)
+        m->mtp_shown = 0;
+    m->mtp_head_copies = o->mtp_head_copies;
+    return MF_OK;
+}

@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 #include "mcorefs/dtype.h"
+#include "mcorefs/options.h"
 #include "mcorefs/pickle.h"
 
 struct mf_family;
@@ -47,6 +48,9 @@ typedef struct mf_model_s {
  * auto-detection. `src` names the file for messages. */
 int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const char *src);
 void mf_model_free(mf_model *m);
+/* The one place the view options change the model: true_vocab_size (checked against the padded
+ * vocab), skip_mtp, mtp_head_copies. MF_OK or MF_ERR_INVALID (message set). */
+int mf_model_apply_options(mf_model *m, const mf_options *o);
 
 /* Helpers to read args with defaults (both spellings handled by callers). */
 int mf_args_int(const mf_pv *args, const char *name, int64_t def, int64_t *out);

@@ -302,6 +302,38 @@ static void test_config_writer_pieces_from_row(void **state)
     mf_model_free(&m);
 }
 
+/* ---- options: the one place they change the model ---- */
+
+static void test_model_apply_options(void **state)
+{
+    (void)state;
+    static const arg mtp[] = { INT("mtp_num_layers", 1), INT("vocab_size", 200), END };
+    mf_model m;
+    mf_options o;
+    assert_int_equal(mf_model_from_args(&m, make_args(mtp), NULL, "args.pt"), MF_OK);
+    assert_int_equal(m.vocab, 200);
+    assert_int_equal(m.mtp_shown, 1);
+    mf_options_init(&o);
+    assert_int_equal(mf_options_apply(&o, "true_vocab_size=257"), 1);   /* valid alone; too big here */
+    assert_int_equal(mf_model_apply_options(&m, &o), MF_ERR_INVALID);
+    assert_string_equal(mf_error(), "true_vocab_size=257 is larger than the checkpoint's padded vocab 256");
+    assert_int_equal(m.vocab, 200);
+    assert_int_equal(mf_options_apply(&o, "true_vocab_size=250"), 1);
+    assert_int_equal(mf_options_apply(&o, "skip_mtp"), 1);
+    assert_int_equal(mf_model_apply_options(&m, &o), MF_OK);
+    assert_int_equal(m.vocab, 250);
+    assert_int_equal(m.mtp_shown, 0);
+    assert_int_equal(m.mtp_layers, 1);   /* still in the checkpoint, only hidden */
+    assert_int_equal(m.mtp_head_copies, 0);
+    mf_options_free(&o);
+    mf_options_init(&o);
+    assert_int_equal(mf_options_apply(&o, "mtp_head_copies"), 1);
+    assert_int_equal(mf_model_apply_options(&m, &o), MF_OK);
+    assert_int_equal(m.mtp_head_copies, 1);
+    mf_options_free(&o);
+    mf_model_free(&m);
+}
+
 /* ---- the one family list ---- */
 
 static char *slurp(const char *rel)
@@ -360,6 +392,7 @@ int main(void)
         cmocka_unit_test(test_config_each_family),
         cmocka_unit_test(test_config_rope_scaling),
         cmocka_unit_test(test_config_writer_pieces_from_row),
+        cmocka_unit_test(test_model_apply_options),
         cmocka_unit_test(test_docs_list_every_family),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
