@@ -346,11 +346,6 @@ static int open_legacy(mf_checkpoint *c, const mf_options *o)
         mf_torchfile_close(&first);
         goto out;
     }
-    /* the view options are checked now, before every rank file is parsed */
-    if ((rc = mf_model_apply_options(&c->model, o)) != 0) {
-        mf_torchfile_close(&first);
-        goto out;
-    }
     c->args_pk = first.pk;   /* keep the first file's tree alive for args */
     c->args = a0;
     first.pk = NULL;
@@ -404,6 +399,8 @@ int mf_checkpoint_open(mf_checkpoint *c, const char *path, const mf_options *o)
     if (rc)
         return rc;
     rc = mf_dcp_detect(c->iter_dir) ? mf_checkpoint_open_dist(c, o) : open_legacy(c, o);
+    if (rc == 0)   /* the one place options change the model, for both formats */
+        rc = mf_model_apply_options(&c->model, o);
     if (rc)
         mf_checkpoint_close(c);
     return rc;

@@ -249,8 +249,7 @@ int mf_checkpoint_open_dist(mf_checkpoint *c, const mf_options *o)
     c->args = args;
     char where[4200];
     snprintf(where, sizeof(where), "%s/.metadata", c->iter_dir);
-    if ((rc = mf_model_from_args(&c->model, args, o->arch, where)) != 0 ||
-        (rc = mf_model_apply_options(&c->model, o)) != 0)
+    if ((rc = mf_model_from_args(&c->model, args, o->arch, where)) != 0)
         return rc;
     c->n_files = c->dcp.n_files;
     c->files = calloc(c->n_files ? c->n_files : 1, sizeof(mf_rankfile));
