@@ -200,14 +200,14 @@ static void cfg_deepseek(const mf_model *m, cJSON *c)
     mf_json_int(c, "n_routed_experts", m->num_experts);
     mf_json_int(c, "n_shared_experts", m->moe_ffn > 0 ? m->shared_ffn / m->moe_ffn : 0);
     mf_json_float(c, "routed_scaling_factor", m->moe_scaling_factor);
-    mf_json_int(c, "kv_lora_rank", m->kv_lora_rank);
-    if (m->q_lora_rank > 0)
-        mf_json_int(c, "q_lora_rank", m->q_lora_rank);
+    mf_json_int(c, "kv_lora_rank", m->mla_dims.kv_lora_rank);
+    if (m->mla_dims.q_lora_rank > 0)
+        mf_json_int(c, "q_lora_rank", m->mla_dims.q_lora_rank);
     else
         mf_json_null(c, "q_lora_rank");
-    mf_json_int(c, "qk_rope_head_dim", m->qk_pos_dim);
-    mf_json_int(c, "qk_nope_head_dim", m->qk_head_dim);
-    mf_json_int(c, "v_head_dim", m->v_head_dim);
+    mf_json_int(c, "qk_rope_head_dim", m->mla_dims.qk_pos_dim);
+    mf_json_int(c, "qk_nope_head_dim", m->mla_dims.qk_head_dim);
+    mf_json_int(c, "v_head_dim", m->mla_dims.v_head_dim);
     mf_json_int(c, "n_group", m->moe_num_groups > 0 ? m->moe_num_groups : 1);
     mf_json_int(c, "topk_group", m->moe_group_topk > 0 ? m->moe_group_topk : 1);
     mf_json_int(c, "num_experts_per_tok", m->moe_topk);
@@ -225,18 +225,18 @@ static void cfg_deepseek(const mf_model *m, cJSON *c)
 /* DeepSeek: YaRN from its MLA rope args, else Megatron's own rope flags */
 static void rope_deepseek(const mf_model *m, cJSON *c)
 {
-    if (strcmp(m->rope_type, "yarn") != 0 || m->rotary_scaling_factor <= 1.0) {
+    if (strcmp(m->yarn.rope_type, "yarn") != 0 || m->yarn.factor <= 1.0) {
         mf_config_rope_megatron(m, c);
         return;
     }
     cJSON *rs = cJSON_CreateObject();
     mf_json_str(rs, "type", "yarn");
-    mf_json_float(rs, "factor", m->rotary_scaling_factor);
+    mf_json_float(rs, "factor", m->yarn.factor);
     mf_json_int(rs, "original_max_position_embeddings", 4096);
     mf_json_float(rs, "beta_fast", 32.0);
     mf_json_float(rs, "beta_slow", 1.0);
-    mf_json_float(rs, "mscale", m->mscale);
-    mf_json_float(rs, "mscale_all_dim", m->mscale_all_dim);
+    mf_json_float(rs, "mscale", m->yarn.mscale);
+    mf_json_float(rs, "mscale_all_dim", m->yarn.mscale_all_dim);
     mf_json_set(c, "rope_scaling", rs);
 }
 

@@ -118,15 +118,16 @@ int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const c
     copy_str(m->score_function, sizeof(m->score_function), mf_args_str(a, "moe_router_score_function"), "softmax");
 
     m->mla = mf_args_bool(a, "multi_latent_attention", 0);
-    mf_args_int(a, "q_lora_rank", 0, &m->q_lora_rank);
-    mf_args_int(a, "kv_lora_rank", 32, &m->kv_lora_rank);
-    mf_args_int(a, "qk_head_dim", 128, &m->qk_head_dim);
-    mf_args_int(a, "qk_pos_emb_head_dim", 64, &m->qk_pos_dim);
-    mf_args_int(a, "v_head_dim", 128, &m->v_head_dim);
-    m->rotary_scaling_factor = mf_args_float(a, "rotary_scaling_factor", 1.0);
-    m->mscale = mf_args_float(a, "mscale", 1.0);
-    m->mscale_all_dim = mf_args_float(a, "mscale_all_dim", 0.0);
-    copy_str(m->rope_type, sizeof(m->rope_type), mf_args_str(a, "rope_type"), m->mla ? "yarn" : "rope");
+    mf_mla_dims *d = &m->mla_dims;
+    mf_args_int(a, "q_lora_rank", 0, &d->q_lora_rank);
+    mf_args_int(a, "kv_lora_rank", 32, &d->kv_lora_rank);
+    mf_args_int(a, "qk_head_dim", 128, &d->qk_head_dim);
+    mf_args_int(a, "qk_pos_emb_head_dim", 64, &d->qk_pos_dim);
+    mf_args_int(a, "v_head_dim", 128, &d->v_head_dim);
+    m->yarn.factor = mf_args_float(a, "rotary_scaling_factor", 1.0);
+    m->yarn.mscale = mf_args_float(a, "mscale", 1.0);
+    m->yarn.mscale_all_dim = mf_args_float(a, "mscale_all_dim", 0.0);
+    copy_str(m->yarn.rope_type, sizeof(m->yarn.rope_type), mf_args_str(a, "rope_type"), m->mla ? "yarn" : "rope");
     mf_args_int(a, "mtp_num_layers", 0, &m->mtp_layers);
     m->mtp_shown = m->mtp_layers;
     if (m->mla)

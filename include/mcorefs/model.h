@@ -9,6 +9,18 @@
 
 struct mf_family;
 
+/* Multi-latent attention sizes (Megatron's MLA args). */
+typedef struct {
+    int64_t q_lora_rank;               /* 0: no q down-projection */
+    int64_t kv_lora_rank, qk_head_dim, qk_pos_dim, v_head_dim;
+} mf_mla_dims;
+
+/* YaRN rope scaling as Megatron's MLA args give it (rope_type "yarn" and factor > 1 to apply). */
+typedef struct {
+    double factor, mscale, mscale_all_dim;
+    char rope_type[16];
+} mf_yarn;
+
 typedef struct mf_model_s {
     const struct mf_family *family;   /* chosen recipe set */
     /* sizes */
@@ -33,11 +45,10 @@ typedef struct mf_model_s {
     double moe_scaling_factor, moe_aux_coeff;
     char score_function[16];
     uint8_t *moe_layer;                /* [num_layers] 1 = MoE layer */
-    /* MLA */
+    /* MLA (the DeepSeek rows' attention; read for every model, used only when mla) */
     int mla;
-    int64_t q_lora_rank, kv_lora_rank, qk_head_dim, qk_pos_dim, v_head_dim;
-    double rotary_scaling_factor, mscale, mscale_all_dim;
-    char rope_type[16];
+    mf_mla_dims mla_dims;
+    mf_yarn yarn;                      /* the DeepSeek rows' rope_scaling */
     /* MTP */
     int64_t mtp_layers;                /* in the checkpoint */
     int64_t mtp_shown;                 /* 0 with skip_mtp */
