@@ -112,8 +112,10 @@ int mf_options_apply(mf_options *o, const char *kv)
                            "the MTP layers that mtp_head_copies adds head copies to; give one of them");
         return 1;
     }
-    if (strcmp(key, "arch") == 0)
-        return check_arch(v) ? check_arch(v) : set_str(&o->arch, key, v);
+    if (strcmp(key, "arch") == 0) {
+        int rc = check_arch(v);
+        return rc ? rc : set_str(&o->arch, key, v);
+    }
     if (strcmp(key, "hf_config") == 0)
         return set_str(&o->hf_config, key, v);
     if (strcmp(key, "tokenizer") == 0)
