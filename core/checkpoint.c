@@ -311,31 +311,13 @@ static int parse_rank_file(mf_checkpoint *c, size_t i, mf_torchfile *tf)
     return mf_torchfile_open_window(tf, rf->fd, rf->path, 0, 0, 0);
 }
 
-int mf_checkpoint_open(mf_checkpoint *c, const char *path, const mf_options *o)
+/* Legacy torch format: one model_optim_rng.pt per rank folder. On error c is left for the
+ * caller to close. */
+static int open_legacy(mf_checkpoint *c, const mf_options *o)
 {
     char **names = NULL;
     size_t n = 0;
     int rc;
-    memset(c, 0, sizeof(*c));
-    rc = mf_find_iteration(path, o->iteration, &c->iter_dir, &c->iteration, &c->release);
-    if (rc)
-        return rc;
-    if (mf_dcp_detect(c->iter_dir)) {
-        rc = mf_checkpoint_open_dist(c, o);
-        if (rc == 0) {
-            if (o->skip_mtp)
-                c->model.mtp_shown = 0;
-            c->model.mtp_head_copies = o->mtp_head_copies;
-            if (o->true_vocab_size > c->model.padded_vocab)
-                rc = mf_fail(MF_ERR_INVALID, "true_vocab_size=%lld is larger than the checkpoint's padded vocab %lld",
-                             (long long)o->true_vocab_size, (long long)c->model.padded_vocab);
-            else if (o->true_vocab_size > 0)
-                c->model.vocab = o->true_vocab_size;
-        }
-        if (rc)
-            mf_checkpoint_close(c);
-        return rc;
-    }
     rc = mf_list_rank_dirs(c->iter_dir, &names, &n);
     if (rc)
         goto out;
@@ -363,18 +345,6 @@ int mf_checkpoint_open(mf_checkpoint *c, const char *path, const mf_options *o)
     if (rc) {
         mf_torchfile_close(&first);
         goto out;
-    }
-    if (o->skip_mtp)
-        c->model.mtp_shown = 0;
-    c->model.mtp_head_copies = o->mtp_head_copies;
-    if (o->true_vocab_size > 0) {
-        if (o->true_vocab_size > c->model.padded_vocab) {
-            rc = mf_fail(MF_ERR_INVALID, "true_vocab_size=%lld is larger than the checkpoint's padded vocab %lld",
-                         (long long)o->true_vocab_size, (long long)c->model.padded_vocab);
-            mf_torchfile_close(&first);
-            goto out;
-        }
-        c->model.vocab = o->true_vocab_size;
     }
     c->args_pk = first.pk;   /* keep the first file's tree alive for args */
     c->args = a0;
@@ -419,6 +389,18 @@ out:
     for (size_t i = 0; i < n; i++)
         free(names[i]);
     free(names);
+    return rc;
+}
+
+int mf_checkpoint_open(mf_checkpoint *c, const char *path, const mf_options *o)
+{
+    memset(c, 0, sizeof(*c));
+    int rc = mf_find_iteration(path, o->iteration, &c->iter_dir, &c->iteration, &c->release);
+    if (rc)
+        return rc;
+    rc = mf_dcp_detect(c->iter_dir) ? mf_checkpoint_open_dist(c, o) : open_legacy(c, o);
+    if (rc == 0)   /* the one place options change the model, for both formats */
+        rc = mf_model_apply_options(&c->model, o);
     if (rc)
         mf_checkpoint_close(c);
     return rc;

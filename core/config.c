@@ -1,4 +1,5 @@
-/* config.json: the fields every family shares, the family's own, then the user's overlay. */
+/* config.json: the fields every family shares (with the family row's activation and rope
+ * scaling), the family's own, then the user's overlay. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +8,7 @@
 #include "json_python.h"
 #include "json_util.h"
 #include "mcorefs/error.h"
+#include "mcorefs/recipe.h"
 #include "mcorefs/view.h"
 #include "small_file.h"
 
@@ -22,7 +24,7 @@ static void add_common(const mf_model *m, cJSON *c)
     mf_json_int(c, "num_hidden_layers", m->num_layers);
     mf_json_int(c, "num_attention_heads", m->heads);
     mf_json_int(c, "num_key_value_heads", m->groups);
-    mf_json_str(c, "hidden_act", "silu");
+    mf_json_str(c, "hidden_act", m->family->hidden_act);
     mf_json_int(c, "max_position_embeddings", m->max_pos);
     mf_json_float(c, "rms_norm_eps", m->norm_eps);
     mf_json_float(c, "rope_theta", m->rope_theta);
@@ -31,6 +33,11 @@ static void add_common(const mf_model *m, cJSON *c)
     mf_json_bool(c, "use_cache", 1);
     mf_json_float(c, "initializer_range", m->init_std);
     mf_json_float(c, "attention_dropout", m->attn_dropout);
+    m->family->rope_scaling(m, c);
+}
+
+void mf_config_rope_megatron(const mf_model *m, cJSON *c)
+{
     if (m->use_rope_scaling) {
         cJSON *rs = cJSON_CreateObject();
         mf_json_str(rs, "rope_type", "llama3");

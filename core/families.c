@@ -1,5 +1,6 @@
 /* All model knowledge: per-family rule tables (Megatron name -> HF name + split) and the
  * family-specific config.json fields. Adding a family = adding tables here. */
+#include <pthread.h>
 #include <string.h>
 #include "json_util.h"
 #include "mcorefs/error.h"
@@ -199,14 +200,14 @@ static void cfg_deepseek(const mf_model *m, cJSON *c)
     mf_json_int(c, "n_routed_experts", m->num_experts);
     mf_json_int(c, "n_shared_experts", m->moe_ffn > 0 ? m->shared_ffn / m->moe_ffn : 0);
     mf_json_float(c, "routed_scaling_factor", m->moe_scaling_factor);
-    mf_json_int(c, "kv_lora_rank", m->kv_lora_rank);
-    if (m->q_lora_rank > 0)
-        mf_json_int(c, "q_lora_rank", m->q_lora_rank);
+    mf_json_int(c, "kv_lora_rank", m->mla_dims.kv_lora_rank);
+    if (m->mla_dims.q_lora_rank > 0)
+        mf_json_int(c, "q_lora_rank", m->mla_dims.q_lora_rank);
     else
         mf_json_null(c, "q_lora_rank");
-    mf_json_int(c, "qk_rope_head_dim", m->qk_pos_dim);
-    mf_json_int(c, "qk_nope_head_dim", m->qk_head_dim);
-    mf_json_int(c, "v_head_dim", m->v_head_dim);
+    mf_json_int(c, "qk_rope_head_dim", m->mla_dims.qk_pos_dim);
+    mf_json_int(c, "qk_nope_head_dim", m->mla_dims.qk_head_dim);
+    mf_json_int(c, "v_head_dim", m->mla_dims.v_head_dim);
     mf_json_int(c, "n_group", m->moe_num_groups > 0 ? m->moe_num_groups : 1);
     mf_json_int(c, "topk_group", m->moe_group_topk > 0 ? m->moe_group_topk : 1);
     mf_json_int(c, "num_experts_per_tok", m->moe_topk);
@@ -219,17 +220,24 @@ static void cfg_deepseek(const mf_model *m, cJSON *c)
     mf_json_str(c, "topk_method", m->moe_expert_bias ? "noaux_tc" : "greedy");
     mf_json_int(c, "num_nextn_predict_layers", m->mtp_shown);
     mf_json_float(c, "aux_loss_alpha", m->moe_aux_coeff);
-    if (strcmp(m->rope_type, "yarn") == 0 && m->rotary_scaling_factor > 1.0) {
-        cJSON *rs = cJSON_CreateObject();
-        mf_json_str(rs, "type", "yarn");
-        mf_json_float(rs, "factor", m->rotary_scaling_factor);
-        mf_json_int(rs, "original_max_position_embeddings", 4096);
-        mf_json_float(rs, "beta_fast", 32.0);
-        mf_json_float(rs, "beta_slow", 1.0);
-        mf_json_float(rs, "mscale", m->mscale);
-        mf_json_float(rs, "mscale_all_dim", m->mscale_all_dim);
-        mf_json_set(c, "rope_scaling", rs);
+}
+
+/* DeepSeek: YaRN from its MLA rope args, else Megatron's own rope flags */
+static void rope_deepseek(const mf_model *m, cJSON *c)
+{
+    if (strcmp(m->yarn.rope_type, "yarn") != 0 || m->yarn.factor <= 1.0) {
+        mf_config_rope_megatron(m, c);
+        return;
     }
+    cJSON *rs = cJSON_CreateObject();
+    mf_json_str(rs, "type", "yarn");
+    mf_json_float(rs, "factor", m->yarn.factor);
+    mf_json_int(rs, "original_max_position_embeddings", 4096);
+    mf_json_float(rs, "beta_fast", 32.0);
+    mf_json_float(rs, "beta_slow", 1.0);
+    mf_json_float(rs, "mscale", m->yarn.mscale);
+    mf_json_float(rs, "mscale_all_dim", m->yarn.mscale_all_dim);
+    mf_json_set(c, "rope_scaling", rs);
 }
 
 /* What each HF class always has (needs) and cannot express (forbids), beyond its tensors. */
@@ -237,25 +245,58 @@ static void cfg_deepseek(const mf_model *m, cJSON *c)
 #define DENSE_NO (MF_FEAT_MOE | MF_FEAT_MLA | MF_FEAT_WINDOW)
 #define DS_NO (MF_FEAT_QKV_BIAS | MF_FEAT_WINDOW | MF_FEAT_SHARED_GATE | MF_FEAT_DENSE_AFTER_MOE)
 
+/* Detection: what sets each family apart (the masks exclude each other). */
+#define NOT_DENSE_GQA (MF_FEAT_MOE | MF_FEAT_MLA)
+#define NOT_MOE_GQA MF_FEAT_MLA
+
 static const mf_family families[] = {
-    { "llama", "LlamaForCausalLM", "llama", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_llama,
-      0, DENSE_NO | MF_FEAT_QK_NORM | MF_FEAT_QKV_BIAS },
-    { "mistral", "MistralForCausalLM", "mistral", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_mistral,
-      0, (DENSE_NO & ~MF_FEAT_WINDOW) | MF_FEAT_QK_NORM | MF_FEAT_QKV_BIAS },
-    { "qwen2", "Qwen2ForCausalLM", "qwen2", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_qwen2,
-      MF_FEAT_QKV_BIAS, DENSE_NO | MF_FEAT_QK_NORM },
-    { "qwen3", "Qwen3ForCausalLM", "qwen3", gqa_attn, dense_mlp, NULL, NULL, NULL, cfg_qwen3,
-      MF_FEAT_QK_NORM, DENSE_NO | MF_FEAT_QKV_BIAS },
-    { "mixtral", "MixtralForCausalLM", "mixtral", gqa_attn, dense_mlp, mixtral_moe, mixtral_expert, NULL, cfg_mixtral,
-      MF_FEAT_MOE, GQA_NO | MF_FEAT_QK_NORM | MF_FEAT_QKV_BIAS | MF_FEAT_SHARED | MF_FEAT_DENSE_LAYERS },
-    { "qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe", gqa_attn, dense_mlp, qwen_moe, hf_expert, NULL, cfg_qwen2_moe,
-      MF_FEAT_MOE | MF_FEAT_QKV_BIAS | MF_FEAT_SHARED | MF_FEAT_SHARED_GATE, GQA_NO | MF_FEAT_QK_NORM },
-    { "qwen3_moe", "Qwen3MoeForCausalLM", "qwen3_moe", gqa_attn, dense_mlp, qwen_moe, hf_expert, NULL, cfg_qwen3_moe,
-      MF_FEAT_MOE | MF_FEAT_QK_NORM, GQA_NO | MF_FEAT_QKV_BIAS | MF_FEAT_SHARED },
-    { "deepseek_v2", "DeepseekV2ForCausalLM", "deepseek_v2", mla_attn, dense_mlp, deepseek_moe, hf_expert, deepseek_mtp, cfg_deepseek,
-      MF_FEAT_MOE | MF_FEAT_MLA, DS_NO | MF_FEAT_SIGMOID | MF_FEAT_EXPERT_BIAS },
-    { "deepseek_v3", "DeepseekV3ForCausalLM", "deepseek_v3", mla_attn, dense_mlp, deepseek_moe, hf_expert, deepseek_mtp, cfg_deepseek,
-      MF_FEAT_MOE | MF_FEAT_MLA | MF_FEAT_SIGMOID, DS_NO },
+    { .name = "llama", .architecture = "LlamaForCausalLM", .model_type = "llama",
+      .attn = gqa_attn, .dense_mlp = dense_mlp, .config = cfg_llama,
+      .needs = 0, .forbids = DENSE_NO | MF_FEAT_QK_NORM | MF_FEAT_QKV_BIAS,
+      .detect_none = NOT_DENSE_GQA | MF_FEAT_QK_NORM | MF_FEAT_QKV_BIAS | MF_FEAT_WINDOW_SET,
+      .hidden_act = "silu", .rope_scaling = mf_config_rope_megatron },
+    { .name = "mistral", .architecture = "MistralForCausalLM", .model_type = "mistral",
+      .attn = gqa_attn, .dense_mlp = dense_mlp, .config = cfg_mistral,
+      .needs = 0, .forbids = (DENSE_NO & ~MF_FEAT_WINDOW) | MF_FEAT_QK_NORM | MF_FEAT_QKV_BIAS,
+      .detect_all = MF_FEAT_WINDOW_SET, .detect_none = NOT_DENSE_GQA | MF_FEAT_QK_NORM | MF_FEAT_QKV_BIAS,
+      .hidden_act = "silu", .rope_scaling = mf_config_rope_megatron },
+    { .name = "qwen2", .architecture = "Qwen2ForCausalLM", .model_type = "qwen2",
+      .attn = gqa_attn, .dense_mlp = dense_mlp, .config = cfg_qwen2,
+      .needs = MF_FEAT_QKV_BIAS, .forbids = DENSE_NO | MF_FEAT_QK_NORM,
+      .detect_all = MF_FEAT_QKV_BIAS, .detect_none = NOT_DENSE_GQA | MF_FEAT_QK_NORM,
+      .hidden_act = "silu", .rope_scaling = mf_config_rope_megatron },
+    { .name = "qwen3", .architecture = "Qwen3ForCausalLM", .model_type = "qwen3",
+      .attn = gqa_attn, .dense_mlp = dense_mlp, .config = cfg_qwen3,
+      .needs = MF_FEAT_QK_NORM, .forbids = DENSE_NO | MF_FEAT_QKV_BIAS,
+      .detect_all = MF_FEAT_QK_NORM, .detect_none = NOT_DENSE_GQA,
+      .hidden_act = "silu", .rope_scaling = mf_config_rope_megatron },
+    { .name = "mixtral", .architecture = "MixtralForCausalLM", .model_type = "mixtral",
+      .attn = gqa_attn, .dense_mlp = dense_mlp, .moe_mlp = mixtral_moe, .expert = mixtral_expert, .config = cfg_mixtral,
+      .needs = MF_FEAT_MOE, .forbids = GQA_NO | MF_FEAT_QK_NORM | MF_FEAT_QKV_BIAS | MF_FEAT_SHARED | MF_FEAT_DENSE_LAYERS,
+      .detect_all = MF_FEAT_MOE, .detect_none = NOT_MOE_GQA | MF_FEAT_SHARED | MF_FEAT_QK_NORM,
+      .hidden_act = "silu", .rope_scaling = mf_config_rope_megatron },
+    { .name = "qwen2_moe", .architecture = "Qwen2MoeForCausalLM", .model_type = "qwen2_moe",
+      .attn = gqa_attn, .dense_mlp = dense_mlp, .moe_mlp = qwen_moe, .expert = hf_expert, .config = cfg_qwen2_moe,
+      .needs = MF_FEAT_MOE | MF_FEAT_QKV_BIAS | MF_FEAT_SHARED | MF_FEAT_SHARED_GATE, .forbids = GQA_NO | MF_FEAT_QK_NORM,
+      .detect_all = MF_FEAT_MOE | MF_FEAT_SHARED | MF_FEAT_SHARED_GATE | MF_FEAT_QKV_BIAS, .detect_none = NOT_MOE_GQA,
+      .hidden_act = "silu", .rope_scaling = mf_config_rope_megatron },
+    { .name = "qwen3_moe", .architecture = "Qwen3MoeForCausalLM", .model_type = "qwen3_moe",
+      .attn = gqa_attn, .dense_mlp = dense_mlp, .moe_mlp = qwen_moe, .expert = hf_expert, .config = cfg_qwen3_moe,
+      .needs = MF_FEAT_MOE | MF_FEAT_QK_NORM, .forbids = GQA_NO | MF_FEAT_QKV_BIAS | MF_FEAT_SHARED,
+      .detect_all = MF_FEAT_MOE | MF_FEAT_QK_NORM, .detect_none = NOT_MOE_GQA | MF_FEAT_SHARED,
+      .hidden_act = "silu", .rope_scaling = mf_config_rope_megatron },
+    { .name = "deepseek_v2", .architecture = "DeepseekV2ForCausalLM", .model_type = "deepseek_v2",
+      .attn = mla_attn, .dense_mlp = dense_mlp, .moe_mlp = deepseek_moe, .expert = hf_expert, .mtp = deepseek_mtp,
+      .config = cfg_deepseek,
+      .needs = MF_FEAT_MOE | MF_FEAT_MLA, .forbids = DS_NO | MF_FEAT_SIGMOID | MF_FEAT_EXPERT_BIAS,
+      .detect_all = MF_FEAT_MOE | MF_FEAT_MLA, .detect_none = MF_FEAT_SIGMOID,
+      .hidden_act = "silu", .rope_scaling = rope_deepseek },
+    { .name = "deepseek_v3", .architecture = "DeepseekV3ForCausalLM", .model_type = "deepseek_v3",
+      .attn = mla_attn, .dense_mlp = dense_mlp, .moe_mlp = deepseek_moe, .expert = hf_expert, .mtp = deepseek_mtp,
+      .config = cfg_deepseek,
+      .needs = MF_FEAT_MOE | MF_FEAT_MLA | MF_FEAT_SIGMOID, .forbids = DS_NO,
+      .detect_all = MF_FEAT_MOE | MF_FEAT_MLA | MF_FEAT_SIGMOID,
+      .hidden_act = "silu", .rope_scaling = rope_deepseek },
 };
 
 unsigned mf_model_features(const mf_model *m)
@@ -271,6 +312,7 @@ unsigned mf_model_features(const mf_model *m)
     f |= m->num_experts > 0 && m->shared_ffn > 0 && m->moe_shared_gate ? MF_FEAT_SHARED_GATE : 0;
     f |= m->num_experts > 0 && m->moe_expert_bias ? MF_FEAT_EXPERT_BIAS : 0;
     f |= m->num_experts > 0 && strcmp(m->score_function, "sigmoid") == 0 ? MF_FEAT_SIGMOID : 0;
+    f |= m->window_set ? MF_FEAT_WINDOW_SET : 0;
     for (int64_t l = 0; m->num_experts > 0 && m->moe_layer && l < m->num_layers; l++) {
         if (!m->moe_layer[l])
             f |= MF_FEAT_DENSE_LAYERS | (seen_moe ? MF_FEAT_DENSE_AFTER_MOE : 0);
@@ -320,10 +362,17 @@ const mf_family *mf_family_find(const char *name)
     return NULL;
 }
 
+static const mf_family *all_families[sizeof(families) / sizeof(families[0]) + 1];
+
+static void list_families(void)
+{
+    for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++)
+        all_families[i] = &families[i];
+}
+
 const mf_family *const *mf_family_all(void)
 {
-    static const mf_family *all[sizeof(families) / sizeof(families[0]) + 1];
-    for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++)
-        all[i] = &families[i];
-    return all;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, list_families);
+    return all_families;
 }

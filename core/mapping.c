@@ -34,8 +34,8 @@ static int when_holds(const mf_model *m, mf_when w)
     case MF_WHEN_ALWAYS: return 1;
     case MF_WHEN_QKV_BIAS: return m->qkv_bias;
     case MF_WHEN_QK_NORM: return m->qk_norm;
-    case MF_WHEN_Q_LORA: return m->q_lora_rank > 0;
-    case MF_WHEN_NO_Q_LORA: return m->q_lora_rank <= 0;
+    case MF_WHEN_Q_LORA: return m->mla_dims.q_lora_rank > 0;
+    case MF_WHEN_NO_Q_LORA: return m->mla_dims.q_lora_rank <= 0;
     case MF_WHEN_SHARED: return m->shared_ffn > 0;
     case MF_WHEN_SHARED_GATE: return m->shared_ffn > 0 && m->moe_shared_gate;
     case MF_WHEN_EXPERT_BIAS: return m->moe_expert_bias;

@@ -1,73 +1,10 @@
-/* args -> model description, and the family decision (hf-mapping.md §9). */
+/* args -> model description; the family rows decide which family it is (core/family_select.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "mcorefs/error.h"
 #include "mcorefs/model.h"
 #include "mcorefs/recipe.h"
-
-/* Refuse features whose weights or semantics HF cannot express with these families. */
-static int check_supported(const mf_pv *a, const char *src)
-{
-    const char *s;
-    if ((s = mf_args_str(a, "normalization")) && strcmp(s, "RMSNorm") != 0)
-        return mf_fail(MF_ERR_UNSUPPORTED, "%s: unsupported model: normalization=%s (only RMSNorm families are supported)", src, s);
-    if ((s = mf_args_str(a, "position_embedding_type")) && strcmp(s, "rope") != 0 && strcmp(s, "yarn") != 0)
-        return mf_fail(MF_ERR_UNSUPPORTED, "%s: unsupported model: position_embedding_type=%s (need rope)", src, s);
-    if (!mf_args_bool(a, "swiglu", 0))
-        return mf_fail(MF_ERR_UNSUPPORTED, "%s: unsupported model: swiglu is off (no supported HF family uses a non-gated MLP)", src);
-    static const char *const refuse_true[] = {
-        "rotary_interleaved", "layernorm_zero_centered_gamma", "apply_layernorm_1p",
-        "attention_output_gate", "fp8_param_gather", "mla_down_proj_fusion", NULL };
-    for (int i = 0; refuse_true[i]; i++)
-        if (mf_args_bool(a, refuse_true[i], 0))
-            return mf_fail(MF_ERR_UNSUPPORTED, "%s: unsupported model: %s is set", src, refuse_true[i]);
-    static const char *const refuse_set[] = {
-        "pipeline_model_parallel_layout", "heterogeneous_layers_config_path",
-        "heterogeneous_layers_config_encoded_json", "hybrid_layer_pattern", "spec",
-        "moe_mlp_glu_interleave_size", "moe_shared_expert_glu_interleave_size", "moe_latent_size",
-        "experimental_attention_variant", NULL };
-    for (int i = 0; refuse_set[i]; i++)
-        if (mf_args_is_set(a, refuse_set[i]))
-            return mf_fail(MF_ERR_UNSUPPORTED, "%s: unsupported model: %s is set", src, refuse_set[i]);
-    if (mf_args_float(a, "rotary_percent", 1.0) < 1.0)
-        return mf_fail(MF_ERR_UNSUPPORTED, "%s: unsupported model: rotary_percent < 1", src);
-    return MF_OK;
-}
-
-static const mf_family *detect_family(const mf_model *m, const mf_pv *a, const char *src)
-{
-    const char *name = NULL;
-    if (m->mla) {
-        if (m->num_experts == 0) {
-            mf_fail(MF_ERR_UNSUPPORTED, "%s: ambiguous model: multi-latent attention without experts has no HF target; use -o arch=", src);
-            return NULL;
-        }
-        name = strcmp(m->score_function, "sigmoid") == 0 ? "deepseek_v3" : "deepseek_v2";
-    } else if (m->num_experts > 0) {
-        if (m->shared_ffn > 0) {
-            if (m->qkv_bias && m->moe_shared_gate)
-                name = "qwen2_moe";
-        } else if (m->qk_norm) {
-            name = "qwen3_moe";
-        } else {
-            name = "mixtral";
-        }
-        if (name == NULL) {
-            mf_fail(MF_ERR_UNSUPPORTED, "%s: ambiguous MoE model (shared experts without the Qwen2-MoE gate/bias); use -o arch=NAME", src);
-            return NULL;
-        }
-    } else if (m->qk_norm) {
-        name = "qwen3";
-    } else if (m->qkv_bias) {
-        name = "qwen2";
-    } else if (mf_args_is_set(a, "window_size")) {
-        name = "mistral";
-    } else {
-        name = "llama";
-    }
-    return mf_family_find(name);
-}
 
 static void read_moe_layer_freq(mf_model *m, const mf_pv *a)
 {
@@ -110,7 +47,8 @@ int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const c
         if (!mf_args_is_set(a, required[i]))
             return mf_fail(MF_ERR_MISSING, "%s: args lack '%s'", src, required[i]);
 
-    int rc = check_supported(a, src);
+    /* settings no family can express are refused before anything else */
+    int rc = mf_family_check_args(NULL, a, src);
     if (rc)
         return rc;
 
@@ -131,6 +69,7 @@ int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const c
     if (m->max_pos == 0)
         mf_args_int(a, "seq_length", 0, &m->max_pos);
     const mf_pv *win = mf_pv_dict_get(a, "window_size");
+    m->window_set = win != NULL && win->kind != MF_PV_NONE;
     if (win && (win->kind == MF_PV_TUPLE || win->kind == MF_PV_LIST) && win->u.seq.n > 0)
         mf_pv_get_int(win->u.seq.items[0], &m->window);
     m->norm_eps = mf_args_float(a, "layernorm_epsilon", mf_args_float(a, "norm_epsilon", 1e-5));
@@ -179,15 +118,16 @@ int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const c
     copy_str(m->score_function, sizeof(m->score_function), mf_args_str(a, "moe_router_score_function"), "softmax");
 
     m->mla = mf_args_bool(a, "multi_latent_attention", 0);
-    mf_args_int(a, "q_lora_rank", 0, &m->q_lora_rank);
-    mf_args_int(a, "kv_lora_rank", 32, &m->kv_lora_rank);
-    mf_args_int(a, "qk_head_dim", 128, &m->qk_head_dim);
-    mf_args_int(a, "qk_pos_emb_head_dim", 64, &m->qk_pos_dim);
-    mf_args_int(a, "v_head_dim", 128, &m->v_head_dim);
-    m->rotary_scaling_factor = mf_args_float(a, "rotary_scaling_factor", 1.0);
-    m->mscale = mf_args_float(a, "mscale", 1.0);
-    m->mscale_all_dim = mf_args_float(a, "mscale_all_dim", 0.0);
-    copy_str(m->rope_type, sizeof(m->rope_type), mf_args_str(a, "rope_type"), m->mla ? "yarn" : "rope");
+    mf_mla_dims *d = &m->mla_dims;
+    mf_args_int(a, "q_lora_rank", 0, &d->q_lora_rank);
+    mf_args_int(a, "kv_lora_rank", 32, &d->kv_lora_rank);
+    mf_args_int(a, "qk_head_dim", 128, &d->qk_head_dim);
+    mf_args_int(a, "qk_pos_emb_head_dim", 64, &d->qk_pos_dim);
+    mf_args_int(a, "v_head_dim", 128, &d->v_head_dim);
+    m->yarn.factor = mf_args_float(a, "rotary_scaling_factor", 1.0);
+    m->yarn.mscale = mf_args_float(a, "mscale", 1.0);
+    m->yarn.mscale_all_dim = mf_args_float(a, "mscale_all_dim", 0.0);
+    copy_str(m->yarn.rope_type, sizeof(m->yarn.rope_type), mf_args_str(a, "rope_type"), m->mla ? "yarn" : "rope");
     mf_args_int(a, "mtp_num_layers", 0, &m->mtp_layers);
     m->mtp_shown = m->mtp_layers;
     if (m->mla)
@@ -213,14 +153,18 @@ int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const c
         m->family = mf_family_find(arch);
         if (m->family == NULL) {
             mf_model_free(m);
-            return mf_fail(MF_ERR_INVALID, "unknown arch '%s' (known: llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3)", arch);
+            return mf_fail(MF_ERR_INVALID, "unknown arch '%s' (known: %s)", arch, mf_family_names(", "));
         }
     } else {
-        m->family = detect_family(m, a, src);
+        m->family = mf_family_detect(m, mf_args_settings(a), src);
         if (m->family == NULL) {
             mf_model_free(m);
             return MF_ERR_UNSUPPORTED;
         }
+    }
+    if ((rc = mf_family_check_args(m->family, a, src)) != 0) {
+        mf_model_free(m);
+        return rc;
     }
     if ((rc = mf_family_check(m->family, m, arch, src)) != 0) {
         mf_model_free(m);
@@ -233,4 +177,17 @@ void mf_model_free(mf_model *m)
 {
     free(m->moe_layer);
     m->moe_layer = NULL;
+}
+
+int mf_model_apply_options(mf_model *m, const mf_options *o)
+{
+    if (o->true_vocab_size > m->padded_vocab)
+        return mf_fail(MF_ERR_INVALID, "true_vocab_size=%lld is larger than the checkpoint's padded vocab %lld",
+                       (long long)o->true_vocab_size, (long long)m->padded_vocab);
+    if (o->true_vocab_size > 0)
+        m->vocab = o->true_vocab_size;
+    if (o->skip_mtp)
+        m->mtp_shown = 0;
+    m->mtp_head_copies = o->mtp_head_copies;
+    return MF_OK;
 }

@@ -1,10 +1,14 @@
 /* -o option parsing shared by the daemon and the tools. */
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "mcorefs/error.h"
 #include "mcorefs/options.h"
+#include "mcorefs/recipe.h"
+#include "mcorefs/suggest.h"
 
 void mf_options_init(mf_options *o)
 {
@@ -66,6 +70,22 @@ static int set_str(char **dst, const char *key, const char *v)
     return *dst ? 1 : mf_fail(MF_ERR_NOMEM, "out of memory");
 }
 
+/* arch= must name a family row (by name or HF architecture): refused here, at parse time. */
+static int check_arch(const char *v)
+{
+    if (v == NULL || *v == 0 || mf_family_find(v))
+        return MF_OK;   /* an empty value is set_str's to refuse */
+    const char *names[64];
+    size_t n = 0;
+    for (const mf_family *const *f = mf_family_all(); *f && n + 1 < sizeof(names) / sizeof(names[0]); f++)
+        names[n++] = (*f)->name;
+    names[n] = NULL;
+    const char *near = mf_suggest(v, names);
+    if (near)
+        return mf_fail(MF_ERR_INVALID, "unknown arch '%s' (did you mean %s? known: %s)", v, near, mf_family_names(", "));
+    return mf_fail(MF_ERR_INVALID, "unknown arch '%s' (known: %s)", v, mf_family_names(", "));
+}
+
 int mf_options_apply(mf_options *o, const char *kv)
 {
     char key[64];
@@ -92,8 +112,10 @@ int mf_options_apply(mf_options *o, const char *kv)
                            "the MTP layers that mtp_head_copies adds head copies to; give one of them");
         return 1;
     }
-    if (strcmp(key, "arch") == 0)
-        return set_str(&o->arch, key, v);
+    if (strcmp(key, "arch") == 0) {
+        int rc = check_arch(v);
+        return rc ? rc : set_str(&o->arch, key, v);
+    }
     if (strcmp(key, "hf_config") == 0)
         return set_str(&o->hf_config, key, v);
     if (strcmp(key, "tokenizer") == 0)
@@ -119,17 +141,27 @@ const char *const *mf_option_names(void)
     return names;
 }
 
-const char *mf_options_help(void)
+static char help_text[2048];
+
+static void build_help(void)
 {
-    return "    -o iteration=N          mount iteration N instead of latest_checkpointed_iteration.txt\n"
+    snprintf(help_text, sizeof(help_text),
+           "    -o iteration=N          mount iteration N instead of latest_checkpointed_iteration.txt\n"
            "    -o true_vocab_size=N    trim vocab padding: embed/lm_head keep N rows (default: args.vocab_size, else padded)\n"
            "    -o skip_mtp             hide multi-token-prediction layers (num_nextn_predict_layers: 0)\n"
            "    -o mtp_head_copies      DeepSeek release layout: add embed_tokens and shared_head.head to each MTP layer\n"
-           "    -o arch=NAME            llama|mistral|qwen2|qwen3|mixtral|qwen2_moe|qwen3_moe|deepseek_v2|deepseek_v3 (default: detect)\n"
+           "    -o arch=NAME            %s (default: detect)\n"
            "    -o shard_size=SIZE      largest safetensors shard, e.g. 5GB (default), 500MB, 2GiB\n"
            "    -o dtype=bf16|fp16|fp32 convert float tensors on read (default: each tensor's stored dtype)\n"
            "    -o hf_config=FILE       JSON object merged over config.json (token ids, rope scaling, ...)\n"
            "    -o tokenizer=DIR        show the tokenizer files of an HF tokenizer folder\n"
            "    -o read_ahead_kb=N      the mount's readahead in KiB (default 1024: 1 MiB FUSE requests; -1 keeps\n"
-           "                            the kernel's 128; needs root, else left alone)\n";
+           "                            the kernel's 128; needs root, else left alone)\n", mf_family_names("|"));
+}
+
+const char *mf_options_help(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, build_help);   /* the arch list comes from the family table */
+    return help_text;
 }

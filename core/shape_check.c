@@ -21,15 +21,15 @@ int64_t mf_dim_size(const mf_model *m, mf_dim dim)
     case MF_D_SHARED_FC1: return glu * m->shared_ffn;
     case MF_D_SHARED_FFN: return m->shared_ffn;
     case MF_D_QKV: return (m->heads + 2 * m->groups) * m->head_dim;
-    case MF_D_ATTN_OUT: return m->heads * (m->mla ? m->v_head_dim : m->head_dim);
+    case MF_D_ATTN_OUT: return m->heads * (m->mla ? m->mla_dims.v_head_dim : m->head_dim);
     case MF_D_HEAD_DIM: return m->head_dim;
     case MF_D_VOCAB: return m->padded_vocab;
     case MF_D_EXPERTS: return m->num_experts;
-    case MF_D_Q_LORA: return m->q_lora_rank;
-    case MF_D_KV_A: return m->kv_lora_rank + m->qk_pos_dim;
-    case MF_D_KV_LORA: return m->kv_lora_rank;
-    case MF_D_MLA_Q: return m->heads * (m->qk_head_dim + m->qk_pos_dim);
-    case MF_D_MLA_KV: return m->heads * (m->qk_head_dim + m->v_head_dim);
+    case MF_D_Q_LORA: return m->mla_dims.q_lora_rank;
+    case MF_D_KV_A: return m->mla_dims.kv_lora_rank + m->mla_dims.qk_pos_dim;
+    case MF_D_KV_LORA: return m->mla_dims.kv_lora_rank;
+    case MF_D_MLA_Q: return m->heads * (m->mla_dims.qk_head_dim + m->mla_dims.qk_pos_dim);
+    case MF_D_MLA_KV: return m->heads * (m->mla_dims.qk_head_dim + m->mla_dims.v_head_dim);
     }
     return 0;
 }

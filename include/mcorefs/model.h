@@ -4,9 +4,22 @@
 
 #include <stdint.h>
 #include "mcorefs/dtype.h"
+#include "mcorefs/options.h"
 #include "mcorefs/pickle.h"
 
 struct mf_family;
+
+/* Multi-latent attention sizes (Megatron's MLA args). */
+typedef struct {
+    int64_t q_lora_rank;               /* 0: no q down-projection */
+    int64_t kv_lora_rank, qk_head_dim, qk_pos_dim, v_head_dim;
+} mf_mla_dims;
+
+/* YaRN rope scaling as Megatron's MLA args give it (rope_type "yarn" and factor > 1 to apply). */
+typedef struct {
+    double factor, mscale, mscale_all_dim;
+    char rope_type[16];
+} mf_yarn;
 
 typedef struct mf_model_s {
     const struct mf_family *family;   /* chosen recipe set */
@@ -15,6 +28,7 @@ typedef struct mf_model_s {
     int64_t padded_vocab, vocab;       /* vocab: the size shown (true vocab or padded) */
     int64_t max_pos;
     int64_t window;                    /* sliding window (left size) or 0 */
+    int window_set;                    /* window_size given at all (Mistral's sign in detection) */
     double norm_eps, rope_theta, init_std, attn_dropout;
     int swiglu, qkv_bias, add_bias_linear, qk_norm, tied, gqa;
     int use_rope_scaling; double rope_scaling_factor; double seq_interp_factor;
@@ -31,11 +45,10 @@ typedef struct mf_model_s {
     double moe_scaling_factor, moe_aux_coeff;
     char score_function[16];
     uint8_t *moe_layer;                /* [num_layers] 1 = MoE layer */
-    /* MLA */
+    /* MLA (the DeepSeek rows' attention; read for every model, used only when mla) */
     int mla;
-    int64_t q_lora_rank, kv_lora_rank, qk_head_dim, qk_pos_dim, v_head_dim;
-    double rotary_scaling_factor, mscale, mscale_all_dim;
-    char rope_type[16];
+    mf_mla_dims mla_dims;
+    mf_yarn yarn;                      /* the DeepSeek rows' rope_scaling */
     /* MTP */
     int64_t mtp_layers;                /* in the checkpoint */
     int64_t mtp_shown;                 /* 0 with skip_mtp */
@@ -46,6 +59,9 @@ typedef struct mf_model_s {
  * auto-detection. `src` names the file for messages. */
 int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const char *src);
 void mf_model_free(mf_model *m);
+/* The one place the view options change the model: true_vocab_size (checked against the padded
+ * vocab), skip_mtp, mtp_head_copies. MF_OK or MF_ERR_INVALID (message set). */
+int mf_model_apply_options(mf_model *m, const mf_options *o);
 
 /* Helpers to read args with defaults (both spellings handled by callers). */
 int mf_args_int(const mf_pv *args, const char *name, int64_t def, int64_t *out);

@@ -9,6 +9,7 @@
 #include "mcorefs/torchfile.h"
 
 struct cJSON;
+struct mf_pv;
 struct mf_model_s; /* = mf_model */
 
 typedef enum {
@@ -81,6 +82,29 @@ enum {
     MF_FEAT_SIGMOID = 1 << 8,      /* sigmoid router scores */
     MF_FEAT_DENSE_LAYERS = 1 << 9, /* dense layers in a MoE model */
     MF_FEAT_DENSE_AFTER_MOE = 1 << 10, /* a dense layer after a MoE layer */
+    MF_FEAT_WINDOW_SET = 1 << 11,  /* window_size given (detection only: Mistral's sign) */
+};
+
+/* Megatron settings beyond what every family shares (core/family_select.c): refused by name
+ * unless the chosen family row lists them in supports_args. */
+enum {
+    MF_ARGF_NORM_NOT_RMS = 1 << 0,        /* normalization other than RMSNorm */
+    MF_ARGF_POS_NOT_ROPE = 1 << 1,        /* position embeddings other than rope / yarn */
+    MF_ARGF_NO_SWIGLU = 1 << 2,           /* a non-gated MLP */
+    MF_ARGF_ROTARY_INTERLEAVED = 1 << 3,
+    MF_ARGF_ZERO_CENTERED_GAMMA = 1 << 4,
+    MF_ARGF_LAYERNORM_1P = 1 << 5,
+    MF_ARGF_ATTN_OUTPUT_GATE = 1 << 6,
+    MF_ARGF_FP8_PARAM_GATHER = 1 << 7,
+    MF_ARGF_MLA_DOWN_FUSION = 1 << 8,
+    MF_ARGF_PP_LAYOUT = 1 << 9,           /* pipeline_model_parallel_layout */
+    MF_ARGF_HETEROGENEOUS = 1 << 10,      /* heterogeneous_layers_config_* */
+    MF_ARGF_HYBRID_PATTERN = 1 << 11,     /* hybrid_layer_pattern (Mamba) */
+    MF_ARGF_SPEC = 1 << 12,               /* a custom layer spec module */
+    MF_ARGF_GLU_INTERLEAVE = 1 << 13,     /* column-interleaved gate/up */
+    MF_ARGF_MOE_LATENT = 1 << 14,         /* moe_latent_size */
+    MF_ARGF_ATTN_VARIANT = 1 << 15,       /* experimental_attention_variant */
+    MF_ARGF_PARTIAL_ROTARY = 1 << 16,     /* rotary_percent < 1 */
 };
 
 typedef struct mf_family {
@@ -95,11 +119,30 @@ typedef struct mf_family {
     /* family-specific config.json fields (the common ones are written by the caller) */
     void (*config)(const struct mf_model_s *m, struct cJSON *cfg);
     unsigned needs, forbids;   /* MF_FEAT_* the HF class always has / cannot express */
+    /* auto-detection: the row fits when the model has every MF_FEAT_* of detect_all and none of
+     * detect_none; the rows' masks exclude each other, so no order decides */
+    unsigned detect_all, detect_none;
+    unsigned supports_args;    /* MF_ARGF_* settings the HF class can express */
+    const char *hidden_act;    /* config.json hidden_act */
+    void (*rope_scaling)(const struct mf_model_s *m, struct cJSON *cfg);  /* config.json rope_scaling */
 } mf_family;
 
 extern const mf_rule mf_rules_top[];     /* embed, final norm, lm_head */
 const mf_family *mf_family_find(const char *name);  /* by name or architecture */
-const mf_family *const *mf_family_all(void);        /* NULL-terminated */
+const mf_family *const *mf_family_all(void);        /* NULL-terminated; the one list of families */
+/* The family names joined by sep (", " or "|"), for messages and help texts. */
+const char *mf_family_names(const char *sep);
+/* MF_ARGF_* settings the args turn on (args: the Namespace dict). */
+unsigned mf_args_settings(const struct mf_pv *args);
+/* Refuse a setting the family (NULL: every family) cannot express: MF_OK, or MF_ERR_UNSUPPORTED
+ * naming src and the arg ("...: unsupported model: rotary_percent < 1"). */
+int mf_family_check_args(const mf_family *f, const struct mf_pv *args, const char *src);
+/* The one family whose detection masks fit m and whose supports_args cover arg_settings_on;
+ * NULL with the message set when none (or, a table error, two) fit. */
+const mf_family *mf_family_detect(const struct mf_model_s *m, unsigned arg_settings_on, const char *src);
+/* config.json rope_scaling from Megatron's own flags: llama3 (use_rope_scaling), linear
+ * (rotary_seq_len_interpolation_factor) or null. */
+void mf_config_rope_megatron(const struct mf_model_s *m, struct cJSON *cfg);
 /* MF_FEAT_* of the model the args describe. */
 unsigned mf_model_features(const struct mf_model_s *m);
 /* The family's HF class must fit the args: each feature it needs present, none it cannot

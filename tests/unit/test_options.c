@@ -92,12 +92,35 @@ static void test_contradiction(void **state)
     mf_options_free(&o);
 }
 
+/* arch= is checked against the family table when parsed: a typo is refused with the nearest
+ * family and the list, before any checkpoint is read; an HF architecture name is taken too. */
+static void test_arch_checked_at_parse(void **state)
+{
+    (void)state;
+    mf_options o;
+    mf_options_init(&o);
+    assert_int_equal(mf_options_apply(&o, "arch=qwen2moe"), MF_ERR_INVALID);
+    assert_string_equal(mf_error(), "unknown arch 'qwen2moe' (did you mean qwen2_moe? known: llama, mistral, qwen2, "
+                                    "qwen3, mixtral, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3)");
+    assert_null(o.arch);
+    assert_int_equal(mf_options_apply(&o, "arch=gpt2"), MF_ERR_INVALID);
+    assert_null(strstr(mf_error(), "did you mean"));
+    assert_int_equal(mf_options_apply(&o, "arch=DeepseekV3ForCausalLM"), 1);
+    assert_string_equal(o.arch, "DeepseekV3ForCausalLM");
+    assert_int_equal(mf_options_apply(&o, "arch="), MF_ERR_INVALID);
+    assert_non_null(strstr(mf_error(), "option arch needs a value"));
+    assert_non_null(strstr(mf_options_help(), "-o arch=NAME            llama|mistral|qwen2|qwen3|mixtral|qwen2_moe|"
+                                               "qwen3_moe|deepseek_v2|deepseek_v3 (default: detect)\n"));
+    mf_options_free(&o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_suggestions),
         cmocka_unit_test(test_names_match_apply),
         cmocka_unit_test(test_contradiction),
+        cmocka_unit_test(test_arch_checked_at_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

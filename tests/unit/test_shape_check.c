@@ -26,11 +26,11 @@ static mf_model model(void)
     m.num_experts = 6;
     m.moe_ffn = 40;
     m.shared_ffn = 56;
-    m.q_lora_rank = 24;
-    m.kv_lora_rank = 20;
-    m.qk_head_dim = 12;
-    m.qk_pos_dim = 5;
-    m.v_head_dim = 10;
+    m.mla_dims.q_lora_rank = 24;
+    m.mla_dims.kv_lora_rank = 20;
+    m.mla_dims.qk_head_dim = 12;
+    m.mla_dims.qk_pos_dim = 5;
+    m.mla_dims.v_head_dim = 10;
     return m;
 }
 

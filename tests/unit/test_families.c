@@ -1,0 +1,399 @@
+/* Unit tests for the family rows as data (core/family_select.c, core/families.c, core/config.c):
+ * detection on synthetic args for every family, settings refused unless a row supports them,
+ * the config.json writer per family, and the one family list (help, README, man page). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+
+#include "mcorefs/error.h"
+#include "mcorefs/model.h"
+#include "mcorefs/options.h"
+#include "mcorefs/recipe.h"
+#include "mcorefs/view.h"
+#include "unit_support.h"
+
+/* ---- synthetic args: an argparse Namespace dict built by hand ---- */
+
+typedef struct {
+    const char *key;
+    char type;   /* 'b' bool, 'i' int, 'f' float, 's' str, 'w' window tuple (i, 0), 'n' None */
+    int64_t i;
+    double f;
+    const char *s;
+} arg;
+
+#define MAX_ARGS 64
+static mf_pv key_v[MAX_ARGS], val_v[MAX_ARGS], win_items[2 * MAX_ARGS];
+static mf_pv *key_p[MAX_ARGS], *val_p[MAX_ARGS], *win_p[2 * MAX_ARGS];
+static mf_pv args_dict;
+
+static void put(uint32_t k, const arg *a)
+{
+    key_v[k] = (mf_pv){ .kind = MF_PV_STR, .u.str = { (char *)a->key, strlen(a->key) } };
+    mf_pv *v = &val_v[k];
+    switch (a->type) {
+    case 'b': *v = (mf_pv){ .kind = MF_PV_BOOL, .u.i = a->i }; break;
+    case 'i': *v = (mf_pv){ .kind = MF_PV_INT, .u.i = a->i }; break;
+    case 'f': *v = (mf_pv){ .kind = MF_PV_FLOAT, .u.f = a->f }; break;
+    case 's': *v = (mf_pv){ .kind = MF_PV_STR, .u.str = { (char *)a->s, strlen(a->s) } }; break;
+    case 'w':
+        win_items[2 * k] = (mf_pv){ .kind = MF_PV_INT, .u.i = a->i };
+        win_items[2 * k + 1] = (mf_pv){ .kind = MF_PV_INT, .u.i = 0 };
+        win_p[2 * k] = &win_items[2 * k];
+        win_p[2 * k + 1] = &win_items[2 * k + 1];
+        *v = (mf_pv){ .kind = MF_PV_TUPLE, .u.seq = { &win_p[2 * k], 2, 2 } };
+        break;
+    default: *v = (mf_pv){ .kind = MF_PV_NONE }; break;
+    }
+    key_p[k] = &key_v[k];
+    val_p[k] = v;
+}
+
+/* A small dense Llama-like model; `extra` (terminated by a NULL key) is added after it and
+ * wins over it, as a re-assigned key does. */
+static const mf_pv *make_args(const arg *extra)
+{
+    static const arg base[] = {
+        { "num_layers", 'i', 4, 0, NULL }, { "hidden_size", 'i', 64, 0, NULL },
+        { "num_attention_heads", 'i', 4, 0, NULL }, { "padded_vocab_size", 'i', 256, 0, NULL },
+        { "tensor_model_parallel_size", 'i', 1, 0, NULL }, { "swiglu", 'b', 1, 0, NULL },
+        { "normalization", 's', 0, 0, "RMSNorm" }, { "position_embedding_type", 's', 0, 0, "rope" },
+        { "ffn_hidden_size", 'i', 128, 0, NULL }, { NULL, 0, 0, 0, NULL } };
+    uint32_t n = 0;
+    for (const arg *a = base; a->key; a++)
+        put(n++, a);
+    for (const arg *a = extra; a && a->key && n < MAX_ARGS; a++)
+        put(n++, a);
+    args_dict = (mf_pv){ .kind = MF_PV_DICT, .u.dict = { key_p, val_p, n, n } };
+    return &args_dict;
+}
+
+#define END { NULL, 0, 0, 0, NULL }
+#define ON(k) { k, 'b', 1, 0, NULL }
+#define INT(k, v) { k, 'i', v, 0, NULL }
+
+static const arg llama_args[] = { END };
+static const arg mistral_args[] = { { "window_size", 'w', 64, 0, NULL }, END };
+static const arg qwen2_args[] = { ON("add_qkv_bias"), END };
+static const arg qwen3_args[] = { ON("qk_layernorm"), END };
+static const arg mixtral_args[] = { INT("num_experts", 8), END };
+static const arg qwen2_moe_args[] = { INT("num_experts", 8), INT("moe_shared_expert_intermediate_size", 64),
+                                      ON("moe_shared_expert_gate"), ON("add_qkv_bias"), END };
+static const arg qwen3_moe_args[] = { INT("num_experts", 8), ON("qk_layernorm"), END };
+static const arg dsv2_args[] = { ON("multi_latent_attention"), INT("num_experts", 8), END };
+static const arg dsv3_args[] = { ON("multi_latent_attention"), INT("num_experts", 8), ON("moe_router_enable_expert_bias"),
+                                 { "moe_router_score_function", 's', 0, 0, "sigmoid" }, END };
+
+static const struct {
+    const char *family;
+    const arg *args;
+} each_family[] = {
+    { "llama", llama_args }, { "mistral", mistral_args }, { "qwen2", qwen2_args }, { "qwen3", qwen3_args },
+    { "mixtral", mixtral_args }, { "qwen2_moe", qwen2_moe_args }, { "qwen3_moe", qwen3_moe_args },
+    { "deepseek_v2", dsv2_args }, { "deepseek_v3", dsv3_args },
+};
+#define N_FAMILIES (sizeof(each_family) / sizeof(each_family[0]))
+
+/* Every family row is detected from args that have its signs, and only from those. */
+static void test_detect_every_family(void **state)
+{
+    (void)state;
+    size_t rows = 0;
+    for (const mf_family *const *f = mf_family_all(); *f; f++)
+        rows++;
+    assert_int_equal(rows, N_FAMILIES);   /* a new row needs its detection case here */
+    for (size_t i = 0; i < N_FAMILIES; i++) {
+        mf_model m;
+        mf_error_clear();
+        if (mf_model_from_args(&m, make_args(each_family[i].args), NULL, "args.pt") != MF_OK)
+            fail_msg("%s: %s", each_family[i].family, mf_error());
+        assert_string_equal(m.family->name, each_family[i].family);
+        assert_ptr_equal(m.family, mf_family_find(each_family[i].family));
+        mf_model_free(&m);
+    }
+}
+
+/* Args no row claims are refused with the reason, never guessed. */
+static void test_detect_refuses_ambiguous(void **state)
+{
+    (void)state;
+    static const arg mla_dense[] = { ON("multi_latent_attention"), END };
+    static const arg shared_no_gate[] = { INT("num_experts", 8), INT("moe_shared_expert_intermediate_size", 64), END };
+    mf_model m;
+    assert_int_equal(mf_model_from_args(&m, make_args(mla_dense), NULL, "args.pt"), MF_ERR_UNSUPPORTED);
+    assert_non_null(strstr(mf_error(), "args.pt: ambiguous model: multi-latent attention without experts"));
+    assert_int_equal(mf_model_from_args(&m, make_args(shared_no_gate), NULL, "args.pt"), MF_ERR_UNSUPPORTED);
+    assert_non_null(strstr(mf_error(), "args.pt: ambiguous MoE model"));
+}
+
+/* Each setting no family supports is refused by name, before detection (the messages of the
+ * old global list, kept word for word). */
+static void test_settings_refused_by_name(void **state)
+{
+    (void)state;
+    static const struct {
+        arg a;
+        const char *msg;
+    } cases[] = {
+        { { "normalization", 's', 0, 0, "LayerNorm" }, "args.pt: unsupported model: normalization=LayerNorm (only RMSNorm families are supported)" },
+        { { "position_embedding_type", 's', 0, 0, "learned_absolute" }, "args.pt: unsupported model: position_embedding_type=learned_absolute (need rope)" },
+        { { "swiglu", 'b', 0, 0, NULL }, "args.pt: unsupported model: swiglu is off (no supported HF family uses a non-gated MLP)" },
+        { ON("rotary_interleaved"), "args.pt: unsupported model: rotary_interleaved is set" },
+        { ON("attention_output_gate"), "args.pt: unsupported model: attention_output_gate is set" },
+        { { "hybrid_layer_pattern", 's', 0, 0, "M*M*" }, "args.pt: unsupported model: hybrid_layer_pattern is set" },
+        { INT("moe_mlp_glu_interleave_size", 32), "args.pt: unsupported model: moe_mlp_glu_interleave_size is set" },
+        { { "rotary_percent", 'f', 0, 0.5, NULL }, "args.pt: unsupported model: rotary_percent < 1" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        arg extra[] = { cases[i].a, END };
+        mf_model m;
+        mf_error_clear();
+        assert_int_equal(mf_model_from_args(&m, make_args(extra), NULL, "args.pt"), MF_ERR_UNSUPPORTED);
+        assert_string_equal(mf_error(), cases[i].msg);
+        /* with the family forced, the refusal is the same */
+        assert_int_equal(mf_model_from_args(&m, make_args(extra), "llama", "args.pt"), MF_ERR_UNSUPPORTED);
+        assert_string_equal(mf_error(), cases[i].msg);
+    }
+    /* the values that are no setting pass */
+    static const arg fine[] = { { "position_embedding_type", 's', 0, 0, "yarn" }, { "rotary_percent", 'f', 0, 1.0, NULL },
+                                { "hybrid_layer_pattern", 'n', 0, 0, NULL }, END };
+    mf_model m;
+    assert_int_equal(mf_model_from_args(&m, make_args(fine), NULL, "args.pt"), MF_OK);
+    mf_model_free(&m);
+}
+
+/* A row that lists a setting in supports_args accepts it; the others refuse it naming their class. */
+static void test_row_supports_setting(void **state)
+{
+    (void)state;
+    static const arg partial[] = { { "rotary_percent", 'f', 0, 0.5, NULL }, END };
+    const mf_pv *a = make_args(partial);
+    mf_family glm = *mf_family_find("qwen2");
+    glm.supports_args = MF_ARGF_PARTIAL_ROTARY;
+    assert_int_equal(mf_args_settings(a), MF_ARGF_PARTIAL_ROTARY);
+    assert_int_equal(mf_family_check_args(&glm, a, "args.pt"), MF_OK);
+    assert_int_equal(mf_family_check_args(mf_family_find("qwen2"), a, "args.pt"), MF_ERR_UNSUPPORTED);
+    assert_string_equal(mf_error(), "args.pt: unsupported by Qwen2ForCausalLM: rotary_percent < 1");
+    /* detection skips a row that cannot express a setting the args turn on */
+    mf_model m;
+    static const arg qwen2_partial[] = { ON("add_qkv_bias"), END };
+    assert_int_equal(mf_model_from_args(&m, make_args(qwen2_partial), NULL, "args.pt"), MF_OK);
+    assert_null(mf_family_detect(&m, MF_ARGF_PARTIAL_ROTARY, "args.pt"));
+    assert_ptr_equal(mf_family_detect(&m, 0, "args.pt"), mf_family_find("qwen2"));
+    mf_model_free(&m);
+}
+
+/* ---- config.json per family ---- */
+
+static cJSON *config_of(const mf_model *m)
+{
+    mf_checkpoint ck;
+    mf_options o;
+    memset(&ck, 0, sizeof(ck));
+    ck.model = *m;
+    mf_options_init(&o);
+    char *text = mf_config_build(&ck, &o, NULL);
+    assert_non_null(text);
+    cJSON *c = cJSON_Parse(text);
+    free(text);
+    assert_non_null(c);
+    return c;
+}
+
+static const char *str_of(const cJSON *c, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static double num_of(const cJSON *c, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, key);
+    if (!cJSON_IsNumber(v))
+        fail_msg("config.json: %s is not a number", key);
+    return v->valuedouble;
+}
+
+static void test_config_each_family(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < N_FAMILIES; i++) {
+        mf_model m;
+        assert_int_equal(mf_model_from_args(&m, make_args(each_family[i].args), NULL, "args.pt"), MF_OK);
+        cJSON *c = config_of(&m);
+        const char *fam = each_family[i].family;
+        assert_string_equal(str_of(c, "model_type"), m.family->model_type);
+        assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(c, "architectures"), 0)->valuestring,
+                            m.family->architecture);
+        assert_string_equal(str_of(c, "hidden_act"), "silu");
+        assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(c, "rope_scaling")));
+        if (strcmp(fam, "mistral") == 0)
+            assert_true(num_of(c, "sliding_window") == 65);   /* Megatron left size + 1 */
+        if (strcmp(fam, "qwen2") == 0 || strcmp(fam, "qwen2_moe") == 0)
+            assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(c, "use_sliding_window")));
+        if (strcmp(fam, "mixtral") == 0)
+            assert_true(num_of(c, "num_local_experts") == 8);
+        if (strcmp(fam, "qwen2_moe") == 0)
+            assert_true(num_of(c, "shared_expert_intermediate_size") == 64);
+        if (strncmp(fam, "qwen", 4) == 0 && strstr(fam, "_moe"))
+            assert_true(num_of(c, "num_experts") == 8);
+        if (strncmp(fam, "deepseek", 8) == 0) {
+            assert_true(num_of(c, "n_routed_experts") == 8);
+            assert_true(num_of(c, "num_key_value_heads") == 4);
+            assert_string_equal(str_of(c, "scoring_func"), strcmp(fam, "deepseek_v3") == 0 ? "sigmoid" : "softmax");
+            assert_string_equal(str_of(c, "topk_method"), strcmp(fam, "deepseek_v3") == 0 ? "noaux_tc" : "greedy");
+        }
+        cJSON_Delete(c);
+        mf_model_free(&m);
+    }
+}
+
+/* rope_scaling is the row's: Megatron's llama3 / linear flags, DeepSeek's YaRN in place. */
+static void test_config_rope_scaling(void **state)
+{
+    (void)state;
+    static const arg llama3[] = { ON("use_rope_scaling"), { "rope_scaling_factor", 'f', 0, 32.0, NULL }, END };
+    static const arg yarn[] = { ON("multi_latent_attention"), INT("num_experts", 8),
+                                { "rotary_scaling_factor", 'f', 0, 40.0, NULL }, ON("use_rope_scaling"), END };
+    mf_model m;
+    assert_int_equal(mf_model_from_args(&m, make_args(llama3), NULL, "args.pt"), MF_OK);
+    cJSON *c = config_of(&m);
+    cJSON *rs = cJSON_GetObjectItemCaseSensitive(c, "rope_scaling");
+    assert_string_equal(str_of(rs, "rope_type"), "llama3");
+    assert_true(num_of(rs, "factor") == 32.0);
+    cJSON_Delete(c);
+    mf_model_free(&m);
+
+    assert_int_equal(mf_model_from_args(&m, make_args(yarn), NULL, "args.pt"), MF_OK);
+    c = config_of(&m);
+    rs = cJSON_GetObjectItemCaseSensitive(c, "rope_scaling");
+    assert_string_equal(str_of(rs, "type"), "yarn");   /* DeepSeek's wins over use_rope_scaling */
+    assert_true(num_of(rs, "factor") == 40.0);
+    cJSON_Delete(c);
+    mf_model_free(&m);
+}
+
+static void custom_rope(const mf_model *m, cJSON *c)
+{
+    (void)m;
+    cJSON_AddItemToObject(c, "rope_scaling", cJSON_CreateString("custom"));
+}
+
+/* hidden_act and rope_scaling come from the row, not from config.c. */
+static void test_config_writer_pieces_from_row(void **state)
+{
+    (void)state;
+    mf_model m;
+    assert_int_equal(mf_model_from_args(&m, make_args(llama_args), NULL, "args.pt"), MF_OK);
+    mf_family row = *m.family;
+    row.hidden_act = "gelu_pytorch_tanh";
+    row.rope_scaling = custom_rope;
+    m.family = &row;
+    cJSON *c = config_of(&m);
+    assert_string_equal(str_of(c, "hidden_act"), "gelu_pytorch_tanh");
+    assert_string_equal(str_of(c, "rope_scaling"), "custom");
+    cJSON_Delete(c);
+    mf_model_free(&m);
+}
+
+/* ---- options: the one place they change the model ---- */
+
+static void test_model_apply_options(void **state)
+{
+    (void)state;
+    static const arg mtp[] = { INT("mtp_num_layers", 1), INT("vocab_size", 200), END };
+    mf_model m;
+    mf_options o;
+    assert_int_equal(mf_model_from_args(&m, make_args(mtp), NULL, "args.pt"), MF_OK);
+    assert_int_equal(m.vocab, 200);
+    assert_int_equal(m.mtp_shown, 1);
+    mf_options_init(&o);
+    assert_int_equal(mf_options_apply(&o, "true_vocab_size=257"), 1);   /* valid alone; too big here */
+    assert_int_equal(mf_model_apply_options(&m, &o), MF_ERR_INVALID);
+    assert_string_equal(mf_error(), "true_vocab_size=257 is larger than the checkpoint's padded vocab 256");
+    assert_int_equal(m.vocab, 200);
+    assert_int_equal(mf_options_apply(&o, "true_vocab_size=250"), 1);
+    assert_int_equal(mf_options_apply(&o, "skip_mtp"), 1);
+    assert_int_equal(mf_model_apply_options(&m, &o), MF_OK);
+    assert_int_equal(m.vocab, 250);
+    assert_int_equal(m.mtp_shown, 0);
+    assert_int_equal(m.mtp_layers, 1);   /* still in the checkpoint, only hidden */
+    assert_int_equal(m.mtp_head_copies, 0);
+    mf_options_free(&o);
+    mf_options_init(&o);
+    assert_int_equal(mf_options_apply(&o, "mtp_head_copies"), 1);
+    assert_int_equal(mf_model_apply_options(&m, &o), MF_OK);
+    assert_int_equal(m.mtp_head_copies, 1);
+    mf_options_free(&o);
+    mf_model_free(&m);
+}
+
+/* ---- the one family list ---- */
+
+static char *slurp(const char *rel)
+{
+    size_t len;
+    char *text = (char *)us_read_file(us_data(rel), &len);
+    if (!text)
+        fail_msg("cannot read %s", us_data(rel));
+    return text;
+}
+
+/* The README's supported-models table has exactly one row per family, with its architecture;
+ * the man page, the README's arch= option and --help name every family. */
+static void test_docs_list_every_family(void **state)
+{
+    (void)state;
+    char *readme = slurp("../../README.md"), *man = slurp("../../docs/man/mcorefs.1");
+    const char *table = strstr(readme, "| family (`arch=`) | HF architecture |");
+    assert_non_null(table);
+    const char *end = strstr(table, "\n\n");
+    assert_non_null(end);
+    int rows = 0;
+    for (const char *p = strstr(table, "\n| `"); p && p < end; p = strstr(p + 1, "\n| `"))
+        rows++;
+    const char *man_arch = strstr(man, "\\-o arch=");
+    assert_non_null(man_arch);
+    const char *man_end = strstr(man_arch, ".TP");
+    int n = 0;
+    for (const mf_family *const *f = mf_family_all(); *f; f++, n++) {
+        char row[128], opt[64];
+        snprintf(row, sizeof(row), "\n| `%s` | %s", (*f)->name, (*f)->architecture);
+        const char *hit = strstr(table, row);
+        if (!hit || hit > end)
+            fail_msg("README's supported-models table lacks the row for %s (%s)", (*f)->name, (*f)->architecture);
+        snprintf(opt, sizeof(opt), "`%s`", (*f)->name);
+        if (!strstr(strstr(readme, "| `arch=NAME` |"), opt))
+            fail_msg("README's arch= option lacks %s", (*f)->name);
+        const char *in_man = strstr(man_arch, (*f)->name);
+        if (!in_man || (man_end && in_man > man_end))
+            fail_msg("docs/man/mcorefs.1 -o arch= lacks %s", (*f)->name);
+        if (!strstr(mf_options_help(), (*f)->name) || !strstr(mf_family_names(", "), (*f)->name))
+            fail_msg("--help lacks %s", (*f)->name);
+    }
+    assert_int_equal(rows, n);   /* and no row for a family that does not exist */
+    free(readme);
+    free(man);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_detect_every_family),
+        cmocka_unit_test(test_detect_refuses_ambiguous),
+        cmocka_unit_test(test_settings_refused_by_name),
+        cmocka_unit_test(test_row_supports_setting),
+        cmocka_unit_test(test_config_each_family),
+        cmocka_unit_test(test_config_rope_scaling),
+        cmocka_unit_test(test_config_writer_pieces_from_row),
+        cmocka_unit_test(test_model_apply_options),
+        cmocka_unit_test(test_docs_list_every_family),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
