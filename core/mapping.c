@@ -5,6 +5,7 @@
 #include "mcorefs/error.h"
 #include "mcorefs/gather.h"
 #include "mcorefs/mapping.h"
+#include "placement.h"
 #include "shape_check.h"
 
 typedef struct {
@@ -51,50 +52,6 @@ static int when_holds(const mf_model *m, mf_when w)
     return 0;
 }
 
-typedef struct {
-    mf_piece *p;
-    uint32_t n, cap;
-} piece_vec;
-
-static int push(piece_vec *v, const mf_shard *src, int64_t dr, int64_t dc, int64_t sr, int64_t sc, int64_t rows, int64_t cols)
-{
-    if (rows <= 0 || cols <= 0)
-        return MF_OK;
-    if (v->n == v->cap) {
-        uint32_t cap = v->cap ? v->cap * 2 : 4;
-        mf_piece *np = realloc(v->p, cap * sizeof(*np));
-        if (!np)
-            return mf_fail(MF_ERR_NOMEM, "out of memory (recipes)");
-        v->p = np;
-        v->cap = cap;
-    }
-    v->p[v->n++] = (mf_piece){ src, (uint32_t)dr, (uint32_t)dc, (uint32_t)sr, (uint32_t)sc, (uint32_t)rows, (uint32_t)cols };
-    return MF_OK;
-}
-
-/* Rows [g0, g0+cnt) of the dim-0 concatenation of all shards -> dst rows from dst_row. */
-static int add_global_rows(piece_vec *v, const mf_source *s, const int64_t *srows, int64_t g0, int64_t cnt,
-                           int64_t dst_row, int64_t cols)
-{
-    int64_t base = 0;
-    for (int k = 0; k < s->n_shards; k++) {
-        int64_t a = g0 > base ? g0 : base;
-        int64_t b = g0 + cnt < base + srows[k] ? g0 + cnt : base + srows[k];
-        if (b > a) {
-            int rc = push(v, &s->shards[k], dst_row + (a - g0), 0, a - base, 0, b - a, cols);
-            if (rc)
-                return rc;
-        }
-        base += srows[k];
-    }
-    return MF_OK;
-}
-
-static const char *c_path(const builder *b, const mf_source *s, int k)
-{
-    return s->shards[k].file >= 0 ? b->c->files[s->shards[k].file].path : b->c->iter_dir;
-}
-
 static const char *src_file(const mf_checkpoint *c, const mf_source *s)
 {
     for (int k = 0; k < s->n_shards; k++)
@@ -105,7 +62,7 @@ static const char *src_file(const mf_checkpoint *c, const mf_source *s)
 
 /* Shape, dtype and size of a built HF tensor; the recipe's pieces move into it. */
 static void finish_tensor(const builder *b, const mf_rule *r, const mf_source *s, const mf_tensor *t0,
-                          const char *hf, piece_vec *v, int64_t rows, int64_t cols, mf_hf_tensor *t)
+                          const char *hf, mf_piece_vec *v, int64_t rows, int64_t cols, mf_hf_tensor *t)
 {
     t->pieces = v->p;
     t->n_pieces = v->n;
@@ -121,194 +78,25 @@ static void finish_tensor(const builder *b, const mf_rule *r, const mf_source *s
     t->nbytes = (uint64_t)rows * (uint64_t)t->shape[1] * mf_dtype_size(t->dtype);
 }
 
-/* Rectangle [gr0, gr0+nr) x [gc0, gc0+nc) of a positioned (torch_dist) source's global tensor,
- * intersected with each chunk, placed at (dr0, dc0) of the HF tensor. */
-static int add_global_rect(piece_vec *v, const mf_source *s, int64_t gr0, int64_t gc0, int64_t nr, int64_t nc,
-                           int64_t dr0, int64_t dc0)
-{
-    for (int k = 0; k < s->n_shards; k++) {
-        const mf_shard *sh = &s->shards[k];
-        int64_t rows, cols, rs, cs;
-        if (mf_tensor_2d(&sh->t, &rows, &cols, &rs, &cs) != 0)
-            return mf_fail(MF_ERR_UNSUPPORTED, "'%s': a chunk cannot be viewed as a matrix", s->name);
-        int64_t r0 = gr0 > sh->row0 ? gr0 : sh->row0, r1 = gr0 + nr < sh->row0 + rows ? gr0 + nr : sh->row0 + rows;
-        int64_t c0 = gc0 > sh->col0 ? gc0 : sh->col0, c1 = gc0 + nc < sh->col0 + cols ? gc0 + nc : sh->col0 + cols;
-        if (r1 <= r0 || c1 <= c0)
-            continue;
-        int rc = push(v, sh, dr0 + (r0 - gr0), dc0 + (c0 - gc0), r0 - sh->row0, c0 - sh->col0, r1 - r0, c1 - c0);
-        if (rc)
-            return rc;
-    }
-    return MF_OK;
-}
-
-/* torch_dist: the global tensor is already unsharded (fc1 is [gate; up], QKV keeps its group
- * interleave), so every split is the TP=1 case over one global matrix. */
-static int build_positioned(builder *b, const mf_rule *r, const mf_source *s, const char *hf, mf_hf_tensor *t)
-{
-    const mf_model *m = &b->c->model;
-    int64_t R = s->grows, C = s->gcols, rows = R, d = m->head_dim, ng = m->groups, rq = m->heads / m->groups;
-    piece_vec v = { 0 };
-    int rc = MF_OK;
-    if (s->n_shards == 0)
-        return mf_fail(MF_ERR_MISSING, "%s: '%s' has no chunks", b->c->iter_dir, s->name);
-    switch (r->split) {
-    case MF_SPLIT_VOCAB:
-        if (R != m->padded_vocab)
-            return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has %lld vocab rows, args say padded_vocab_size=%lld",
-                           b->c->iter_dir, s->name, (long long)R, (long long)m->padded_vocab);
-        rows = m->vocab;
-        rc = add_global_rect(&v, s, 0, 0, rows, C, 0, 0);
-        break;
-    case MF_SPLIT_QKV_Q:
-    case MF_SPLIT_QKV_K:
-    case MF_SPLIT_QKV_V:
-        if (R != (m->heads + 2 * ng) * d)
-            return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has %lld rows, args say (heads + 2 x groups) x head_dim = %lld",
-                           b->c->iter_dir, s->name, (long long)R, (long long)((m->heads + 2 * ng) * d));
-        for (int64_t g = 0; g < ng && rc == 0; g++) {
-            int64_t blk = g * (rq + 2) * d;
-            if (r->split == MF_SPLIT_QKV_Q)
-                rc = add_global_rect(&v, s, blk, 0, rq * d, C, g * rq * d, 0);
-            else if (r->split == MF_SPLIT_QKV_K)
-                rc = add_global_rect(&v, s, blk + rq * d, 0, d, C, g * d, 0);
-            else
-                rc = add_global_rect(&v, s, blk + (rq + 1) * d, 0, d, C, g * d, 0);
-        }
-        rows = (r->split == MF_SPLIT_QKV_Q ? m->heads : ng) * d;
-        break;
-    case MF_SPLIT_GLU_GATE:
-    case MF_SPLIT_GLU_UP:
-        if (R % 2)
-            return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has an odd row count %lld for [gate; up]", b->c->iter_dir, s->name, (long long)R);
-        rows = R / 2;
-        rc = add_global_rect(&v, s, r->split == MF_SPLIT_GLU_GATE ? 0 : rows, 0, rows, C, 0, 0);
-        break;
-    default:   /* replicated or concatenated: the global tensor as it is */
-        rc = add_global_rect(&v, s, 0, 0, R, C, 0, 0);
-        break;
-    }
-    if (rc) {
-        free(v.p);
-        return rc;
-    }
-    finish_tensor(b, r, s, &s->shards[0].t, hf, &v, rows, C, t);
-    return MF_OK;
-}
-
-/* Build the pieces of one HF tensor from source s according to the rule's split. */
+/* Build the pieces of one HF tensor: place the source's shards in its global tensor, then
+ * cut the rule's split out of it (the same cut for legacy shards and torch_dist chunks). */
 static int build_recipe(builder *b, const mf_rule *r, const mf_source *s, const char *hf, mf_hf_tensor *t)
 {
-    int shape_rc = mf_shape_check_source(b->c, r, s);
-    if (shape_rc)
-        return shape_rc;
-    if (s->positioned)
-        return build_positioned(b, r, s, hf, t);
-    const mf_model *m = &b->c->model;
-    const char *file = src_file(b->c, s);
-    int64_t srows[256], scols[256], rs, cs;
-    int first = -1, n = s->n_shards;
-    mf_split split = r->split;
-    piece_vec v = { 0 };
-    int rc = MF_OK;
-
-    if (n > 256)
-        return mf_fail(MF_ERR_UNSUPPORTED, "%s: '%s' has %d shards (max 256)", file, s->name, n);
-    for (int k = 0; k < n; k++) {
-        if (s->shards[k].file < 0) {
-            srows[k] = scols[k] = 0;
-            continue;
-        }
-        if (mf_tensor_2d(&s->shards[k].t, &srows[k], &scols[k], &rs, &cs) != 0)
-            return mf_fail(MF_ERR_UNSUPPORTED, "%s: '%s' has %d dims and cannot be viewed as a matrix", file, s->name, s->shards[k].t.ndim);
-        if (first < 0)
-            first = k;
-    }
-    if (first < 0)
-        return mf_fail(MF_ERR_MISSING, "%s: no shard of '%s'", file, s->name);
-    const mf_tensor *t0 = &s->shards[first].t;
-
-    if (split == MF_SPLIT_AUTO0) {
-        int64_t full = mf_dim_size(m, r->rows);
-        split = srows[first] == full ? MF_SPLIT_REPL : MF_SPLIT_DIM0;
-    }
-    if (split != MF_SPLIT_REPL) {
-        for (int k = 0; k < n; k++) {
-            if (s->shards[k].file < 0)
-                return mf_fail(MF_ERR_MISSING, "%s: shard %d of %d of '%s' is missing (needed for %s)", b->c->iter_dir, k, n, s->name, hf);
-            const mf_tensor *tk = &s->shards[k].t;
-            int same_other = split == MF_SPLIT_DIM1 ? srows[k] == srows[first] : scols[k] == scols[first];
-            if (tk->dtype != t0->dtype || tk->ndim != t0->ndim || !same_other)
-                return mf_fail(MF_ERR_INCONSISTENT, "%s: shards of '%s' disagree in dtype or shape", c_path(b, s, k), s->name);
-        }
-    }
-    int64_t sum_rows = 0;
-    for (int k = 0; k < n; k++)
-        sum_rows += srows[k];
-    int64_t rows = 0, cols = scols[first];
-    int64_t d = m->head_dim, ng = m->groups, rq = m->heads / m->groups;
-    switch (split) {
-    case MF_SPLIT_REPL:
-        rows = srows[first];
-        rc = push(&v, &s->shards[first], 0, 0, 0, 0, rows, cols);
-        break;
-    case MF_SPLIT_DIM0:
-    case MF_SPLIT_VOCAB:
-        rows = sum_rows;
-        if (split == MF_SPLIT_VOCAB) {
-            if (sum_rows != m->padded_vocab)
-                return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has %lld vocab rows, args say padded_vocab_size=%lld",
-                               file, s->name, (long long)sum_rows, (long long)m->padded_vocab);
-            rows = m->vocab;
-        }
-        rc = add_global_rows(&v, s, srows, 0, rows, 0, cols);
-        break;
-    case MF_SPLIT_DIM1:
-        rows = srows[first];
-        cols = 0;
-        for (int k = 0; k < n && rc == 0; k++) {
-            rc = push(&v, &s->shards[k], 0, cols, 0, 0, rows, scols[k]);
-            cols += scols[k];
-        }
-        break;
-    case MF_SPLIT_QKV_Q:
-    case MF_SPLIT_QKV_K:
-    case MF_SPLIT_QKV_V:
-        if (sum_rows != (m->heads + 2 * ng) * d)
-            return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has %lld rows, args say (heads %lld + 2 x groups %lld) x head_dim %lld = %lld",
-                           file, s->name, (long long)sum_rows, (long long)m->heads, (long long)ng, (long long)d,
-                           (long long)((m->heads + 2 * ng) * d));
-        for (int64_t g = 0; g < ng && rc == 0; g++) {
-            int64_t blk = g * (rq + 2) * d;   /* group g: [q x rq heads, k, v] */
-            if (split == MF_SPLIT_QKV_Q)
-                rc = add_global_rows(&v, s, srows, blk, rq * d, g * rq * d, cols);
-            else if (split == MF_SPLIT_QKV_K)
-                rc = add_global_rows(&v, s, srows, blk + rq * d, d, g * d, cols);
-            else
-                rc = add_global_rows(&v, s, srows, blk + (rq + 1) * d, d, g * d, cols);
-        }
-        rows = (split == MF_SPLIT_QKV_Q ? m->heads : ng) * d;
-        break;
-    case MF_SPLIT_GLU_GATE:
-    case MF_SPLIT_GLU_UP:
-        for (int k = 0; k < n && rc == 0; k++) {
-            if (srows[k] % 2)
-                return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has an odd row count %lld for a gated [gate; up] weight",
-                               c_path(b, s, k), s->name, (long long)srows[k]);
-            int64_t half = srows[k] / 2;
-            rc = push(&v, &s->shards[k], rows, 0, split == MF_SPLIT_GLU_GATE ? 0 : half, 0, half, cols);
-            rows += half;
-        }
-        break;
-    case MF_SPLIT_AUTO0:
-        break;
-    }
-    if (rc) {
-        free(v.p);
+    int rc = mf_shape_check_source(b->c, r, s);
+    if (rc)
         return rc;
-    }
-    finish_tensor(b, r, s, t0, hf, &v, rows, cols, t);
-    return MF_OK;
+    mf_placed pl;
+    if ((rc = mf_place(b->c, r, s, &pl)) != MF_OK)
+        return rc;
+    mf_piece_vec v = { 0 };
+    int64_t rows = 0;
+    rc = mf_cut(&b->c->model, r->split, &pl, s->name, &v, &rows);
+    if (rc == MF_OK)
+        finish_tensor(b, r, s, pl.t0, hf, &v, rows, pl.cols, t);
+    else
+        free(v.p);
+    mf_placed_free(&pl);
+    return rc;
 }
 
 static int emit(builder *b, const mf_rule *r, long long layer, long long expert, int show, int mtp)
