@@ -126,10 +126,17 @@ typedef struct {
 int mf_shard_ready(const mf_shard *sh);
 
 /* A piece: dst rows [dst_row, dst_row+rows) x cols [dst_col, dst_col+cols) of the HF tensor
- * come from src rows [src_row, ...) x cols [src_col, ...) of the source viewed as 2-D. */
+ * (seen as a matrix: all dims but the last are rows) come from src rows [src_row, ...) x cols
+ * [src_col, ...) of the source viewed as 2-D. Two variants (0 = a plain copy):
+ *   transposed: dst (i, j) <- src (src_row + j, src_col + i): the source block is cols x rows;
+ *   dst_step > 1: the piece's columns land every dst_step-th column from dst_col
+ *                 (column-interleaved, e.g. gate and up alternating): dst (i, dst_col + j*step).
+ * The gather engine reads row blocks of the source and copies with strides in memory. */
 typedef struct {
     const mf_shard *src;
     uint32_t dst_row, dst_col, src_row, src_col, rows, cols;
+    uint8_t transposed;
+    uint8_t dst_step;   /* 0 or 1: contiguous columns */
 } mf_piece;
 
 #endif
