@@ -41,6 +41,29 @@ int mf_cut_rect(mf_piece_vec *v, const mf_placed *pl, int64_t gr0, int64_t gc0, 
     return MF_OK;
 }
 
+int mf_cut_rect_t(mf_piece_vec *v, const mf_placed *pl, int64_t gr0, int64_t gc0, int64_t nr, int64_t nc,
+                  int64_t dr0, int64_t dc0, int dst_step)
+{
+    for (int k = 0; k < pl->n; k++) {
+        const mf_part *a = &pl->parts[k];
+        int64_t r0 = gr0 > a->row0 ? gr0 : a->row0, r1 = gr0 + nr < a->row0 + a->rows ? gr0 + nr : a->row0 + a->rows;
+        int64_t c0 = gc0 > a->col0 ? gc0 : a->col0, c1 = gc0 + nc < a->col0 + a->cols ? gc0 + nc : a->col0 + a->cols;
+        if (r1 <= r0 || c1 <= c0)
+            continue;
+        /* destination rows are the part's columns, destination columns its rows */
+        mf_piece p = { .src = a->sh,
+                       .dst_row = (uint32_t)(dr0 + (c0 - gc0)), .dst_col = (uint32_t)(dc0 + (r0 - gr0) * dst_step),
+                       .src_row = (uint32_t)(a->src_row + (r0 - a->row0)),
+                       .src_col = (uint32_t)(a->src_col + (c0 - a->col0)),
+                       .rows = (uint32_t)(c1 - c0), .cols = (uint32_t)(r1 - r0),
+                       .transposed = 1, .dst_step = (uint8_t)dst_step };
+        int rc = mf_piece_push(v, &p);
+        if (rc)
+            return rc;
+    }
+    return MF_OK;
+}
+
 /* Replicated, TP dim 0 or dim 1, MLA down-projections: the global tensor as it is. */
 static int cut_whole(const mf_placed *pl, mf_piece_vec *v, int64_t *rows)
 {
@@ -91,9 +114,36 @@ static int cut_glu(mf_split split, const mf_placed *pl, const char *name, mf_pie
     return mf_cut_rect(v, pl, split == MF_SPLIT_GLU_GATE ? 0 : *rows, 0, *rows, pl->cols, 0, 0);
 }
 
-int mf_cut(const mf_model *m, mf_split split, const mf_placed *pl, const char *name, mf_piece_vec *v,
-           int64_t *rows)
+/* The global tensor transposed (HF [cols, rows]), e.g. an expert's down projection in a
+ * stacked [E, F, H] tensor. */
+static int cut_transposed(const mf_placed *pl, const char *name, mf_piece_vec *v, int64_t *rows, int64_t *cols)
 {
+    if (pl->t0->ndim < 2)
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: '%s' is 1-D and cannot be shown transposed", pl->where, name);
+    *rows = pl->cols;
+    *cols = pl->rows;
+    return mf_cut_rect_t(v, pl, 0, 0, pl->rows, pl->cols, 0, 0, 1);
+}
+
+/* Gated fc1 [gate; up] (2F x H) shown as H x 2F with gate in the even and up in the odd
+ * columns (gpt-oss gate_up_proj). */
+static int cut_glu_interleave_t(const mf_placed *pl, const char *name, mf_piece_vec *v, int64_t *rows,
+                                int64_t *cols)
+{
+    if (pl->rows % 2 || pl->t0->ndim < 2)
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' (%lld rows) is not a 2-D [gate; up] weight",
+                       pl->where, name, (long long)pl->rows);
+    int64_t f = pl->rows / 2;
+    *rows = pl->cols;
+    *cols = pl->rows;
+    int rc = mf_cut_rect_t(v, pl, 0, 0, f, pl->cols, 0, 0, 2);
+    return rc ? rc : mf_cut_rect_t(v, pl, f, 0, f, pl->cols, 0, 1, 2);
+}
+
+int mf_cut(const mf_model *m, mf_split split, const mf_placed *pl, const char *name, mf_piece_vec *v,
+           int64_t *rows, int64_t *cols)
+{
+    *cols = pl->cols;
     switch (split) {
     case MF_SPLIT_VOCAB:
         return cut_vocab(m, pl, name, v, rows);
@@ -104,6 +154,10 @@ int mf_cut(const mf_model *m, mf_split split, const mf_placed *pl, const char *n
     case MF_SPLIT_GLU_GATE:
     case MF_SPLIT_GLU_UP:
         return cut_glu(split, pl, name, v, rows);
+    case MF_SPLIT_DIM1_T:
+        return cut_transposed(pl, name, v, rows, cols);
+    case MF_SPLIT_GLU_INTERLEAVE_T:
+        return cut_glu_interleave_t(pl, name, v, rows, cols);
     case MF_SPLIT_REPL:
     case MF_SPLIT_DIM0:
     case MF_SPLIT_DIM1:

@@ -60,27 +60,38 @@ static const char *src_file(const mf_checkpoint *c, const mf_source *s)
     return c->iter_dir;
 }
 
-/* Shape, dtype and size of a built HF tensor; the recipe's pieces move into it. */
+/* Shape, dtype and size of a built HF tensor; the recipe's pieces move into it. stack > 0:
+ * the tensor stacks that many experts in front ([stack, rows, cols]). */
 static void finish_tensor(const builder *b, const mf_rule *r, const mf_source *s, const mf_tensor *t0,
-                          const char *hf, mf_piece_vec *v, int64_t rows, int64_t cols, mf_hf_tensor *t)
+                          const char *hf, mf_piece_vec *v, int64_t stack, int64_t rows, int64_t cols,
+                          mf_hf_tensor *t)
 {
+    int d = 0;
     t->pieces = v->p;
     t->n_pieces = v->n;
-    t->ndim = t0->ndim <= 1 ? 1 : 2;
-    t->shape[0] = rows;
-    t->shape[1] = t->ndim == 2 ? cols : 1;
+    if (stack > 0)
+        t->shape[d++] = stack;
+    t->shape[d++] = rows;
+    if (t0->ndim >= 2)
+        t->shape[d++] = cols;
+    t->ndim = d;
     t->split = r->split;
     t->source = s;
     t->src_dtype = t->dtype = t0->dtype;
     if (b->o->dtype != MF_DT_INVALID && mf_dtype_is_float(t0->dtype) &&
         strstr(hf, "e_score_correction_bias") == NULL)   /* kept F32, as transformers does */
         t->dtype = b->o->dtype;
-    t->nbytes = (uint64_t)rows * (uint64_t)t->shape[1] * mf_dtype_size(t->dtype);
+    uint64_t numel = 1;
+    for (int k = 0; k < t->ndim; k++)
+        numel *= (uint64_t)t->shape[k];
+    t->nbytes = numel * mf_dtype_size(t->dtype);
 }
 
-/* Build the pieces of one HF tensor: place the source's shards in its global tensor, then
- * cut the rule's split out of it (the same cut for legacy shards and torch_dist chunks). */
-static int build_recipe(builder *b, const mf_rule *r, const mf_source *s, const char *hf, mf_hf_tensor *t)
+/* Place the source's shards in its global tensor, then cut the rule's split out of it (the
+ * same cut for legacy shards and torch_dist chunks); the pieces are appended to v, their
+ * destination rows moved down by dst_row0. */
+static int cut_source(builder *b, const mf_rule *r, const mf_source *s, mf_piece_vec *v, int64_t dst_row0,
+                      int64_t *rows, int64_t *cols, const mf_tensor **t0)
 {
     int rc = mf_shape_check_source(b->c, r, s);
     if (rc)
@@ -88,25 +99,20 @@ static int build_recipe(builder *b, const mf_rule *r, const mf_source *s, const 
     mf_placed pl;
     if ((rc = mf_place(b->c, r, s, &pl)) != MF_OK)
         return rc;
-    mf_piece_vec v = { 0 };
-    int64_t rows = 0;
-    rc = mf_cut(&b->c->model, r->split, &pl, s->name, &v, &rows);
-    if (rc == MF_OK)
-        finish_tensor(b, r, s, pl.t0, hf, &v, rows, pl.cols, t);
-    else
-        free(v.p);
+    uint32_t n0 = v->n;
+    rc = mf_cut(&b->c->model, r->split, &pl, s->name, v, rows, cols);
+    for (uint32_t k = n0; k < v->n; k++)
+        v->p[k].dst_row += (uint32_t)dst_row0;
+    *t0 = pl.t0;
     mf_placed_free(&pl);
     return rc;
 }
 
-static int emit(builder *b, const mf_rule *r, long long layer, long long expert, int show, int mtp)
+/* The source a rule reads for (layer, expert): the first spelling present. */
+static int find_source(builder *b, const mf_rule *r, long long layer, long long expert, const char *hf, mf_source **out)
 {
-    const mf_model *m = &b->c->model;
-    char hf[320], src[320];
+    char src[320];
     mf_source *s = NULL;
-    if (!when_holds(m, r->when))
-        return MF_OK;
-    subst(hf, sizeof(hf), r->hf, layer, expert);
     for (int i = 0; i < 3 && r->src[i] && s == NULL; i++) {
         subst(src, sizeof(src), r->src[i], layer, expert);
         s = mf_checkpoint_find(b->c, src);
@@ -114,11 +120,16 @@ static int emit(builder *b, const mf_rule *r, long long layer, long long expert,
     if (s == NULL) {
         subst(src, sizeof(src), r->src[0], layer, expert);
         return mf_fail(MF_ERR_MISSING, "%s: tensor '%s' (which %s needs for %s) is in no rank file%s",
-                       b->c->iter_dir, src, m->family->architecture, hf, b->o->arch ? "; check -o arch=" : "");
+                       b->c->iter_dir, src, b->c->model.family->architecture, hf, b->o->arch ? "; check -o arch=" : "");
     }
     s->used = 1;
-    if (!show)
-        return MF_OK;
+    *out = s;
+    return MF_OK;
+}
+
+/* A zeroed slot for the next HF tensor (committed by add_tensor). */
+static int next_tensor(builder *b, mf_hf_tensor **out)
+{
     if (b->mp->n == b->cap) {
         /* about one HF tensor per source (QKV and gate/up give a few more): sized once */
         size_t cap = b->cap ? b->cap * 2 : b->c->n_sources + b->c->n_sources / 4 + 256;
@@ -128,11 +139,13 @@ static int emit(builder *b, const mf_rule *r, long long layer, long long expert,
         b->mp->tensors = nt;
         b->cap = cap;
     }
-    mf_hf_tensor *t = &b->mp->tensors[b->mp->n];
-    memset(t, 0, sizeof(*t));
-    int rc = build_recipe(b, r, s, hf, t);
-    if (rc)
-        return rc;
+    *out = &b->mp->tensors[b->mp->n];
+    memset(*out, 0, sizeof(**out));
+    return MF_OK;
+}
+
+static int add_tensor(builder *b, mf_hf_tensor *t, const char *hf, long long layer, int mtp)
+{
     t->name = strdup(hf);
     if (!t->name) {
         free(t->pieces);
@@ -142,8 +155,74 @@ static int emit(builder *b, const mf_rule *r, long long layer, long long expert,
     t->mtp = (uint8_t)mtp;
     b->mp->n++;
     b->mp->total_bytes += t->nbytes;
-    b->mp->num_params += (uint64_t)t->shape[0] * (uint64_t)t->shape[1];
+    b->mp->num_params += t->nbytes / mf_dtype_size(t->dtype);
     return MF_OK;
+}
+
+static int emit(builder *b, const mf_rule *r, long long layer, long long expert, int show, int mtp)
+{
+    char hf[320];
+    mf_source *s = NULL;
+    mf_hf_tensor *t;
+    if (!when_holds(&b->c->model, r->when))
+        return MF_OK;
+    subst(hf, sizeof(hf), r->hf, layer, expert);
+    int rc = find_source(b, r, layer, expert, hf, &s);
+    if (rc || !show)
+        return rc;
+    if ((rc = next_tensor(b, &t)) != MF_OK)
+        return rc;
+    mf_piece_vec v = { 0 };
+    int64_t rows = 0, cols = 0;
+    const mf_tensor *t0 = NULL;
+    if ((rc = cut_source(b, r, s, &v, 0, &rows, &cols, &t0)) != MF_OK) {
+        free(v.p);
+        return rc;
+    }
+    finish_tensor(b, r, s, t0, hf, &v, 0, rows, cols, t);
+    return add_tensor(b, t, hf, layer, mtp);
+}
+
+/* An expert rule without {E} in its HF name: every expert of the layer, cut alike, stacked
+ * on a new leading dimension [num_experts, rows(, cols)]. */
+static int emit_stacked(builder *b, const mf_rule *r, long long layer, int mtp)
+{
+    const mf_model *m = &b->c->model;
+    char hf[320];
+    mf_hf_tensor *t;
+    if (!when_holds(m, r->when))
+        return MF_OK;
+    subst(hf, sizeof(hf), r->hf, layer, 0);
+    int rc = next_tensor(b, &t);
+    mf_piece_vec v = { 0 };
+    int64_t rows = 0, cols = 0;
+    const mf_tensor *t0 = NULL;
+    const mf_source *s0 = NULL;
+    for (long long e = 0; rc == MF_OK && e < m->num_experts; e++) {
+        mf_source *s;
+        int64_t er, ec;
+        const mf_tensor *et;
+        if ((rc = find_source(b, r, layer, e, hf, &s)) != MF_OK ||
+            (rc = cut_source(b, r, s, &v, e * rows, &er, &ec, &et)) != MF_OK)
+            break;
+        if (e == 0) {
+            rows = er, cols = ec, t0 = et, s0 = s;
+        } else if (er != rows || ec != cols || et->dtype != t0->dtype || et->ndim != t0->ndim) {
+            rc = mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' and '%s' disagree in shape or dtype (stacked in %s)",
+                         src_file(b->c, s), s0->name, s->name, hf);
+        }
+    }
+    if (rc || s0 == NULL) {
+        free(v.p);
+        return rc;
+    }
+    finish_tensor(b, r, s0, t0, hf, &v, m->num_experts, rows, cols, t);
+    return add_tensor(b, t, hf, layer, mtp);
+}
+
+static int is_stacked(const mf_rule *r)
+{
+    return strstr(r->hf, "{E}") == NULL;
 }
 
 static int emit_rules(builder *b, const mf_rule *rules, long long layer, long long expert, int show, int mtp)
@@ -154,6 +233,20 @@ static int emit_rules(builder *b, const mf_rule *rules, long long layer, long lo
             return rc;
     }
     return MF_OK;
+}
+
+/* A MoE layer's experts: per-expert tensors in expert order, then the stacked ones. */
+static int emit_experts(builder *b, const mf_rule *rules, long long l, int show, int mtp)
+{
+    int rc = MF_OK;
+    for (long long e = 0; rc == MF_OK && e < b->c->model.num_experts; e++)
+        for (const mf_rule *r = rules; rc == MF_OK && r->hf; r++)
+            if (!is_stacked(r))
+                rc = emit(b, r, l, e, show, mtp);
+    for (const mf_rule *r = rules; rc == MF_OK && r->hf; r++)
+        if (is_stacked(r))
+            rc = emit_stacked(b, r, l, mtp);
+    return rc;
 }
 
 static int emit_layer(builder *b, long long l, int moe, int show, int mtp)
@@ -167,8 +260,8 @@ static int emit_layer(builder *b, long long l, int moe, int show, int mtp)
         if (f->moe_mlp == NULL || f->expert == NULL)
             return mf_fail(MF_ERR_UNSUPPORTED, "%s: layer %lld is a MoE layer but family %s has no experts", b->c->iter_dir, l, f->name);
         rc = emit_rules(b, f->moe_mlp, l, 0, show, mtp);
-        for (long long e = 0; rc == 0 && e < m->num_experts; e++)
-            rc = emit_rules(b, f->expert, l, e, show, mtp);
+        if (rc == 0)
+            rc = emit_experts(b, f->expert, l, show, mtp);
     }
     if (rc == 0 && mtp)
         rc = emit_rules(b, f->mtp, l, 0, show, mtp);
@@ -241,6 +334,7 @@ void mf_mapping_free(mf_mapping *mp)
 const char *mf_split_name(mf_split s)
 {
     static const char *const names[] = { "replicated", "concat-dim0", "concat-dim1", "qkv-q", "qkv-k",
-                                         "qkv-v", "glu-gate", "glu-up", "vocab-trim", "auto-dim0" };
+                                         "qkv-v", "glu-gate", "glu-up", "vocab-trim", "auto-dim0",
+                                         "concat-dim1-transposed", "glu-interleave-transposed" };
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }

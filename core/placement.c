@@ -68,12 +68,12 @@ static int place_shards(const mf_checkpoint *c, const mf_rule *r, const mf_sourc
     int64_t rows0, cols0;
     shard_matrix(s0, &rows0, &cols0);
     pl->t0 = &s0->t;
-    mf_split split = r->split;
-    if (split == MF_SPLIT_AUTO0)   /* MLA down-projections: full rows in every rank, or split */
-        split = rows0 == mf_dim_size(&c->model, r->rows) ? MF_SPLIT_REPL : MF_SPLIT_DIM0;
+    mf_tp_kind tp = mf_split_tp(r->split);
+    if (tp == MF_TP_AUTO0)   /* MLA down-projections: full rows in every rank, or split */
+        tp = rows0 == mf_dim_size(&c->model, r->rows) ? MF_TP_REPL : MF_TP_DIM0;
     if (alloc_parts(pl, 2 * n))
         return MF_ERR_NOMEM;
-    if (split == MF_SPLIT_REPL) {
+    if (tp == MF_TP_REPL) {
         add_part(pl, s0, 0, 0, 0, rows0, cols0);
         pl->rows = rows0;
         pl->cols = cols0;
@@ -86,11 +86,11 @@ static int place_shards(const mf_checkpoint *c, const mf_rule *r, const mf_sourc
         if (sh->file < 0)
             return mf_fail(MF_ERR_MISSING, "%s: shard %d of %d of '%s' is missing", c->iter_dir, k, n, s->name);
         shard_matrix(sh, &rows, &cols);
-        int same_other = split == MF_SPLIT_DIM1 ? rows == rows0 : cols == cols0;
+        int same_other = tp == MF_TP_DIM1 ? rows == rows0 : cols == cols0;
         if (sh->t.dtype != s0->t.dtype || sh->t.ndim != s0->t.ndim || !same_other)
             return mf_fail(MF_ERR_INCONSISTENT, "%s: shards of '%s' disagree in dtype or shape",
                            c->files[sh->file].path, s->name);
-        if ((split == MF_SPLIT_GLU_GATE || split == MF_SPLIT_GLU_UP) && rows % 2)
+        if (tp == MF_TP_GLU && rows % 2)
             return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has an odd row count %lld for a gated [gate; up] weight",
                            c->files[sh->file].path, s->name, (long long)rows);
         sum_rows += rows;
@@ -99,22 +99,41 @@ static int place_shards(const mf_checkpoint *c, const mf_rule *r, const mf_sourc
     for (int k = 0; k < n; k++) {
         int64_t rows, cols;
         shard_matrix(&s->shards[k], &rows, &cols);
-        if (split == MF_SPLIT_DIM1) {            /* row-parallel: ranks side by side */
+        if (tp == MF_TP_DIM1) {   /* row-parallel: ranks side by side */
             add_part(pl, &s->shards[k], 0, at, 0, rows, cols);
             at += cols;
-        } else if (split == MF_SPLIT_GLU_GATE || split == MF_SPLIT_GLU_UP) {
+        } else if (tp == MF_TP_GLU) {
             /* each rank holds [gate_k; up_k]: gate_k goes to the global gate half, up_k to the up half */
             add_part(pl, &s->shards[k], at, 0, 0, rows / 2, cols);
             add_part(pl, &s->shards[k], sum_rows / 2 + at, 0, rows / 2, rows / 2, cols);
             at += rows / 2;
-        } else {                                 /* column-parallel: ranks stacked on dim 0 */
+        } else {                  /* column-parallel: ranks stacked on dim 0 */
             add_part(pl, &s->shards[k], at, 0, 0, rows, cols);
             at += rows;
         }
     }
-    pl->rows = split == MF_SPLIT_DIM1 ? rows0 : sum_rows;
-    pl->cols = split == MF_SPLIT_DIM1 ? at : cols0;
+    pl->rows = tp == MF_TP_DIM1 ? rows0 : sum_rows;
+    pl->cols = tp == MF_TP_DIM1 ? at : cols0;
     return MF_OK;
+}
+
+mf_tp_kind mf_split_tp(mf_split split)
+{
+    switch (split) {
+    case MF_SPLIT_REPL: return MF_TP_REPL;
+    case MF_SPLIT_DIM1:
+    case MF_SPLIT_DIM1_T: return MF_TP_DIM1;
+    case MF_SPLIT_GLU_GATE:
+    case MF_SPLIT_GLU_UP:
+    case MF_SPLIT_GLU_INTERLEAVE_T: return MF_TP_GLU;
+    case MF_SPLIT_AUTO0: return MF_TP_AUTO0;
+    case MF_SPLIT_DIM0:
+    case MF_SPLIT_VOCAB:
+    case MF_SPLIT_QKV_Q:
+    case MF_SPLIT_QKV_K:
+    case MF_SPLIT_QKV_V: break;
+    }
+    return MF_TP_DIM0;
 }
 
 int mf_place(const mf_checkpoint *c, const mf_rule *r, const mf_source *s, mf_placed *out)

@@ -25,6 +25,10 @@ typedef struct {
     const char *where;        /* file to name in messages */
 } mf_placed;
 
+/* How tensor parallelism divides the source a split reads (the split's own cut aside). */
+typedef enum { MF_TP_REPL, MF_TP_DIM0, MF_TP_DIM1, MF_TP_GLU, MF_TP_AUTO0 } mf_tp_kind;
+mf_tp_kind mf_split_tp(mf_split split);
+
 /* Place the shards of s as rule r shards them (its split says which dimension TP divides).
  * MF_OK, or an error naming the file (missing shard, shards that disagree, a shard that is
  * not a matrix, an odd fused gate/up shard). Free with mf_placed_free. */
@@ -44,10 +48,15 @@ int mf_piece_push(mf_piece_vec *v, const mf_piece *p);
 int mf_cut_rect(mf_piece_vec *v, const mf_placed *pl, int64_t gr0, int64_t gc0, int64_t nr, int64_t nc,
                 int64_t dr0, int64_t dc0);
 
+/* The same rectangle shown transposed, its rows becoming every dst_step-th column from dc0:
+ * global (r, c) lands at (dr0 + c - gc0, dc0 + (r - gr0) * dst_step) of the HF tensor. */
+int mf_cut_rect_t(mf_piece_vec *v, const mf_placed *pl, int64_t gr0, int64_t gc0, int64_t nr, int64_t nc,
+                  int64_t dr0, int64_t dc0, int dst_step);
+
 /* The one cut of each split: the pieces of the HF tensor the split takes out of the global
- * tensor, and its row count (columns: pl->cols). MF_OK, or MF_ERR_INCONSISTENT naming
+ * tensor, and the HF matrix's rows and columns. MF_OK, or MF_ERR_INCONSISTENT naming
  * pl->where and `name` when the global shape does not fit the split and the args. */
 int mf_cut(const mf_model *m, mf_split split, const mf_placed *pl, const char *name, mf_piece_vec *v,
-           int64_t *rows);
+           int64_t *rows, int64_t *cols);
 
 #endif

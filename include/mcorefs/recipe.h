@@ -22,6 +22,9 @@ typedef enum {
     MF_SPLIT_GLU_UP,
     MF_SPLIT_VOCAB,     /* dim 0 concat, trimmed to the shown vocab */
     MF_SPLIT_AUTO0,     /* replicated if a shard already has the full rows, else dim 0 (MLA down-proj) */
+    MF_SPLIT_DIM1_T,    /* row-parallel (concat on dim 1), shown transposed: HF [cols, rows] */
+    MF_SPLIT_GLU_INTERLEAVE_T, /* gated fc1 [gate; up] shown transposed with gate and up columns
+                                  interleaved: HF [H, 2F], (h, 2f) = gate (f, h), (h, 2f+1) = up */
 } mf_split;
 
 typedef enum {
@@ -59,6 +62,8 @@ typedef enum {
 
 /* HF and source names are templates: {L} = layer index (HF numbering, MTP layers follow the
  * decoder layers), {E} = global expert id. Up to three source spellings (TE / local spec).
+ * An expert rule whose HF name has no {E} stacks all experts of the layer into one tensor
+ * [num_experts, ...] (e.g. gpt-oss mlp.experts.down_proj).
  * rows, cols: the source tensor's global shape (cols MF_D_NONE for a 1-D tensor). */
 typedef struct {
     const char *hf;
