@@ -249,14 +249,42 @@ static int emit_experts(builder *b, const mf_rule *rules, long long l, int show,
     return rc;
 }
 
-static int emit_layer(builder *b, long long l, int moe, int show, int mtp)
+mf_layer_kind mf_layer_kind_of(const mf_model *m, int64_t l)
 {
-    const mf_model *m = &b->c->model;
-    const mf_family *f = m->family;
-    int rc = emit_rules(b, f->attn, l, 0, show, mtp);
-    if (rc == 0 && !moe)
+    mf_layer_kind k = { MF_MIXER_ATTENTION, 0, 0 };
+    int64_t at = l < m->num_layers ? l : m->num_layers - 1;
+    if (l >= m->num_layers)
+        k.mtp = 1;
+    else if (m->mixer_layer)
+        k.mixer = (mf_mixer)m->mixer_layer[l];
+    k.moe = at >= 0 && m->moe_layer ? m->moe_layer[at] : 0;
+    return k;
+}
+
+static const char *mixer_name(mf_mixer k)
+{
+    return k == MF_MIXER_ATTENTION ? "attention" : k == MF_MIXER_LINEAR_ATTENTION ? "linear-attention" : "mamba";
+}
+
+/* The family's rules for a layer's token mixer (NULL: the family has none of that kind). */
+static const mf_rule *mixer_rules(const mf_family *f, mf_mixer k)
+{
+    return k == MF_MIXER_ATTENTION ? f->attn : NULL;
+}
+
+/* One layer, part by part as its kind says: mixer, MLP (dense, or router + experts), MTP. */
+static int emit_layer(builder *b, long long l, mf_layer_kind kind, int show)
+{
+    const mf_family *f = b->c->model.family;
+    const mf_rule *mixer = mixer_rules(f, kind.mixer);
+    int mtp = kind.mtp;
+    if (mixer == NULL)
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: layer %lld is a %s layer, which family %s cannot express",
+                       b->c->iter_dir, l, mixer_name(kind.mixer), f->name);
+    int rc = emit_rules(b, mixer, l, 0, show, mtp);
+    if (rc == 0 && !kind.moe)
         rc = emit_rules(b, f->dense_mlp, l, 0, show, mtp);
-    if (rc == 0 && moe) {
+    if (rc == 0 && kind.moe) {
         if (f->moe_mlp == NULL || f->expert == NULL)
             return mf_fail(MF_ERR_UNSUPPORTED, "%s: layer %lld is a MoE layer but family %s has no experts", b->c->iter_dir, l, f->name);
         rc = emit_rules(b, f->moe_mlp, l, 0, show, mtp);
@@ -303,15 +331,14 @@ int mf_mapping_build(mf_mapping *mp, mf_checkpoint *c, const mf_options *o)
     memset(mp, 0, sizeof(*mp));
     rc = emit(&b, &mf_rules_top[0], -1, 0, 1, 0);                 /* embed_tokens first */
     for (long long l = 0; rc == 0 && l < m->num_layers; l++)
-        rc = emit_layer(&b, l, m->moe_layer[l], 1, 0);
+        rc = emit_layer(&b, l, mf_layer_kind_of(m, l), 1);
     if (rc == 0 && m->mtp_layers > 0 && o->skip_mtp)
         mark_mtp_used(c);
     else if (rc == 0 && m->mtp_layers > 0 && m->family->mtp == NULL)
         rc = mf_fail(MF_ERR_UNSUPPORTED, "%s: checkpoint has %lld MTP layers but %s has none in HF; use -o skip_mtp",
                      c->iter_dir, (long long)m->mtp_layers, m->family->name);
-    /* MTP layers follow the decoder layers and are built like the last one (MoE or dense). */
     for (long long k = 0; rc == 0 && !o->skip_mtp && k < m->mtp_layers; k++)
-        rc = emit_layer(&b, m->num_layers + k, m->moe_layer[m->num_layers - 1], 1, 1);
+        rc = emit_layer(&b, m->num_layers + k, mf_layer_kind_of(m, m->num_layers + k), 1);
     for (int i = 1; rc == 0 && mf_rules_top[i].hf; i++)
         rc = emit(&b, &mf_rules_top[i], -1, 0, 1, 0);
     if (rc == 0)

@@ -46,4 +46,8 @@ static inline int64_t mf_hf_cols(const mf_hf_tensor *t)
 }
 const char *mf_split_name(mf_split s);
 
+/* The kind of layer l (HF numbering; MTP layers follow the decoder layers and are built like
+ * the last decoder layer). */
+mf_layer_kind mf_layer_kind_of(const mf_model *m, int64_t l);
+
 #endif

@@ -31,6 +31,7 @@ typedef struct mf_model_s {
     double moe_scaling_factor, moe_aux_coeff;
     char score_function[16];
     uint8_t *moe_layer;                /* [num_layers] 1 = MoE layer */
+    uint8_t *mixer_layer;              /* [num_layers] mf_mixer of each layer; NULL: all attention */
     /* MLA */
     int mla;
     int64_t q_lora_rank, kv_lora_rank, qk_head_dim, qk_pos_dim, v_head_dim;

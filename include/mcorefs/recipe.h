@@ -73,6 +73,15 @@ typedef struct {
     mf_dim rows, cols;
 } mf_rule;
 
+/* A decoder layer's kind, chosen per layer from the args: its token mixer and its MLP. The
+ * mapping emits the family's rule table for each part (mf_layer_rules). */
+typedef enum { MF_MIXER_ATTENTION, MF_MIXER_LINEAR_ATTENTION, MF_MIXER_MAMBA } mf_mixer;
+typedef struct {
+    mf_mixer mixer;
+    uint8_t moe;       /* MoE MLP (router, experts), else dense */
+    uint8_t mtp;       /* a multi-token-prediction layer (after the decoder layers) */
+} mf_layer_kind;
+
 /* Model features a family's HF class needs or cannot express (mf_family_check). */
 enum {
     MF_FEAT_MOE = 1 << 0,          /* num_experts > 0 */
