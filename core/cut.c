@@ -20,8 +20,10 @@ int mf_piece_push(mf_piece_vec *v, const mf_piece *p)
     return MF_OK;
 }
 
-int mf_cut_rect(mf_piece_vec *v, const mf_placed *pl, int64_t gr0, int64_t gc0, int64_t nr, int64_t nc,
-                int64_t dr0, int64_t dc0)
+/* The part of the global rectangle each placed part holds, as a piece: copied at (dr0, dc0), or
+ * transposed with its rows becoming every dst_step-th column. */
+static int cut_rect(mf_piece_vec *v, const mf_placed *pl, int64_t gr0, int64_t gc0, int64_t nr, int64_t nc,
+                    int64_t dr0, int64_t dc0, int transposed, int dst_step)
 {
     for (int k = 0; k < pl->n; k++) {
         const mf_part *a = &pl->parts[k];
@@ -30,10 +32,21 @@ int mf_cut_rect(mf_piece_vec *v, const mf_placed *pl, int64_t gr0, int64_t gc0, 
         if (r1 <= r0 || c1 <= c0)
             continue;
         mf_piece p = { .src = a->sh,
-                       .dst_row = (uint32_t)(dr0 + (r0 - gr0)), .dst_col = (uint32_t)(dc0 + (c0 - gc0)),
                        .src_row = (uint32_t)(a->src_row + (r0 - a->row0)),
-                       .src_col = (uint32_t)(a->src_col + (c0 - a->col0)),
-                       .rows = (uint32_t)(r1 - r0), .cols = (uint32_t)(c1 - c0) };
+                       .src_col = (uint32_t)(a->src_col + (c0 - a->col0)) };
+        if (transposed) {   /* destination rows are the part's columns, destination columns its rows */
+            p.dst_row = (uint32_t)(dr0 + (c0 - gc0));
+            p.dst_col = (uint32_t)(dc0 + (r0 - gr0) * dst_step);
+            p.rows = (uint32_t)(c1 - c0);
+            p.cols = (uint32_t)(r1 - r0);
+            p.transposed = 1;
+            p.dst_step = (uint8_t)dst_step;
+        } else {
+            p.dst_row = (uint32_t)(dr0 + (r0 - gr0));
+            p.dst_col = (uint32_t)(dc0 + (c0 - gc0));
+            p.rows = (uint32_t)(r1 - r0);
+            p.cols = (uint32_t)(c1 - c0);
+        }
         int rc = mf_piece_push(v, &p);
         if (rc)
             return rc;
@@ -41,27 +54,16 @@ int mf_cut_rect(mf_piece_vec *v, const mf_placed *pl, int64_t gr0, int64_t gc0, 
     return MF_OK;
 }
 
+int mf_cut_rect(mf_piece_vec *v, const mf_placed *pl, int64_t gr0, int64_t gc0, int64_t nr, int64_t nc,
+                int64_t dr0, int64_t dc0)
+{
+    return cut_rect(v, pl, gr0, gc0, nr, nc, dr0, dc0, 0, 1);
+}
+
 int mf_cut_rect_t(mf_piece_vec *v, const mf_placed *pl, int64_t gr0, int64_t gc0, int64_t nr, int64_t nc,
                   int64_t dr0, int64_t dc0, int dst_step)
 {
-    for (int k = 0; k < pl->n; k++) {
-        const mf_part *a = &pl->parts[k];
-        int64_t r0 = gr0 > a->row0 ? gr0 : a->row0, r1 = gr0 + nr < a->row0 + a->rows ? gr0 + nr : a->row0 + a->rows;
-        int64_t c0 = gc0 > a->col0 ? gc0 : a->col0, c1 = gc0 + nc < a->col0 + a->cols ? gc0 + nc : a->col0 + a->cols;
-        if (r1 <= r0 || c1 <= c0)
-            continue;
-        /* destination rows are the part's columns, destination columns its rows */
-        mf_piece p = { .src = a->sh,
-                       .dst_row = (uint32_t)(dr0 + (c0 - gc0)), .dst_col = (uint32_t)(dc0 + (r0 - gr0) * dst_step),
-                       .src_row = (uint32_t)(a->src_row + (r0 - a->row0)),
-                       .src_col = (uint32_t)(a->src_col + (c0 - a->col0)),
-                       .rows = (uint32_t)(c1 - c0), .cols = (uint32_t)(r1 - r0),
-                       .transposed = 1, .dst_step = (uint8_t)dst_step };
-        int rc = mf_piece_push(v, &p);
-        if (rc)
-            return rc;
-    }
-    return MF_OK;
+    return cut_rect(v, pl, gr0, gc0, nr, nc, dr0, dc0, 1, dst_step);
 }
 
 /* Replicated, TP dim 0 or dim 1, MLA down-projections: the global tensor as it is. */

@@ -274,15 +274,12 @@ static void test_moe_families(void **state)
     }
 }
 
-/* DeepSeek-V3: MLA, a dense first layer, a MoE layer with shared experts and the expert bias
- * (kept F32 under -o dtype), and one MTP layer built like the last decoder layer. */
-static void test_deepseek_v3(void **state)
+/* DeepSeek-V3 with MLA, a dense first layer and MoE layers after it. */
+static void deepseek_init(synth *s, int64_t layers)
 {
-    (void)state;
-    synth s;
-    synth_init(&s, "deepseek_v3", 2);
-    set_moe(&s);
-    mf_model *m = &s.c.model;
+    synth_init(s, "deepseek_v3", layers);
+    set_moe(s);
+    mf_model *m = &s->c.model;
     m->moe_layer[0] = 0;
     m->mla = 1;
     m->q_lora_rank = 6;
@@ -290,6 +287,16 @@ static void test_deepseek_v3(void **state)
     m->qk_head_dim = 5;
     m->qk_pos_dim = 3;
     m->v_head_dim = 4;
+}
+
+/* DeepSeek-V3: MLA, a dense first layer, a MoE layer with shared experts and the expert bias
+ * (kept F32 under -o dtype), and one MTP layer built like the last decoder layer. */
+static void test_deepseek_v3(void **state)
+{
+    (void)state;
+    synth s;
+    deepseek_init(&s, 2);
+    mf_model *m = &s.c.model;
     m->shared_ffn = SH_FFN;
     m->moe_expert_bias = 1;
     m->mtp_layers = 1;
@@ -319,17 +326,8 @@ static void test_deepseek_v3(void **state)
     synth_free(&s);
 
     /* with skip_mtp the MTP sources are accounted for, not shown */
-    synth_init(&s, "deepseek_v3", 1);
-    set_moe(&s);
-    m = &s.c.model;
-    m->moe_layer[0] = 0;
-    m->mla = 1;
-    m->q_lora_rank = 6;
-    m->kv_lora_rank = 7;
-    m->qk_head_dim = 5;
-    m->qk_pos_dim = 3;
-    m->v_head_dim = 4;
-    m->mtp_layers = 1;
+    deepseek_init(&s, 1);
+    s.c.model.mtp_layers = 1;
     s.o.skip_mtp = 1;
     top(&s);
     mla_layer(&s, 0);
