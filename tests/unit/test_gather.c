@@ -179,6 +179,39 @@ static void test_stacked_3d(void **state)
     source_close(&s);
 }
 
+/* Sources that are strided views themselves (a column-major view, as a legacy grouped expert
+ * or a transposed tensor can be): transposed and interleaved pieces over them. */
+static void test_reordered_strided_source(void **state)
+{
+    (void)state;
+    source s;
+    source_open(&s, "strided", 6, 9);
+    /* the view V is 9 x 6 with V(i, j) = stored (j, i): strides {1, 9} */
+    s.sh.t.shape[0] = 9;
+    s.sh.t.shape[1] = 6;
+    s.sh.t.stride[0] = 1;
+    s.sh.t.stride[1] = 9;
+    mf_piece tp = { .src = &s.sh, .src_row = 1, .src_col = 2, .rows = 4, .cols = 7, .transposed = 1 };
+    mf_hf_tensor t = tensor2(4, 7, &tp, 1);
+    float ref[7 * 9];
+    for (int i = 0; i < 4; i++)       /* HF (i, j) = V(1 + j, 2 + i) = stored (2 + i, 1 + j) */
+        for (int j = 0; j < 7; j++)
+            ref[i * 7 + j] = at(&s, 2 + i, 1 + j);
+    check_all_ranges(&t, &s.io, (const uint8_t *)ref);
+    mf_piece il[2] = {
+        { .src = &s.sh, .src_row = 0, .src_col = 0, .dst_col = 0, .rows = 9, .cols = 3, .dst_step = 2 },
+        { .src = &s.sh, .src_row = 0, .src_col = 3, .dst_col = 1, .rows = 9, .cols = 3, .dst_step = 2 },
+    };
+    t = tensor2(9, 6, il, 2);
+    for (int i = 0; i < 9; i++)       /* HF (i, 2j) = V(i, j), HF (i, 2j+1) = V(i, 3 + j) */
+        for (int j = 0; j < 3; j++) {
+            ref[i * 6 + 2 * j] = at(&s, j, i);
+            ref[i * 6 + 2 * j + 1] = at(&s, 3 + j, i);
+        }
+    check_all_ranges(&t, &s.io, (const uint8_t *)ref);
+    source_close(&s);
+}
+
 /* A transposed piece larger than the engine's 4 MiB scratch: read in column windows. */
 static void test_transposed_large(void **state)
 {
@@ -242,6 +275,7 @@ int main(void)
         cmocka_unit_test(test_interleaved_pieces),
         cmocka_unit_test(test_transposed_interleaved),
         cmocka_unit_test(test_stacked_3d),
+        cmocka_unit_test(test_reordered_strided_source),
         cmocka_unit_test(test_transposed_large),
         cmocka_unit_test(test_transposed_converted),
     };
