@@ -402,8 +402,8 @@ static float val(int64_t e, int64_t which, int64_t r, int64_t c)   /* which: 0 f
 static void test_stacked_experts(void **state)
 {
     (void)state;
-    mf_family fam = { "stacked_test", "StackedForCausalLM", "stacked", no_rules, no_rules, stacked_router,
-                      stacked_expert, NULL, NULL, 0, 0 };
+    mf_family fam = { .name = "stacked_test", .architecture = "StackedForCausalLM", .model_type = "stacked",
+                      .attn = no_rules, .dense_mlp = no_rules, .moe_mlp = stacked_router, .expert = stacked_expert };
     synth s;
     synth_init(&s, "llama", 1);
     mf_model *m = &s.c.model;

@@ -33,7 +33,6 @@ static mf_model model(void)
     m.head_dim = 3;
     m.padded_vocab = R;
     m.vocab = 21;
-    m.q_lora_rank = R;      /* AUTO0: a shard with R rows is a replica */
     m.hidden = C;
     return m;
 }
@@ -180,7 +179,8 @@ static void expected(const mf_model *m, mf_split split, float *out, int64_t *row
 /* Place, cut, gather; compare with expected(). */
 static void check_split(fixture *f, mf_split split)
 {
-    mf_rule rule = { "hf", { "src" }, split, MF_WHEN_ALWAYS, MF_D_Q_LORA, MF_D_HIDDEN };
+    /* AUTO0 reads the rule's row dim: padded_vocab_size = R, so a shard of R rows is a replica */
+    mf_rule rule = { "hf", { "src" }, split, MF_WHEN_ALWAYS, MF_D_VOCAB, MF_D_HIDDEN };
     mf_placed pl;
     assert_int_equal(mf_place(&f->c, &rule, &f->src, &pl), MF_OK);
     assert_int_equal(pl.rows, R);
