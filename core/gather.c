@@ -150,26 +150,44 @@ static int gather_strided(const request *q, const mf_piece *p, const mf_io *io, 
     return 0;
 }
 
-/* Copy element (i, j) of a piece (piece-local destination row and column) from the scratch
- * window into the request, clipped to the request's byte range. */
-static void put_elem(const request *q, const mf_piece *p, int64_t i, int64_t j, const uint8_t *src)
+/* Copy count elements, element t from src + t * sstep to tensor byte dst0 + t * dstep, clipped
+ * to the request's byte range (partial elements only at its two ends). */
+static void copy_line(const request *q, uint64_t dst0, uint64_t dstep, const uint8_t *src, size_t sstep, int64_t count)
 {
-    int64_t step = p->dst_step > 1 ? p->dst_step : 1;
-    uint64_t b = ((uint64_t)(p->dst_row + i) * (uint64_t)q->C + p->dst_col + (uint64_t)(j * step)) * q->es;
-    if (b + q->es <= q->off || b >= q->end)
+    size_t es = q->es;
+    if (count <= 0 || dst0 >= q->end || dst0 + (uint64_t)(count - 1) * dstep + es <= q->off)
         return;
-    uint64_t a0 = b > q->off ? b : q->off, a1 = b + q->es < q->end ? b + q->es : q->end;
-    memcpy(q->dst + (a0 - q->off), src + (a0 - b), (size_t)(a1 - a0));
+    int64_t t0 = dst0 + es <= q->off ? (int64_t)((q->off - dst0 - es) / dstep) + 1 : 0;
+    int64_t t1 = (int64_t)((q->end - dst0 - 1) / dstep) + 1;
+    if (t1 > count)
+        t1 = count;
+    for (int64_t t = t0; t < t1; t++) {
+        uint64_t b = dst0 + (uint64_t)t * dstep;
+        const uint8_t *e = src + (size_t)t * sstep;
+        uint8_t *d = q->dst + (b - q->off);
+        if (b >= q->off && b + es <= q->end) {
+            switch (es) {   /* constant sizes: the compiler emits plain loads and stores */
+            case 2: memcpy(d, e, 2); break;
+            case 4: memcpy(d, e, 4); break;
+            case 8: memcpy(d, e, 8); break;
+            default: memcpy(d, e, es); break;
+            }
+        } else {
+            uint64_t a0 = b > q->off ? b : q->off, a1 = b + es < q->end ? b + es : q->end;
+            memcpy(q->dst + (a0 - q->off), e + (a0 - b), (size_t)(a1 - a0));
+        }
+    }
 }
 
 /* Transposed or column-interleaved pieces: read blocks of source rows (only the columns the
- * request needs, in as few preads as the scratch allows), then copy each element to its
- * place in memory. Destination rows [r0, r1) are wanted. */
+ * request needs, in as few preads as the scratch allows), then copy with strides in memory,
+ * one destination line at a time. Destination rows [r0, r1) are wanted. */
 static int gather_reordered(const request *q, const mf_piece *p, const mf_io *io, int64_t rs, int64_t cs,
                             int64_t r0, int64_t r1, scratch *sc)
 {
     const mf_tensor *t = &p->src->t;
     size_t es = q->es;
+    uint64_t step = p->dst_step > 1 ? p->dst_step : 1, rowbytes = (uint64_t)q->C * es;
     int64_t i0 = r0 - p->dst_row, i1 = r1 - p->dst_row;   /* piece-local destination rows */
     /* the source rectangle: rows [a0, a1) x cols [b0, b1) */
     int64_t a0, a1, b0, b1;
@@ -186,19 +204,23 @@ static int gather_reordered(const request *q, const mf_piece *p, const mf_io *io
         int64_t per = rs > 0 ? (win - seg) / rs + 1 : 1;   /* rows per pread */
         for (int64_t r = a0; r < a1; r += per) {
             int64_t n = a1 - r < per ? a1 - r : per;
-            int64_t first = r * rs + c * cs;
             int rc = pread_full(io, p->src->file, sc->rows, (size_t)((n - 1) * rs + seg) * es,
-                                t->offset + (uint64_t)first * es);
+                                t->offset + (uint64_t)(r * rs + c * cs) * es);
             if (rc)
                 return rc;
-            for (int64_t k = 0; k < n; k++)
+            if (p->transposed) {   /* source column x is destination row x - src_col */
                 for (int64_t x = c; x < c1; x++) {
-                    const uint8_t *e = sc->rows + (size_t)(k * rs + (x - c) * cs) * es;
-                    if (p->transposed)
-                        put_elem(q, p, x - p->src_col, r + k - p->src_row, e);
-                    else
-                        put_elem(q, p, r + k - p->src_row, x - p->src_col, e);
+                    uint64_t d0 = (uint64_t)(p->dst_row + x - p->src_col) * rowbytes +
+                                  (p->dst_col + (uint64_t)(r - p->src_row) * step) * es;
+                    copy_line(q, d0, step * es, sc->rows + (size_t)((x - c) * cs) * es, (size_t)rs * es, n);
                 }
+            } else {               /* source row r + k is destination row r + k - src_row */
+                for (int64_t k = 0; k < n; k++) {
+                    uint64_t d0 = (uint64_t)(p->dst_row + r + k - p->src_row) * rowbytes +
+                                  (p->dst_col + (uint64_t)(c - p->src_col) * step) * es;
+                    copy_line(q, d0, step * es, sc->rows + (size_t)(k * rs) * es, (size_t)cs * es, c1 - c);
+                }
+            }
         }
     }
     return 0;
