@@ -150,6 +150,82 @@ static int gather_strided(const request *q, const mf_piece *p, const mf_io *io, 
     return 0;
 }
 
+/* Copy count elements, element t from src + t * sstep to tensor byte dst0 + t * dstep, clipped
+ * to the request's byte range (partial elements only at its two ends). */
+static void copy_line(const request *q, uint64_t dst0, uint64_t dstep, const uint8_t *src, size_t sstep, int64_t count)
+{
+    size_t es = q->es;
+    if (count <= 0 || dst0 >= q->end || dst0 + (uint64_t)(count - 1) * dstep + es <= q->off)
+        return;
+    int64_t t0 = dst0 + es <= q->off ? (int64_t)((q->off - dst0 - es) / dstep) + 1 : 0;
+    int64_t t1 = (int64_t)((q->end - dst0 - 1) / dstep) + 1;
+    if (t1 > count)
+        t1 = count;
+    for (int64_t t = t0; t < t1; t++) {
+        uint64_t b = dst0 + (uint64_t)t * dstep;
+        const uint8_t *e = src + (size_t)t * sstep;
+        uint8_t *d = q->dst + (b - q->off);
+        if (b >= q->off && b + es <= q->end) {
+            switch (es) {   /* constant sizes: the compiler emits plain loads and stores */
+            case 2: memcpy(d, e, 2); break;
+            case 4: memcpy(d, e, 4); break;
+            case 8: memcpy(d, e, 8); break;
+            default: memcpy(d, e, es); break;
+            }
+        } else {
+            uint64_t a0 = b > q->off ? b : q->off, a1 = b + es < q->end ? b + es : q->end;
+            memcpy(q->dst + (a0 - q->off), e + (a0 - b), (size_t)(a1 - a0));
+        }
+    }
+}
+
+/* Transposed or column-interleaved pieces: read blocks of source rows (only the columns the
+ * request needs, in as few preads as the scratch allows), then copy with strides in memory,
+ * one destination line at a time. Destination rows [r0, r1) are wanted. */
+static int gather_reordered(const request *q, const mf_piece *p, const mf_io *io, int64_t rs, int64_t cs,
+                            int64_t r0, int64_t r1, scratch *sc)
+{
+    const mf_tensor *t = &p->src->t;
+    size_t es = q->es;
+    uint64_t step = p->dst_step > 1 ? p->dst_step : 1, rowbytes = (uint64_t)q->C * es;
+    int64_t i0 = r0 - p->dst_row, i1 = r1 - p->dst_row;   /* piece-local destination rows */
+    /* the source rectangle: rows [a0, a1) x cols [b0, b1) */
+    int64_t a0, a1, b0, b1;
+    if (p->transposed) {
+        a0 = p->src_row; a1 = a0 + p->cols; b0 = p->src_col + i0; b1 = p->src_col + i1;
+    } else {
+        a0 = p->src_row + i0; a1 = p->src_row + i1; b0 = p->src_col; b1 = b0 + p->cols;
+    }
+    int64_t win = (int64_t)(SCRATCH_BYTES / es);
+    int64_t wc = cs > 0 ? (win - 1) / cs + 1 : b1 - b0;   /* columns per window that fit */
+    for (int64_t c = b0; c < b1; c += wc) {
+        int64_t c1 = c + wc < b1 ? c + wc : b1;
+        int64_t seg = (c1 - c - 1) * cs + 1;              /* elements one row's columns span */
+        int64_t per = rs > 0 ? (win - seg) / rs + 1 : 1;   /* rows per pread */
+        for (int64_t r = a0; r < a1; r += per) {
+            int64_t n = a1 - r < per ? a1 - r : per;
+            int rc = pread_full(io, p->src->file, sc->rows, (size_t)((n - 1) * rs + seg) * es,
+                                t->offset + (uint64_t)(r * rs + c * cs) * es);
+            if (rc)
+                return rc;
+            if (p->transposed) {   /* source column x is destination row x - src_col */
+                for (int64_t x = c; x < c1; x++) {
+                    uint64_t d0 = (uint64_t)(p->dst_row + x - p->src_col) * rowbytes +
+                                  (p->dst_col + (uint64_t)(r - p->src_row) * step) * es;
+                    copy_line(q, d0, step * es, sc->rows + (size_t)((x - c) * cs) * es, (size_t)rs * es, n);
+                }
+            } else {               /* source row r + k is destination row r + k - src_row */
+                for (int64_t k = 0; k < n; k++) {
+                    uint64_t d0 = (uint64_t)(p->dst_row + r + k - p->src_row) * rowbytes +
+                                  (p->dst_col + (uint64_t)(c - p->src_col) * step) * es;
+                    copy_line(q, d0, step * es, sc->rows + (size_t)(k * rs) * es, (size_t)cs * es, c1 - c);
+                }
+            }
+        }
+    }
+    return 0;
+}
+
 static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, scratch *sc)
 {
     int ready = mf_shard_ready(p->src);
@@ -172,6 +248,8 @@ static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, sc
     if (io->file_bytes)
         __atomic_fetch_add(&io->file_bytes[p->src->file], (uint64_t)(r1 - r0) * p->cols * es, __ATOMIC_RELAXED);
 
+    if (p->transposed || p->dst_step > 1)
+        return gather_reordered(q, p, io, rs, cs, r0, r1, sc);
     if (cs != 1 && p->cols > 1)
         return gather_strided(q, p, io, rs, cs, r0, r1, sc);
 
@@ -220,16 +298,16 @@ static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, sc
 static int piece_is_linear(const mf_hf_tensor *t, const mf_piece *p)
 {
     int64_t rows, cols, rs, cs;
-    if (mf_tensor_2d(&p->src->t, &rows, &cols, &rs, &cs) != 0)
+    if (p->transposed || p->dst_step > 1 || mf_tensor_2d(&p->src->t, &rows, &cols, &rs, &cs) != 0)
         return 0;
-    return p->dst_col == 0 && (int64_t)p->cols == t->shape[1] && (cs == 1 || p->cols == 1) &&
+    return p->dst_col == 0 && (int64_t)p->cols == mf_hf_cols(t) && (cs == 1 || p->cols == 1) &&
            (rs == (int64_t)p->cols || p->rows == 1);
 }
 
 int mf_gather_segments(const mf_hf_tensor *t, const mf_io *io, uint64_t off, size_t len, mf_segment *segs, int max)
 {
     size_t es = mf_dtype_size(t->src_dtype);
-    uint64_t rowbytes = (uint64_t)t->shape[1] * es, end = off + len, next = off;
+    uint64_t rowbytes = (uint64_t)mf_hf_cols(t) * es, end = off + len, next = off;
     int n = 0;
     if (t->dtype != t->src_dtype)
         return 0;
@@ -266,7 +344,7 @@ int mf_gather_segments(const mf_hf_tensor *t, const mf_io *io, uint64_t off, siz
 
 static int gather_raw(const mf_hf_tensor *t, const mf_io *io, uint64_t off, size_t len, uint8_t *dst, scratch *sc)
 {
-    request q = { off, off + len, dst, mf_dtype_size(t->src_dtype), t->shape[1] };
+    request q = { off, off + len, dst, mf_dtype_size(t->src_dtype), mf_hf_cols(t) };
     for (uint32_t i = 0; i < t->n_pieces; i++) {
         int rc = gather_piece(&q, &t->pieces[i], io, sc);
         if (rc)

@@ -30,8 +30,10 @@ char *mf_manifest_build(const mf_session *s)
         cJSON_AddItemToObject(e, "shape", shape);
         for (uint32_t k = 0; k < t->n_pieces; k++) {
             const mf_piece *p = &t->pieces[k];
-            double v[7] = { p->src->file, p->src_row, p->src_col, p->dst_row, p->dst_col, p->rows, p->cols };
-            cJSON_AddItemToArray(pieces, cJSON_CreateDoubleArray(v, 7));
+            double v[9] = { p->src->file, p->src_row, p->src_col, p->dst_row, p->dst_col, p->rows, p->cols,
+                            p->transposed, p->dst_step };
+            /* transposed / interleaved pieces add two fields; plain copies keep the seven */
+            cJSON_AddItemToArray(pieces, cJSON_CreateDoubleArray(v, p->transposed || p->dst_step > 1 ? 9 : 7));
         }
         cJSON_AddItemToObject(e, "pieces", pieces);
         cJSON_AddItemToObject(ts, t->name, e);

@@ -5,6 +5,7 @@
 #include "mcorefs/error.h"
 #include "mcorefs/gather.h"
 #include "mcorefs/mapping.h"
+#include "placement.h"
 #include "shape_check.h"
 
 typedef struct {
@@ -51,50 +52,6 @@ static int when_holds(const mf_model *m, mf_when w)
     return 0;
 }
 
-typedef struct {
-    mf_piece *p;
-    uint32_t n, cap;
-} piece_vec;
-
-static int push(piece_vec *v, const mf_shard *src, int64_t dr, int64_t dc, int64_t sr, int64_t sc, int64_t rows, int64_t cols)
-{
-    if (rows <= 0 || cols <= 0)
-        return MF_OK;
-    if (v->n == v->cap) {
-        uint32_t cap = v->cap ? v->cap * 2 : 4;
-        mf_piece *np = realloc(v->p, cap * sizeof(*np));
-        if (!np)
-            return mf_fail(MF_ERR_NOMEM, "out of memory (recipes)");
-        v->p = np;
-        v->cap = cap;
-    }
-    v->p[v->n++] = (mf_piece){ src, (uint32_t)dr, (uint32_t)dc, (uint32_t)sr, (uint32_t)sc, (uint32_t)rows, (uint32_t)cols };
-    return MF_OK;
-}
-
-/* Rows [g0, g0+cnt) of the dim-0 concatenation of all shards -> dst rows from dst_row. */
-static int add_global_rows(piece_vec *v, const mf_source *s, const int64_t *srows, int64_t g0, int64_t cnt,
-                           int64_t dst_row, int64_t cols)
-{
-    int64_t base = 0;
-    for (int k = 0; k < s->n_shards; k++) {
-        int64_t a = g0 > base ? g0 : base;
-        int64_t b = g0 + cnt < base + srows[k] ? g0 + cnt : base + srows[k];
-        if (b > a) {
-            int rc = push(v, &s->shards[k], dst_row + (a - g0), 0, a - base, 0, b - a, cols);
-            if (rc)
-                return rc;
-        }
-        base += srows[k];
-    }
-    return MF_OK;
-}
-
-static const char *c_path(const builder *b, const mf_source *s, int k)
-{
-    return s->shards[k].file >= 0 ? b->c->files[s->shards[k].file].path : b->c->iter_dir;
-}
-
 static const char *src_file(const mf_checkpoint *c, const mf_source *s)
 {
     for (int k = 0; k < s->n_shards; k++)
@@ -103,222 +60,59 @@ static const char *src_file(const mf_checkpoint *c, const mf_source *s)
     return c->iter_dir;
 }
 
-/* Shape, dtype and size of a built HF tensor; the recipe's pieces move into it. */
+/* Shape, dtype and size of a built HF tensor; the recipe's pieces move into it. stack > 0:
+ * the tensor stacks that many experts in front ([stack, rows, cols]). */
 static void finish_tensor(const builder *b, const mf_rule *r, const mf_source *s, const mf_tensor *t0,
-                          const char *hf, piece_vec *v, int64_t rows, int64_t cols, mf_hf_tensor *t)
+                          const char *hf, mf_piece_vec *v, int64_t stack, int64_t rows, int64_t cols,
+                          mf_hf_tensor *t)
 {
+    int d = 0;
     t->pieces = v->p;
     t->n_pieces = v->n;
-    t->ndim = t0->ndim <= 1 ? 1 : 2;
-    t->shape[0] = rows;
-    t->shape[1] = t->ndim == 2 ? cols : 1;
+    if (stack > 0)
+        t->shape[d++] = stack;
+    t->shape[d++] = rows;
+    if (t0->ndim >= 2)
+        t->shape[d++] = cols;
+    t->ndim = d;
     t->split = r->split;
     t->source = s;
     t->src_dtype = t->dtype = t0->dtype;
     if (b->o->dtype != MF_DT_INVALID && mf_dtype_is_float(t0->dtype) &&
         strstr(hf, "e_score_correction_bias") == NULL)   /* kept F32, as transformers does */
         t->dtype = b->o->dtype;
-    t->nbytes = (uint64_t)rows * (uint64_t)t->shape[1] * mf_dtype_size(t->dtype);
+    uint64_t numel = 1;
+    for (int k = 0; k < t->ndim; k++)
+        numel *= (uint64_t)t->shape[k];
+    t->nbytes = numel * mf_dtype_size(t->dtype);
 }
 
-/* Rectangle [gr0, gr0+nr) x [gc0, gc0+nc) of a positioned (torch_dist) source's global tensor,
- * intersected with each chunk, placed at (dr0, dc0) of the HF tensor. */
-static int add_global_rect(piece_vec *v, const mf_source *s, int64_t gr0, int64_t gc0, int64_t nr, int64_t nc,
-                           int64_t dr0, int64_t dc0)
+/* Place the source's shards in its global tensor, then cut the rule's split out of it (the
+ * same cut for legacy shards and torch_dist chunks); the pieces are appended to v, their
+ * destination rows moved down by dst_row0. */
+static int cut_source(builder *b, const mf_rule *r, const mf_source *s, mf_piece_vec *v, int64_t dst_row0,
+                      int64_t *rows, int64_t *cols, const mf_tensor **t0)
 {
-    for (int k = 0; k < s->n_shards; k++) {
-        const mf_shard *sh = &s->shards[k];
-        int64_t rows, cols, rs, cs;
-        if (mf_tensor_2d(&sh->t, &rows, &cols, &rs, &cs) != 0)
-            return mf_fail(MF_ERR_UNSUPPORTED, "'%s': a chunk cannot be viewed as a matrix", s->name);
-        int64_t r0 = gr0 > sh->row0 ? gr0 : sh->row0, r1 = gr0 + nr < sh->row0 + rows ? gr0 + nr : sh->row0 + rows;
-        int64_t c0 = gc0 > sh->col0 ? gc0 : sh->col0, c1 = gc0 + nc < sh->col0 + cols ? gc0 + nc : sh->col0 + cols;
-        if (r1 <= r0 || c1 <= c0)
-            continue;
-        int rc = push(v, sh, dr0 + (r0 - gr0), dc0 + (c0 - gc0), r0 - sh->row0, c0 - sh->col0, r1 - r0, c1 - c0);
-        if (rc)
-            return rc;
-    }
-    return MF_OK;
-}
-
-/* torch_dist: the global tensor is already unsharded (fc1 is [gate; up], QKV keeps its group
- * interleave), so every split is the TP=1 case over one global matrix. */
-static int build_positioned(builder *b, const mf_rule *r, const mf_source *s, const char *hf, mf_hf_tensor *t)
-{
-    const mf_model *m = &b->c->model;
-    int64_t R = s->grows, C = s->gcols, rows = R, d = m->head_dim, ng = m->groups, rq = m->heads / m->groups;
-    piece_vec v = { 0 };
-    int rc = MF_OK;
-    if (s->n_shards == 0)
-        return mf_fail(MF_ERR_MISSING, "%s: '%s' has no chunks", b->c->iter_dir, s->name);
-    switch (r->split) {
-    case MF_SPLIT_VOCAB:
-        if (R != m->padded_vocab)
-            return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has %lld vocab rows, args say padded_vocab_size=%lld",
-                           b->c->iter_dir, s->name, (long long)R, (long long)m->padded_vocab);
-        rows = m->vocab;
-        rc = add_global_rect(&v, s, 0, 0, rows, C, 0, 0);
-        break;
-    case MF_SPLIT_QKV_Q:
-    case MF_SPLIT_QKV_K:
-    case MF_SPLIT_QKV_V:
-        if (R != (m->heads + 2 * ng) * d)
-            return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has %lld rows, args say (heads + 2 x groups) x head_dim = %lld",
-                           b->c->iter_dir, s->name, (long long)R, (long long)((m->heads + 2 * ng) * d));
-        for (int64_t g = 0; g < ng && rc == 0; g++) {
-            int64_t blk = g * (rq + 2) * d;
-            if (r->split == MF_SPLIT_QKV_Q)
-                rc = add_global_rect(&v, s, blk, 0, rq * d, C, g * rq * d, 0);
-            else if (r->split == MF_SPLIT_QKV_K)
-                rc = add_global_rect(&v, s, blk + rq * d, 0, d, C, g * d, 0);
-            else
-                rc = add_global_rect(&v, s, blk + (rq + 1) * d, 0, d, C, g * d, 0);
-        }
-        rows = (r->split == MF_SPLIT_QKV_Q ? m->heads : ng) * d;
-        break;
-    case MF_SPLIT_GLU_GATE:
-    case MF_SPLIT_GLU_UP:
-        if (R % 2)
-            return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has an odd row count %lld for [gate; up]", b->c->iter_dir, s->name, (long long)R);
-        rows = R / 2;
-        rc = add_global_rect(&v, s, r->split == MF_SPLIT_GLU_GATE ? 0 : rows, 0, rows, C, 0, 0);
-        break;
-    default:   /* replicated or concatenated: the global tensor as it is */
-        rc = add_global_rect(&v, s, 0, 0, R, C, 0, 0);
-        break;
-    }
-    if (rc) {
-        free(v.p);
+    int rc = mf_shape_check_source(b->c, r, s);
+    if (rc)
         return rc;
-    }
-    finish_tensor(b, r, s, &s->shards[0].t, hf, &v, rows, C, t);
-    return MF_OK;
-}
-
-/* Build the pieces of one HF tensor from source s according to the rule's split. */
-static int build_recipe(builder *b, const mf_rule *r, const mf_source *s, const char *hf, mf_hf_tensor *t)
-{
-    int shape_rc = mf_shape_check_source(b->c, r, s);
-    if (shape_rc)
-        return shape_rc;
-    if (s->positioned)
-        return build_positioned(b, r, s, hf, t);
-    const mf_model *m = &b->c->model;
-    const char *file = src_file(b->c, s);
-    int64_t srows[256], scols[256], rs, cs;
-    int first = -1, n = s->n_shards;
-    mf_split split = r->split;
-    piece_vec v = { 0 };
-    int rc = MF_OK;
-
-    if (n > 256)
-        return mf_fail(MF_ERR_UNSUPPORTED, "%s: '%s' has %d shards (max 256)", file, s->name, n);
-    for (int k = 0; k < n; k++) {
-        if (s->shards[k].file < 0) {
-            srows[k] = scols[k] = 0;
-            continue;
-        }
-        if (mf_tensor_2d(&s->shards[k].t, &srows[k], &scols[k], &rs, &cs) != 0)
-            return mf_fail(MF_ERR_UNSUPPORTED, "%s: '%s' has %d dims and cannot be viewed as a matrix", file, s->name, s->shards[k].t.ndim);
-        if (first < 0)
-            first = k;
-    }
-    if (first < 0)
-        return mf_fail(MF_ERR_MISSING, "%s: no shard of '%s'", file, s->name);
-    const mf_tensor *t0 = &s->shards[first].t;
-
-    if (split == MF_SPLIT_AUTO0) {
-        int64_t full = mf_dim_size(m, r->rows);
-        split = srows[first] == full ? MF_SPLIT_REPL : MF_SPLIT_DIM0;
-    }
-    if (split != MF_SPLIT_REPL) {
-        for (int k = 0; k < n; k++) {
-            if (s->shards[k].file < 0)
-                return mf_fail(MF_ERR_MISSING, "%s: shard %d of %d of '%s' is missing (needed for %s)", b->c->iter_dir, k, n, s->name, hf);
-            const mf_tensor *tk = &s->shards[k].t;
-            int same_other = split == MF_SPLIT_DIM1 ? srows[k] == srows[first] : scols[k] == scols[first];
-            if (tk->dtype != t0->dtype || tk->ndim != t0->ndim || !same_other)
-                return mf_fail(MF_ERR_INCONSISTENT, "%s: shards of '%s' disagree in dtype or shape", c_path(b, s, k), s->name);
-        }
-    }
-    int64_t sum_rows = 0;
-    for (int k = 0; k < n; k++)
-        sum_rows += srows[k];
-    int64_t rows = 0, cols = scols[first];
-    int64_t d = m->head_dim, ng = m->groups, rq = m->heads / m->groups;
-    switch (split) {
-    case MF_SPLIT_REPL:
-        rows = srows[first];
-        rc = push(&v, &s->shards[first], 0, 0, 0, 0, rows, cols);
-        break;
-    case MF_SPLIT_DIM0:
-    case MF_SPLIT_VOCAB:
-        rows = sum_rows;
-        if (split == MF_SPLIT_VOCAB) {
-            if (sum_rows != m->padded_vocab)
-                return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has %lld vocab rows, args say padded_vocab_size=%lld",
-                               file, s->name, (long long)sum_rows, (long long)m->padded_vocab);
-            rows = m->vocab;
-        }
-        rc = add_global_rows(&v, s, srows, 0, rows, 0, cols);
-        break;
-    case MF_SPLIT_DIM1:
-        rows = srows[first];
-        cols = 0;
-        for (int k = 0; k < n && rc == 0; k++) {
-            rc = push(&v, &s->shards[k], 0, cols, 0, 0, rows, scols[k]);
-            cols += scols[k];
-        }
-        break;
-    case MF_SPLIT_QKV_Q:
-    case MF_SPLIT_QKV_K:
-    case MF_SPLIT_QKV_V:
-        if (sum_rows != (m->heads + 2 * ng) * d)
-            return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has %lld rows, args say (heads %lld + 2 x groups %lld) x head_dim %lld = %lld",
-                           file, s->name, (long long)sum_rows, (long long)m->heads, (long long)ng, (long long)d,
-                           (long long)((m->heads + 2 * ng) * d));
-        for (int64_t g = 0; g < ng && rc == 0; g++) {
-            int64_t blk = g * (rq + 2) * d;   /* group g: [q x rq heads, k, v] */
-            if (split == MF_SPLIT_QKV_Q)
-                rc = add_global_rows(&v, s, srows, blk, rq * d, g * rq * d, cols);
-            else if (split == MF_SPLIT_QKV_K)
-                rc = add_global_rows(&v, s, srows, blk + rq * d, d, g * d, cols);
-            else
-                rc = add_global_rows(&v, s, srows, blk + (rq + 1) * d, d, g * d, cols);
-        }
-        rows = (split == MF_SPLIT_QKV_Q ? m->heads : ng) * d;
-        break;
-    case MF_SPLIT_GLU_GATE:
-    case MF_SPLIT_GLU_UP:
-        for (int k = 0; k < n && rc == 0; k++) {
-            if (srows[k] % 2)
-                return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has an odd row count %lld for a gated [gate; up] weight",
-                               c_path(b, s, k), s->name, (long long)srows[k]);
-            int64_t half = srows[k] / 2;
-            rc = push(&v, &s->shards[k], rows, 0, split == MF_SPLIT_GLU_GATE ? 0 : half, 0, half, cols);
-            rows += half;
-        }
-        break;
-    case MF_SPLIT_AUTO0:
-        break;
-    }
-    if (rc) {
-        free(v.p);
+    mf_placed pl;
+    if ((rc = mf_place(b->c, r, s, &pl)) != MF_OK)
         return rc;
-    }
-    finish_tensor(b, r, s, t0, hf, &v, rows, cols, t);
-    return MF_OK;
+    uint32_t n0 = v->n;
+    rc = mf_cut(&b->c->model, r->split, &pl, s->name, v, rows, cols);
+    for (uint32_t k = n0; k < v->n; k++)
+        v->p[k].dst_row += (uint32_t)dst_row0;
+    *t0 = pl.t0;
+    mf_placed_free(&pl);
+    return rc;
 }
 
-static int emit(builder *b, const mf_rule *r, long long layer, long long expert, int show, int mtp)
+/* The source a rule reads for (layer, expert): the first spelling present. */
+static int find_source(builder *b, const mf_rule *r, long long layer, long long expert, const char *hf, mf_source **out)
 {
-    const mf_model *m = &b->c->model;
-    char hf[320], src[320];
+    char src[320];
     mf_source *s = NULL;
-    if (!when_holds(m, r->when))
-        return MF_OK;
-    subst(hf, sizeof(hf), r->hf, layer, expert);
     for (int i = 0; i < 3 && r->src[i] && s == NULL; i++) {
         subst(src, sizeof(src), r->src[i], layer, expert);
         s = mf_checkpoint_find(b->c, src);
@@ -326,11 +120,16 @@ static int emit(builder *b, const mf_rule *r, long long layer, long long expert,
     if (s == NULL) {
         subst(src, sizeof(src), r->src[0], layer, expert);
         return mf_fail(MF_ERR_MISSING, "%s: tensor '%s' (which %s needs for %s) is in no rank file%s",
-                       b->c->iter_dir, src, m->family->architecture, hf, b->o->arch ? "; check -o arch=" : "");
+                       b->c->iter_dir, src, b->c->model.family->architecture, hf, b->o->arch ? "; check -o arch=" : "");
     }
     s->used = 1;
-    if (!show)
-        return MF_OK;
+    *out = s;
+    return MF_OK;
+}
+
+/* A zeroed slot for the next HF tensor (committed by add_tensor). */
+static int next_tensor(builder *b, mf_hf_tensor **out)
+{
     if (b->mp->n == b->cap) {
         /* about one HF tensor per source (QKV and gate/up give a few more): sized once */
         size_t cap = b->cap ? b->cap * 2 : b->c->n_sources + b->c->n_sources / 4 + 256;
@@ -340,11 +139,13 @@ static int emit(builder *b, const mf_rule *r, long long layer, long long expert,
         b->mp->tensors = nt;
         b->cap = cap;
     }
-    mf_hf_tensor *t = &b->mp->tensors[b->mp->n];
-    memset(t, 0, sizeof(*t));
-    int rc = build_recipe(b, r, s, hf, t);
-    if (rc)
-        return rc;
+    *out = &b->mp->tensors[b->mp->n];
+    memset(*out, 0, sizeof(**out));
+    return MF_OK;
+}
+
+static int add_tensor(builder *b, mf_hf_tensor *t, const char *hf, long long layer, int mtp)
+{
     t->name = strdup(hf);
     if (!t->name) {
         free(t->pieces);
@@ -354,8 +155,74 @@ static int emit(builder *b, const mf_rule *r, long long layer, long long expert,
     t->mtp = (uint8_t)mtp;
     b->mp->n++;
     b->mp->total_bytes += t->nbytes;
-    b->mp->num_params += (uint64_t)t->shape[0] * (uint64_t)t->shape[1];
+    b->mp->num_params += t->nbytes / mf_dtype_size(t->dtype);
     return MF_OK;
+}
+
+static int emit(builder *b, const mf_rule *r, long long layer, long long expert, int show, int mtp)
+{
+    char hf[320];
+    mf_source *s = NULL;
+    mf_hf_tensor *t;
+    if (!when_holds(&b->c->model, r->when))
+        return MF_OK;
+    subst(hf, sizeof(hf), r->hf, layer, expert);
+    int rc = find_source(b, r, layer, expert, hf, &s);
+    if (rc || !show)
+        return rc;
+    if ((rc = next_tensor(b, &t)) != MF_OK)
+        return rc;
+    mf_piece_vec v = { 0 };
+    int64_t rows = 0, cols = 0;
+    const mf_tensor *t0 = NULL;
+    if ((rc = cut_source(b, r, s, &v, 0, &rows, &cols, &t0)) != MF_OK) {
+        free(v.p);
+        return rc;
+    }
+    finish_tensor(b, r, s, t0, hf, &v, 0, rows, cols, t);
+    return add_tensor(b, t, hf, layer, mtp);
+}
+
+/* An expert rule without {E} in its HF name: every expert of the layer, cut alike, stacked
+ * on a new leading dimension [num_experts, rows(, cols)]. */
+static int emit_stacked(builder *b, const mf_rule *r, long long layer, int mtp)
+{
+    const mf_model *m = &b->c->model;
+    char hf[320];
+    mf_hf_tensor *t;
+    if (!when_holds(m, r->when))
+        return MF_OK;
+    subst(hf, sizeof(hf), r->hf, layer, 0);
+    int rc = next_tensor(b, &t);
+    mf_piece_vec v = { 0 };
+    int64_t rows = 0, cols = 0;
+    const mf_tensor *t0 = NULL;
+    const mf_source *s0 = NULL;
+    for (long long e = 0; rc == MF_OK && e < m->num_experts; e++) {
+        mf_source *s;
+        int64_t er, ec;
+        const mf_tensor *et;
+        if ((rc = find_source(b, r, layer, e, hf, &s)) != MF_OK ||
+            (rc = cut_source(b, r, s, &v, e * rows, &er, &ec, &et)) != MF_OK)
+            break;
+        if (e == 0) {
+            rows = er, cols = ec, t0 = et, s0 = s;
+        } else if (er != rows || ec != cols || et->dtype != t0->dtype || et->ndim != t0->ndim) {
+            rc = mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' and '%s' disagree in shape or dtype (stacked in %s)",
+                         src_file(b->c, s), s0->name, s->name, hf);
+        }
+    }
+    if (rc || s0 == NULL) {
+        free(v.p);
+        return rc;
+    }
+    finish_tensor(b, r, s0, t0, hf, &v, m->num_experts, rows, cols, t);
+    return add_tensor(b, t, hf, layer, mtp);
+}
+
+static int is_stacked(const mf_rule *r)
+{
+    return strstr(r->hf, "{E}") == NULL;
 }
 
 static int emit_rules(builder *b, const mf_rule *rules, long long layer, long long expert, int show, int mtp)
@@ -368,19 +235,61 @@ static int emit_rules(builder *b, const mf_rule *rules, long long layer, long lo
     return MF_OK;
 }
 
-static int emit_layer(builder *b, long long l, int moe, int show, int mtp)
+/* A MoE layer's experts: per-expert tensors in expert order, then the stacked ones. */
+static int emit_experts(builder *b, const mf_rule *rules, long long l, int show, int mtp)
 {
-    const mf_model *m = &b->c->model;
-    const mf_family *f = m->family;
-    int rc = emit_rules(b, f->attn, l, 0, show, mtp);
-    if (rc == 0 && !moe)
+    int rc = MF_OK;
+    for (long long e = 0; rc == MF_OK && e < b->c->model.num_experts; e++)
+        for (const mf_rule *r = rules; rc == MF_OK && r->hf; r++)
+            if (!is_stacked(r))
+                rc = emit(b, r, l, e, show, mtp);
+    for (const mf_rule *r = rules; rc == MF_OK && r->hf; r++)
+        if (is_stacked(r))
+            rc = emit_stacked(b, r, l, mtp);
+    return rc;
+}
+
+mf_layer_kind mf_layer_kind_of(const mf_model *m, int64_t l)
+{
+    mf_layer_kind k = { MF_MIXER_ATTENTION, 0, 0 };
+    int64_t at = l < m->num_layers ? l : m->num_layers - 1;
+    if (l >= m->num_layers)
+        k.mtp = 1;
+    else if (m->mixer_layer)
+        k.mixer = (mf_mixer)m->mixer_layer[l];
+    k.moe = at >= 0 && m->moe_layer ? m->moe_layer[at] : 0;
+    return k;
+}
+
+static const char *mixer_name(mf_mixer k)
+{
+    return k == MF_MIXER_ATTENTION ? "attention" : k == MF_MIXER_LINEAR_ATTENTION ? "linear-attention" : "mamba";
+}
+
+/* The family's rules for a layer's token mixer (NULL: the family has none of that kind). */
+static const mf_rule *mixer_rules(const mf_family *f, mf_mixer k)
+{
+    return k == MF_MIXER_ATTENTION ? f->attn : NULL;
+}
+
+/* One layer, part by part as its kind says: mixer, MLP (dense, or router + experts), MTP. */
+static int emit_layer(builder *b, long long l, mf_layer_kind kind, int show)
+{
+    const mf_family *f = b->c->model.family;
+    const mf_rule *mixer = mixer_rules(f, kind.mixer);
+    int mtp = kind.mtp;
+    if (mixer == NULL)
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: layer %lld is a %s layer, which family %s cannot express",
+                       b->c->iter_dir, l, mixer_name(kind.mixer), f->name);
+    int rc = emit_rules(b, mixer, l, 0, show, mtp);
+    if (rc == 0 && !kind.moe)
         rc = emit_rules(b, f->dense_mlp, l, 0, show, mtp);
-    if (rc == 0 && moe) {
+    if (rc == 0 && kind.moe) {
         if (f->moe_mlp == NULL || f->expert == NULL)
             return mf_fail(MF_ERR_UNSUPPORTED, "%s: layer %lld is a MoE layer but family %s has no experts", b->c->iter_dir, l, f->name);
         rc = emit_rules(b, f->moe_mlp, l, 0, show, mtp);
-        for (long long e = 0; rc == 0 && e < m->num_experts; e++)
-            rc = emit_rules(b, f->expert, l, e, show, mtp);
+        if (rc == 0)
+            rc = emit_experts(b, f->expert, l, show, mtp);
     }
     if (rc == 0 && mtp)
         rc = emit_rules(b, f->mtp, l, 0, show, mtp);
@@ -422,15 +331,14 @@ int mf_mapping_build(mf_mapping *mp, mf_checkpoint *c, const mf_options *o)
     memset(mp, 0, sizeof(*mp));
     rc = emit(&b, &mf_rules_top[0], -1, 0, 1, 0);                 /* embed_tokens first */
     for (long long l = 0; rc == 0 && l < m->num_layers; l++)
-        rc = emit_layer(&b, l, m->moe_layer[l], 1, 0);
+        rc = emit_layer(&b, l, mf_layer_kind_of(m, l), 1);
     if (rc == 0 && m->mtp_layers > 0 && o->skip_mtp)
         mark_mtp_used(c);
     else if (rc == 0 && m->mtp_layers > 0 && m->family->mtp == NULL)
         rc = mf_fail(MF_ERR_UNSUPPORTED, "%s: checkpoint has %lld MTP layers but %s has none in HF; use -o skip_mtp",
                      c->iter_dir, (long long)m->mtp_layers, m->family->name);
-    /* MTP layers follow the decoder layers and are built like the last one (MoE or dense). */
     for (long long k = 0; rc == 0 && !o->skip_mtp && k < m->mtp_layers; k++)
-        rc = emit_layer(&b, m->num_layers + k, m->moe_layer[m->num_layers - 1], 1, 1);
+        rc = emit_layer(&b, m->num_layers + k, mf_layer_kind_of(m, m->num_layers + k), 1);
     for (int i = 1; rc == 0 && mf_rules_top[i].hf; i++)
         rc = emit(&b, &mf_rules_top[i], -1, 0, 1, 0);
     if (rc == 0)
@@ -453,6 +361,7 @@ void mf_mapping_free(mf_mapping *mp)
 const char *mf_split_name(mf_split s)
 {
     static const char *const names[] = { "replicated", "concat-dim0", "concat-dim1", "qkv-q", "qkv-k",
-                                         "qkv-v", "glu-gate", "glu-up", "vocab-trim", "auto-dim0" };
+                                         "qkv-v", "glu-gate", "glu-up", "vocab-trim", "auto-dim0",
+                                         "concat-dim1-transposed", "glu-interleave-transposed" };
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }

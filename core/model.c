@@ -176,7 +176,8 @@ int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const c
 void mf_model_free(mf_model *m)
 {
     free(m->moe_layer);
-    m->moe_layer = NULL;
+    free(m->mixer_layer);
+    m->moe_layer = m->mixer_layer = NULL;
 }
 
 int mf_model_apply_options(mf_model *m, const mf_options *o)

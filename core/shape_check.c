@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include "mcorefs/error.h"
 #include "mcorefs/mapping.h"
+#include "placement.h"
 #include "shape_check.h"
 
 int64_t mf_dim_size(const mf_model *m, mf_dim dim)
@@ -79,7 +80,7 @@ static int split_rows(mf_split split, const mf_model *m, int64_t rows, int n, co
 {
     int64_t unit = 1;
     const char *what = "rows";
-    if ((split == MF_SPLIT_GLU_GATE || split == MF_SPLIT_GLU_UP) && m->swiglu) {
+    if (mf_split_tp(split) == MF_TP_GLU && m->swiglu) {
         unit = 2;                                           /* each shard is [gate_t; up_t] */
         what = "gate/up row pairs";
     }
@@ -95,7 +96,7 @@ int mf_shape_shard(const mf_model *m, mf_split split, const mf_shape *g, int n, 
     *out = *g;
     if (n <= 1 || split == MF_SPLIT_REPL)
         return MF_OK;
-    if (split == MF_SPLIT_DIM1) {
+    if (mf_split_tp(split) == MF_TP_DIM1) {
         if (g->ndim < 2)
             return MF_OK;   /* a row-parallel layer's bias is replicated */
         if (g->d[1] % n != 0)
@@ -129,8 +130,8 @@ static void fmt_shape(char *out, size_t n, int ndim, const int64_t *shape)
 /* "rows: 2 x ffn_hidden_size / 2 ranks; cols: hidden_size" for the dimensions of the rule. */
 static void explain(char *out, size_t n, const mf_rule *r, mf_split split, int ranks)
 {
-    int div_rows = ranks > 1 && split != MF_SPLIT_REPL && split != MF_SPLIT_DIM1;
-    int div_cols = ranks > 1 && split == MF_SPLIT_DIM1;
+    int div_rows = ranks > 1 && split != MF_SPLIT_REPL && mf_split_tp(split) != MF_TP_DIM1;
+    int div_cols = ranks > 1 && mf_split_tp(split) == MF_TP_DIM1;
     char per[32];
     snprintf(per, sizeof(per), " / %d ranks", ranks);
     if (r->cols == MF_D_NONE)

@@ -57,7 +57,7 @@ static int hash_shard(const mf_session *s, const mf_shard *sh, uint64_t *out, ui
     int64_t rows, cols, rs, cs;
     if (mf_tensor_2d(&sh->t, &rows, &cols, &rs, &cs) != 0)
         return mf_fail(MF_ERR_UNSUPPORTED, "cannot view a shard as a matrix");
-    mf_piece p = { sh, 0, 0, 0, 0, (uint32_t)rows, (uint32_t)cols };
+    mf_piece p = { .src = sh, .rows = (uint32_t)rows, .cols = (uint32_t)cols };
     mf_hf_tensor t = { .name = "shard", .dtype = sh->t.dtype, .src_dtype = sh->t.dtype, .ndim = 2,
                        .shape = { rows, cols }, .pieces = &p, .n_pieces = 1 };
     t.nbytes = (uint64_t)rows * (uint64_t)cols * mf_dtype_size(sh->t.dtype);

@@ -193,11 +193,12 @@ static void print_tensors(const mf_session *s, int source)
 {
     for (size_t i = 0; i < s->map.n; i++) {
         const mf_hf_tensor *t = &s->map.tensors[i];
-        char shape[64];
-        if (t->ndim == 1)
-            snprintf(shape, sizeof(shape), "[%lld]", (long long)t->shape[0]);
-        else
-            snprintf(shape, sizeof(shape), "[%lld, %lld]", (long long)t->shape[0], (long long)t->shape[1]);
+        char shape[96];
+        size_t at = 0;
+        for (int d = 0; d < t->ndim && at < sizeof(shape); d++)
+            at += (size_t)snprintf(shape + at, sizeof(shape) - at, "%s%lld", d ? ", " : "[", (long long)t->shape[d]);
+        if (at < sizeof(shape))
+            snprintf(shape + at, sizeof(shape) - at, "]");
         if (!source) {
             printf("%-60s %-5s %-14s %s\n", t->name, mf_dtype_st_name(t->dtype), shape, s->files[1 + t->file].name);
             continue;

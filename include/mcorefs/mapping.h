@@ -6,12 +6,14 @@
 #include "mcorefs/checkpoint.h"
 #include "mcorefs/recipe.h"
 
+#define MF_HF_MAX_DIMS 4
+
 typedef struct {
     char *name;
     mf_dtype dtype;        /* dtype shown in the view */
     mf_dtype src_dtype;    /* dtype of the source shards */
-    int ndim;              /* 1 or 2 */
-    int64_t shape[2];
+    int ndim;              /* 1 .. MF_HF_MAX_DIMS */
+    int64_t shape[MF_HF_MAX_DIMS];
     uint64_t nbytes;       /* shown bytes */
     mf_piece *pieces;
     uint32_t n_pieces;
@@ -35,6 +37,17 @@ typedef struct {
  * when shapes contradict the args, or when a source tensor is left that no rule explains. */
 int mf_mapping_build(mf_mapping *mp, mf_checkpoint *c, const mf_options *o);
 void mf_mapping_free(mf_mapping *mp);
+
+/* An HF tensor of any rank as the gather engine sees it: a matrix whose columns are the last
+ * dimension and whose rows are all the others (1 column for a 1-D tensor). */
+static inline int64_t mf_hf_cols(const mf_hf_tensor *t)
+{
+    return t->ndim >= 2 ? t->shape[t->ndim - 1] : 1;
+}
 const char *mf_split_name(mf_split s);
+
+/* The kind of layer l (HF numbering; MTP layers follow the decoder layers and are built like
+ * the last decoder layer). */
+mf_layer_kind mf_layer_kind_of(const mf_model *m, int64_t l);
 
 #endif

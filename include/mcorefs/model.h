@@ -45,6 +45,7 @@ typedef struct mf_model_s {
     double moe_scaling_factor, moe_aux_coeff;
     char score_function[16];
     uint8_t *moe_layer;                /* [num_layers] 1 = MoE layer */
+    uint8_t *mixer_layer;              /* [num_layers] mf_mixer of each layer; NULL: all attention */
     /* MLA (the DeepSeek rows' attention; read for every model, used only when mla) */
     int mla;
     mf_mla_dims mla_dims;

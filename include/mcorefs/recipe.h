@@ -23,6 +23,9 @@ typedef enum {
     MF_SPLIT_GLU_UP,
     MF_SPLIT_VOCAB,     /* dim 0 concat, trimmed to the shown vocab */
     MF_SPLIT_AUTO0,     /* replicated if a shard already has the full rows, else dim 0 (MLA down-proj) */
+    MF_SPLIT_DIM1_T,    /* row-parallel (concat on dim 1), shown transposed: HF [cols, rows] */
+    MF_SPLIT_GLU_INTERLEAVE_T, /* gated fc1 [gate; up] shown transposed with gate and up columns
+                                  interleaved: HF [H, 2F], (h, 2f) = gate (f, h), (h, 2f+1) = up */
 } mf_split;
 
 typedef enum {
@@ -60,6 +63,8 @@ typedef enum {
 
 /* HF and source names are templates: {L} = layer index (HF numbering, MTP layers follow the
  * decoder layers), {E} = global expert id. Up to three source spellings (TE / local spec).
+ * An expert rule whose HF name has no {E} stacks all experts of the layer into one tensor
+ * [num_experts, ...] (e.g. gpt-oss mlp.experts.down_proj).
  * rows, cols: the source tensor's global shape (cols MF_D_NONE for a 1-D tensor). */
 typedef struct {
     const char *hf;
@@ -68,6 +73,15 @@ typedef struct {
     mf_when when;
     mf_dim rows, cols;
 } mf_rule;
+
+/* A decoder layer's kind, chosen per layer from the args: its token mixer and its MLP. The
+ * mapping emits the family's rule table for each part (mf_layer_rules). */
+typedef enum { MF_MIXER_ATTENTION, MF_MIXER_LINEAR_ATTENTION, MF_MIXER_MAMBA } mf_mixer;
+typedef struct {
+    mf_mixer mixer;
+    uint8_t moe;       /* MoE MLP (router, experts), else dense */
+    uint8_t mtp;       /* a multi-token-prediction layer (after the decoder layers) */
+} mf_layer_kind;
 
 /* Model features a family's HF class needs or cannot express (mf_family_check). */
 enum {
@@ -169,10 +183,17 @@ typedef struct {
 int mf_shard_ready(const mf_shard *sh);
 
 /* A piece: dst rows [dst_row, dst_row+rows) x cols [dst_col, dst_col+cols) of the HF tensor
- * come from src rows [src_row, ...) x cols [src_col, ...) of the source viewed as 2-D. */
+ * (seen as a matrix: all dims but the last are rows) come from src rows [src_row, ...) x cols
+ * [src_col, ...) of the source viewed as 2-D. Two variants (0 = a plain copy):
+ *   transposed: dst (i, j) <- src (src_row + j, src_col + i): the source block is cols x rows;
+ *   dst_step > 1: the piece's columns land every dst_step-th column from dst_col
+ *                 (column-interleaved, e.g. gate and up alternating): dst (i, dst_col + j*step).
+ * The gather engine reads row blocks of the source and copies with strides in memory. */
 typedef struct {
     const mf_shard *src;
     uint32_t dst_row, dst_col, src_row, src_col, rows, cols;
+    uint8_t transposed;
+    uint8_t dst_step;   /* 0 or 1: contiguous columns */
 } mf_piece;
 
 #endif

@@ -1,0 +1,170 @@
+/* The cuts: each split is one function that takes HF tensors out of a source's global
+ * (placed) tensor, for legacy shards and torch_dist chunks alike. */
+#include <stdlib.h>
+#include "mcorefs/error.h"
+#include "placement.h"
+
+int mf_piece_push(mf_piece_vec *v, const mf_piece *p)
+{
+    if (p->rows == 0 || p->cols == 0)
+        return MF_OK;
+    if (v->n == v->cap) {
+        uint32_t cap = v->cap ? v->cap * 2 : 4;
+        mf_piece *np = realloc(v->p, cap * sizeof(*np));
+        if (!np)
+            return mf_fail(MF_ERR_NOMEM, "out of memory (recipes)");
+        v->p = np;
+        v->cap = cap;
+    }
+    v->p[v->n++] = *p;
+    return MF_OK;
+}
+
+/* The part of the global rectangle each placed part holds, as a piece: copied at (dr0, dc0), or
+ * transposed with its rows becoming every dst_step-th column. */
+static int cut_rect(mf_piece_vec *v, const mf_placed *pl, int64_t gr0, int64_t gc0, int64_t nr, int64_t nc,
+                    int64_t dr0, int64_t dc0, int transposed, int dst_step)
+{
+    for (int k = 0; k < pl->n; k++) {
+        const mf_part *a = &pl->parts[k];
+        int64_t r0 = gr0 > a->row0 ? gr0 : a->row0, r1 = gr0 + nr < a->row0 + a->rows ? gr0 + nr : a->row0 + a->rows;
+        int64_t c0 = gc0 > a->col0 ? gc0 : a->col0, c1 = gc0 + nc < a->col0 + a->cols ? gc0 + nc : a->col0 + a->cols;
+        if (r1 <= r0 || c1 <= c0)
+            continue;
+        mf_piece p = { .src = a->sh,
+                       .src_row = (uint32_t)(a->src_row + (r0 - a->row0)),
+                       .src_col = (uint32_t)(a->src_col + (c0 - a->col0)) };
+        if (transposed) {   /* destination rows are the part's columns, destination columns its rows */
+            p.dst_row = (uint32_t)(dr0 + (c0 - gc0));
+            p.dst_col = (uint32_t)(dc0 + (r0 - gr0) * dst_step);
+            p.rows = (uint32_t)(c1 - c0);
+            p.cols = (uint32_t)(r1 - r0);
+            p.transposed = 1;
+            p.dst_step = (uint8_t)dst_step;
+        } else {
+            p.dst_row = (uint32_t)(dr0 + (r0 - gr0));
+            p.dst_col = (uint32_t)(dc0 + (c0 - gc0));
+            p.rows = (uint32_t)(r1 - r0);
+            p.cols = (uint32_t)(c1 - c0);
+        }
+        int rc = mf_piece_push(v, &p);
+        if (rc)
+            return rc;
+    }
+    return MF_OK;
+}
+
+int mf_cut_rect(mf_piece_vec *v, const mf_placed *pl, int64_t gr0, int64_t gc0, int64_t nr, int64_t nc,
+                int64_t dr0, int64_t dc0)
+{
+    return cut_rect(v, pl, gr0, gc0, nr, nc, dr0, dc0, 0, 1);
+}
+
+int mf_cut_rect_t(mf_piece_vec *v, const mf_placed *pl, int64_t gr0, int64_t gc0, int64_t nr, int64_t nc,
+                  int64_t dr0, int64_t dc0, int dst_step)
+{
+    return cut_rect(v, pl, gr0, gc0, nr, nc, dr0, dc0, 1, dst_step);
+}
+
+/* Replicated, TP dim 0 or dim 1, MLA down-projections: the global tensor as it is. */
+static int cut_whole(const mf_placed *pl, mf_piece_vec *v, int64_t *rows)
+{
+    *rows = pl->rows;
+    return mf_cut_rect(v, pl, 0, 0, pl->rows, pl->cols, 0, 0);
+}
+
+/* Embedding / output layer: the padded vocab rows, trimmed to the vocab shown. */
+static int cut_vocab(const mf_model *m, const mf_placed *pl, const char *name, mf_piece_vec *v, int64_t *rows)
+{
+    if (pl->rows != m->padded_vocab)
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has %lld vocab rows, args say padded_vocab_size=%lld",
+                       pl->where, name, (long long)pl->rows, (long long)m->padded_vocab);
+    *rows = m->vocab;
+    return mf_cut_rect(v, pl, 0, 0, m->vocab, pl->cols, 0, 0);
+}
+
+/* Fused QKV: per query group g the global rows are [q (heads/groups heads), k, v]. */
+static int cut_qkv(const mf_model *m, mf_split split, const mf_placed *pl, const char *name, mf_piece_vec *v,
+                   int64_t *rows)
+{
+    int64_t d = m->head_dim, ng = m->groups, rq = m->heads / m->groups, want = (m->heads + 2 * ng) * d;
+    if (pl->rows != want)
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has %lld rows, args say (heads %lld + 2 x groups %lld) x head_dim %lld = %lld",
+                       pl->where, name, (long long)pl->rows, (long long)m->heads, (long long)ng, (long long)d,
+                       (long long)want);
+    int rc = MF_OK;
+    for (int64_t g = 0; g < ng && rc == MF_OK; g++) {
+        int64_t blk = g * (rq + 2) * d;
+        if (split == MF_SPLIT_QKV_Q)
+            rc = mf_cut_rect(v, pl, blk, 0, rq * d, pl->cols, g * rq * d, 0);
+        else if (split == MF_SPLIT_QKV_K)
+            rc = mf_cut_rect(v, pl, blk + rq * d, 0, d, pl->cols, g * d, 0);
+        else
+            rc = mf_cut_rect(v, pl, blk + (rq + 1) * d, 0, d, pl->cols, g * d, 0);
+    }
+    *rows = (split == MF_SPLIT_QKV_Q ? m->heads : ng) * d;
+    return rc;
+}
+
+/* Gated fc1: the global tensor is [gate; up]. */
+static int cut_glu(mf_split split, const mf_placed *pl, const char *name, mf_piece_vec *v, int64_t *rows)
+{
+    if (pl->rows % 2)
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has an odd row count %lld for [gate; up]",
+                       pl->where, name, (long long)pl->rows);
+    *rows = pl->rows / 2;
+    return mf_cut_rect(v, pl, split == MF_SPLIT_GLU_GATE ? 0 : *rows, 0, *rows, pl->cols, 0, 0);
+}
+
+/* The global tensor transposed (HF [cols, rows]), e.g. an expert's down projection in a
+ * stacked [E, F, H] tensor. */
+static int cut_transposed(const mf_placed *pl, const char *name, mf_piece_vec *v, int64_t *rows, int64_t *cols)
+{
+    if (pl->t0->ndim < 2)
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: '%s' is 1-D and cannot be shown transposed", pl->where, name);
+    *rows = pl->cols;
+    *cols = pl->rows;
+    return mf_cut_rect_t(v, pl, 0, 0, pl->rows, pl->cols, 0, 0, 1);
+}
+
+/* Gated fc1 [gate; up] (2F x H) shown as H x 2F with gate in the even and up in the odd
+ * columns (gpt-oss gate_up_proj). */
+static int cut_glu_interleave_t(const mf_placed *pl, const char *name, mf_piece_vec *v, int64_t *rows,
+                                int64_t *cols)
+{
+    if (pl->rows % 2 || pl->t0->ndim < 2)
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' (%lld rows) is not a 2-D [gate; up] weight",
+                       pl->where, name, (long long)pl->rows);
+    int64_t f = pl->rows / 2;
+    *rows = pl->cols;
+    *cols = pl->rows;
+    int rc = mf_cut_rect_t(v, pl, 0, 0, f, pl->cols, 0, 0, 2);
+    return rc ? rc : mf_cut_rect_t(v, pl, f, 0, f, pl->cols, 0, 1, 2);
+}
+
+int mf_cut(const mf_model *m, mf_split split, const mf_placed *pl, const char *name, mf_piece_vec *v,
+           int64_t *rows, int64_t *cols)
+{
+    *cols = pl->cols;
+    switch (split) {
+    case MF_SPLIT_VOCAB:
+        return cut_vocab(m, pl, name, v, rows);
+    case MF_SPLIT_QKV_Q:
+    case MF_SPLIT_QKV_K:
+    case MF_SPLIT_QKV_V:
+        return cut_qkv(m, split, pl, name, v, rows);
+    case MF_SPLIT_GLU_GATE:
+    case MF_SPLIT_GLU_UP:
+        return cut_glu(split, pl, name, v, rows);
+    case MF_SPLIT_DIM1_T:
+        return cut_transposed(pl, name, v, rows, cols);
+    case MF_SPLIT_GLU_INTERLEAVE_T:
+        return cut_glu_interleave_t(pl, name, v, rows, cols);
+    case MF_SPLIT_REPL:
+    case MF_SPLIT_DIM0:
+    case MF_SPLIT_DIM1:
+    case MF_SPLIT_AUTO0:
+        break;
+    }
+    return cut_whole(pl, v, rows);
+}
