@@ -11,105 +11,105 @@
 #define HL "model.layers.{L}."
 
 const mf_rule mf_rules_top[] = {
-    { "model.embed_tokens.weight", { "embedding.word_embeddings.weight" }, MF_SPLIT_VOCAB, MF_WHEN_ALWAYS, MF_D_VOCAB, MF_D_HIDDEN },
-    { "model.norm.weight", { "decoder.final_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE },
-    { "lm_head.weight", { "output_layer.weight" }, MF_SPLIT_VOCAB, MF_WHEN_UNTIED, MF_D_VOCAB, MF_D_HIDDEN },
-    { NULL, { NULL }, 0, 0, 0, 0 },
+    { "model.embed_tokens.weight", { "embedding.word_embeddings.weight" }, MF_SPLIT_VOCAB, MF_WHEN_ALWAYS, MF_D_VOCAB, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { "model.norm.weight", { "decoder.final_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE, MF_DTYPE_SHOWN },
+    { "lm_head.weight", { "output_layer.weight" }, MF_SPLIT_VOCAB, MF_WHEN_UNTIED, MF_D_VOCAB, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { NULL, { NULL }, 0, 0, 0, 0, 0 },
 };
 
 /* Grouped-query attention with fused QKV (Llama, Mistral, Qwen2/3, Mixtral, Qwen-MoE). */
 static const mf_rule gqa_attn[] = {
-    { HL "input_layernorm.weight", { DL "self_attention.linear_qkv.layer_norm_weight", DL "input_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE },
-    { HL "self_attn.q_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_Q, MF_WHEN_ALWAYS, MF_D_QKV, MF_D_HIDDEN },
-    { HL "self_attn.k_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_K, MF_WHEN_ALWAYS, MF_D_QKV, MF_D_HIDDEN },
-    { HL "self_attn.v_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_V, MF_WHEN_ALWAYS, MF_D_QKV, MF_D_HIDDEN },
-    { HL "self_attn.q_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_Q, MF_WHEN_QKV_BIAS, MF_D_QKV, MF_D_NONE },
-    { HL "self_attn.k_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_K, MF_WHEN_QKV_BIAS, MF_D_QKV, MF_D_NONE },
-    { HL "self_attn.v_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_V, MF_WHEN_QKV_BIAS, MF_D_QKV, MF_D_NONE },
-    { HL "self_attn.q_norm.weight", { DL "self_attention.q_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_QK_NORM, MF_D_HEAD_DIM, MF_D_NONE },
-    { HL "self_attn.k_norm.weight", { DL "self_attention.k_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_QK_NORM, MF_D_HEAD_DIM, MF_D_NONE },
-    { HL "self_attn.o_proj.weight", { DL "self_attention.linear_proj.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_ATTN_OUT },
-    { NULL, { NULL }, 0, 0, 0, 0 },
+    { HL "input_layernorm.weight", { DL "self_attention.linear_qkv.layer_norm_weight", DL "input_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "self_attn.q_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_Q, MF_WHEN_ALWAYS, MF_D_QKV, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "self_attn.k_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_K, MF_WHEN_ALWAYS, MF_D_QKV, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "self_attn.v_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_V, MF_WHEN_ALWAYS, MF_D_QKV, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "self_attn.q_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_Q, MF_WHEN_QKV_BIAS, MF_D_QKV, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "self_attn.k_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_K, MF_WHEN_QKV_BIAS, MF_D_QKV, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "self_attn.v_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_V, MF_WHEN_QKV_BIAS, MF_D_QKV, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "self_attn.q_norm.weight", { DL "self_attention.q_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_QK_NORM, MF_D_HEAD_DIM, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "self_attn.k_norm.weight", { DL "self_attention.k_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_QK_NORM, MF_D_HEAD_DIM, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "self_attn.o_proj.weight", { DL "self_attention.linear_proj.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_ATTN_OUT, MF_DTYPE_SHOWN },
+    { NULL, { NULL }, 0, 0, 0, 0, 0 },
 };
 
 /* Multi-latent attention (DeepSeek-V2/V3, Moonlight). No RoPE permutation (hf-mapping §4). */
 static const mf_rule mla_attn[] = {
-    { HL "input_layernorm.weight", { DL "input_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE },
-    { HL "self_attn.q_a_proj.weight", { DL "self_attention.linear_q_down_proj.weight" }, MF_SPLIT_AUTO0, MF_WHEN_Q_LORA, MF_D_Q_LORA, MF_D_HIDDEN },
-    { HL "self_attn.q_a_layernorm.weight", { DL "self_attention.linear_q_up_proj.layer_norm_weight", DL "self_attention.q_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_Q_LORA, MF_D_Q_LORA, MF_D_NONE },
-    { HL "self_attn.q_b_proj.weight", { DL "self_attention.linear_q_up_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_Q_LORA, MF_D_MLA_Q, MF_D_Q_LORA },
-    { HL "self_attn.q_proj.weight", { DL "self_attention.linear_q_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_NO_Q_LORA, MF_D_MLA_Q, MF_D_HIDDEN },
-    { HL "self_attn.kv_a_proj_with_mqa.weight", { DL "self_attention.linear_kv_down_proj.weight" }, MF_SPLIT_AUTO0, MF_WHEN_ALWAYS, MF_D_KV_A, MF_D_HIDDEN },
-    { HL "self_attn.kv_a_layernorm.weight", { DL "self_attention.linear_kv_up_proj.layer_norm_weight", DL "self_attention.kv_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_KV_LORA, MF_D_NONE },
-    { HL "self_attn.kv_b_proj.weight", { DL "self_attention.linear_kv_up_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_ALWAYS, MF_D_MLA_KV, MF_D_KV_LORA },
-    { HL "self_attn.o_proj.weight", { DL "self_attention.linear_proj.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_ATTN_OUT },
-    { NULL, { NULL }, 0, 0, 0, 0 },
+    { HL "input_layernorm.weight", { DL "input_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "self_attn.q_a_proj.weight", { DL "self_attention.linear_q_down_proj.weight" }, MF_SPLIT_AUTO0, MF_WHEN_Q_LORA, MF_D_Q_LORA, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "self_attn.q_a_layernorm.weight", { DL "self_attention.linear_q_up_proj.layer_norm_weight", DL "self_attention.q_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_Q_LORA, MF_D_Q_LORA, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "self_attn.q_b_proj.weight", { DL "self_attention.linear_q_up_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_Q_LORA, MF_D_MLA_Q, MF_D_Q_LORA, MF_DTYPE_SHOWN },
+    { HL "self_attn.q_proj.weight", { DL "self_attention.linear_q_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_NO_Q_LORA, MF_D_MLA_Q, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "self_attn.kv_a_proj_with_mqa.weight", { DL "self_attention.linear_kv_down_proj.weight" }, MF_SPLIT_AUTO0, MF_WHEN_ALWAYS, MF_D_KV_A, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "self_attn.kv_a_layernorm.weight", { DL "self_attention.linear_kv_up_proj.layer_norm_weight", DL "self_attention.kv_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_KV_LORA, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "self_attn.kv_b_proj.weight", { DL "self_attention.linear_kv_up_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_ALWAYS, MF_D_MLA_KV, MF_D_KV_LORA, MF_DTYPE_SHOWN },
+    { HL "self_attn.o_proj.weight", { DL "self_attention.linear_proj.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_ATTN_OUT, MF_DTYPE_SHOWN },
+    { NULL, { NULL }, 0, 0, 0, 0, 0 },
 };
 
 static const mf_rule dense_mlp[] = {
-    { HL "post_attention_layernorm.weight", { DL "mlp.linear_fc1.layer_norm_weight", DL "pre_mlp_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE },
-    { HL "mlp.gate_proj.weight", { DL "mlp.linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_ALWAYS, MF_D_FC1, MF_D_HIDDEN },
-    { HL "mlp.up_proj.weight", { DL "mlp.linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_ALWAYS, MF_D_FC1, MF_D_HIDDEN },
-    { HL "mlp.down_proj.weight", { DL "mlp.linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_FFN },
-    { NULL, { NULL }, 0, 0, 0, 0 },
+    { HL "post_attention_layernorm.weight", { DL "mlp.linear_fc1.layer_norm_weight", DL "pre_mlp_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "mlp.gate_proj.weight", { DL "mlp.linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_ALWAYS, MF_D_FC1, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "mlp.up_proj.weight", { DL "mlp.linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_ALWAYS, MF_D_FC1, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "mlp.down_proj.weight", { DL "mlp.linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_FFN, MF_DTYPE_SHOWN },
+    { NULL, { NULL }, 0, 0, 0, 0, 0 },
 };
 
 /* torch_dist renames a local-spec pre-MLP norm to the TE name, even on MoE layers */
-#define PRE_MLP_NORM { HL "post_attention_layernorm.weight", { DL "pre_mlp_layernorm.weight", DL "mlp.linear_fc1.layer_norm_weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE }
+#define PRE_MLP_NORM { HL "post_attention_layernorm.weight", { DL "pre_mlp_layernorm.weight", DL "mlp.linear_fc1.layer_norm_weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE, MF_DTYPE_SHOWN }
 #define XP DL "mlp.experts.{E}."
 
 static const mf_rule mixtral_moe[] = {
     PRE_MLP_NORM,
-    { HL "block_sparse_moe.gate.weight", { DL "mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_EXPERTS, MF_D_HIDDEN },
-    { NULL, { NULL }, 0, 0, 0, 0 },
+    { HL "block_sparse_moe.gate.weight", { DL "mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_EXPERTS, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { NULL, { NULL }, 0, 0, 0, 0, 0 },
 };
 static const mf_rule mixtral_expert[] = {
-    { HL "block_sparse_moe.experts.{E}.w1.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_ALWAYS, MF_D_MOE_FC1, MF_D_HIDDEN },
-    { HL "block_sparse_moe.experts.{E}.w2.weight", { XP "linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_MOE_FFN },
-    { HL "block_sparse_moe.experts.{E}.w3.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_ALWAYS, MF_D_MOE_FC1, MF_D_HIDDEN },
-    { NULL, { NULL }, 0, 0, 0, 0 },
+    { HL "block_sparse_moe.experts.{E}.w1.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_ALWAYS, MF_D_MOE_FC1, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "block_sparse_moe.experts.{E}.w2.weight", { XP "linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_MOE_FFN, MF_DTYPE_SHOWN },
+    { HL "block_sparse_moe.experts.{E}.w3.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_ALWAYS, MF_D_MOE_FC1, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { NULL, { NULL }, 0, 0, 0, 0, 0 },
 };
 
 /* Qwen-MoE and DeepSeek name experts the same way. */
 static const mf_rule hf_expert[] = {
-    { HL "mlp.experts.{E}.gate_proj.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_ALWAYS, MF_D_MOE_FC1, MF_D_HIDDEN },
-    { HL "mlp.experts.{E}.up_proj.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_ALWAYS, MF_D_MOE_FC1, MF_D_HIDDEN },
-    { HL "mlp.experts.{E}.down_proj.weight", { XP "linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_MOE_FFN },
-    { NULL, { NULL }, 0, 0, 0, 0 },
+    { HL "mlp.experts.{E}.gate_proj.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_ALWAYS, MF_D_MOE_FC1, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "mlp.experts.{E}.up_proj.weight", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_ALWAYS, MF_D_MOE_FC1, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "mlp.experts.{E}.down_proj.weight", { XP "linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_MOE_FFN, MF_DTYPE_SHOWN },
+    { NULL, { NULL }, 0, 0, 0, 0, 0 },
 };
 
 static const mf_rule qwen_moe[] = {
     PRE_MLP_NORM,
-    { HL "mlp.gate.weight", { DL "mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_EXPERTS, MF_D_HIDDEN },
+    { HL "mlp.gate.weight", { DL "mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_EXPERTS, MF_D_HIDDEN, MF_DTYPE_SHOWN },
     /* Qwen2-MoE: one gated shared expert, singular name */
-    { HL "mlp.shared_expert.gate_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_SHARED, MF_D_SHARED_FC1, MF_D_HIDDEN },
-    { HL "mlp.shared_expert.up_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_SHARED, MF_D_SHARED_FC1, MF_D_HIDDEN },
-    { HL "mlp.shared_expert.down_proj.weight", { DL "mlp.shared_experts.linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_SHARED, MF_D_HIDDEN, MF_D_SHARED_FFN },
-    { HL "mlp.shared_expert_gate.weight", { DL "mlp.shared_experts.gate_weight" }, MF_SPLIT_REPL, MF_WHEN_SHARED_GATE, MF_D_ONE, MF_D_HIDDEN },
-    { NULL, { NULL }, 0, 0, 0, 0 },
+    { HL "mlp.shared_expert.gate_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_SHARED, MF_D_SHARED_FC1, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "mlp.shared_expert.up_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_SHARED, MF_D_SHARED_FC1, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "mlp.shared_expert.down_proj.weight", { DL "mlp.shared_experts.linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_SHARED, MF_D_HIDDEN, MF_D_SHARED_FFN, MF_DTYPE_SHOWN },
+    { HL "mlp.shared_expert_gate.weight", { DL "mlp.shared_experts.gate_weight" }, MF_SPLIT_REPL, MF_WHEN_SHARED_GATE, MF_D_ONE, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { NULL, { NULL }, 0, 0, 0, 0, 0 },
 };
 
 static const mf_rule deepseek_moe[] = {
     PRE_MLP_NORM,
-    { HL "mlp.gate.weight", { DL "mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_EXPERTS, MF_D_HIDDEN },
-    { HL "mlp.gate.e_score_correction_bias", { DL "mlp.router.expert_bias" }, MF_SPLIT_REPL, MF_WHEN_EXPERT_BIAS, MF_D_EXPERTS, MF_D_NONE },
-    { HL "mlp.shared_experts.gate_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_SHARED, MF_D_SHARED_FC1, MF_D_HIDDEN },
-    { HL "mlp.shared_experts.up_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_SHARED, MF_D_SHARED_FC1, MF_D_HIDDEN },
-    { HL "mlp.shared_experts.down_proj.weight", { DL "mlp.shared_experts.linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_SHARED, MF_D_HIDDEN, MF_D_SHARED_FFN },
-    { NULL, { NULL }, 0, 0, 0, 0 },
+    { HL "mlp.gate.weight", { DL "mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_EXPERTS, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "mlp.gate.e_score_correction_bias", { DL "mlp.router.expert_bias" }, MF_SPLIT_REPL, MF_WHEN_EXPERT_BIAS, MF_D_EXPERTS, MF_D_NONE, MF_DTYPE_STORED },
+    { HL "mlp.shared_experts.gate_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_GATE, MF_WHEN_SHARED, MF_D_SHARED_FC1, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "mlp.shared_experts.up_proj.weight", { DL "mlp.shared_experts.linear_fc1.weight" }, MF_SPLIT_GLU_UP, MF_WHEN_SHARED, MF_D_SHARED_FC1, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "mlp.shared_experts.down_proj.weight", { DL "mlp.shared_experts.linear_fc2.weight" }, MF_SPLIT_DIM1, MF_WHEN_SHARED, MF_D_HIDDEN, MF_D_SHARED_FFN, MF_DTYPE_SHOWN },
+    { NULL, { NULL }, 0, 0, 0, 0, 0 },
 };
 
 /* DeepSeek MTP layer extras: mtp.layers.K.* is indexed here by the HF layer N+K. */
 static const mf_rule deepseek_mtp[] = {
-    { HL "enorm.weight", { "mtp.layers.{L}.enorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE },
-    { HL "hnorm.weight", { "mtp.layers.{L}.hnorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE },
-    { HL "eh_proj.weight", { "mtp.layers.{L}.eh_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_HIDDEN_X2 },
-    { HL "shared_head.norm.weight", { "mtp.layers.{L}.final_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE },
+    { HL "enorm.weight", { "mtp.layers.{L}.enorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "hnorm.weight", { "mtp.layers.{L}.hnorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "eh_proj.weight", { "mtp.layers.{L}.eh_proj.weight" }, MF_SPLIT_DIM0, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_HIDDEN_X2, MF_DTYPE_SHOWN },
+    { HL "shared_head.norm.weight", { "mtp.layers.{L}.final_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE, MF_DTYPE_SHOWN },
     /* copies of the shared embedding and head, as DeepSeek's own release layout has them */
-    { HL "embed_tokens.weight", { "embedding.word_embeddings.weight" }, MF_SPLIT_VOCAB, MF_WHEN_MTP_COPIES, MF_D_VOCAB, MF_D_HIDDEN },
-    { HL "shared_head.head.weight", { "output_layer.weight" }, MF_SPLIT_VOCAB, MF_WHEN_MTP_COPIES_UNTIED, MF_D_VOCAB, MF_D_HIDDEN },
-    { HL "shared_head.head.weight", { "embedding.word_embeddings.weight" }, MF_SPLIT_VOCAB, MF_WHEN_MTP_COPIES_TIED, MF_D_VOCAB, MF_D_HIDDEN },
-    { NULL, { NULL }, 0, 0, 0, 0 },
+    { HL "embed_tokens.weight", { "embedding.word_embeddings.weight" }, MF_SPLIT_VOCAB, MF_WHEN_MTP_COPIES, MF_D_VOCAB, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "shared_head.head.weight", { "output_layer.weight" }, MF_SPLIT_VOCAB, MF_WHEN_MTP_COPIES_UNTIED, MF_D_VOCAB, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "shared_head.head.weight", { "embedding.word_embeddings.weight" }, MF_SPLIT_VOCAB, MF_WHEN_MTP_COPIES_TIED, MF_D_VOCAB, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { NULL, { NULL }, 0, 0, 0, 0, 0 },
 };
 
 /* ---- config.json fields beyond the common ones (hf-mapping.md §7, pitfalls.md) ---- */

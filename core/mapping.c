@@ -78,8 +78,7 @@ static void finish_tensor(const builder *b, const mf_rule *r, const mf_source *s
     t->split = r->split;
     t->source = s;
     t->src_dtype = t->dtype = t0->dtype;
-    if (b->o->dtype != MF_DT_INVALID && mf_dtype_is_float(t0->dtype) &&
-        strstr(hf, "e_score_correction_bias") == NULL)   /* kept F32, as transformers does */
+    if (b->o->dtype != MF_DT_INVALID && mf_dtype_is_float(t0->dtype) && r->dtype == MF_DTYPE_SHOWN)
         t->dtype = b->o->dtype;
     uint64_t numel = 1;
     for (int k = 0; k < t->ndim; k++)

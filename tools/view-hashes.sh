@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Hash every virtual file of every view the tests' checkpoints give, so a refactor can show its
-# views are byte-identical:  tools/view-hashes-families.sh INSPECT_BINARY OUT.txt
+# views are byte-identical:  tools/view-hashes.sh INSPECT_BINARY OUT.txt
 #
 # Views: each real fixture in tests/data/megatron (plain, skip_mtp, dtype=fp32, true_vocab_size)
 # and generated layouts (tests/fixtures/mcore_gen.py / dist_gen.py: every family, dense tp2pp2,

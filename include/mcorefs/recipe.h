@@ -66,12 +66,17 @@ typedef enum {
  * An expert rule whose HF name has no {E} stacks all experts of the layer into one tensor
  * [num_experts, ...] (e.g. gpt-oss mlp.experts.down_proj).
  * rows, cols: the source tensor's global shape (cols MF_D_NONE for a 1-D tensor). */
+/* Whether -o dtype= converts the tensor: HF keeps some float tensors in their stored dtype
+ * (DeepSeek's e_score_correction_bias stays F32 in transformers). */
+typedef enum { MF_DTYPE_SHOWN, MF_DTYPE_STORED } mf_dtype_rule;
+
 typedef struct {
     const char *hf;
     const char *src[3];
     mf_split split;
     mf_when when;
     mf_dim rows, cols;
+    mf_dtype_rule dtype;
 } mf_rule;
 
 /* A decoder layer's kind, chosen per layer from the args: its token mixer and its MLP. The

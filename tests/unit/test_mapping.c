@@ -383,16 +383,16 @@ static void test_layer_kinds_and_refusals(void **state)
  * and down_proj [E, F, H] (fc2 transposed), from expert-TP 2 legacy shards. */
 static const mf_rule stacked_expert[] = {
     { "model.layers.{L}.mlp.experts.gate_up_proj", { "decoder.layers.{L}.mlp.experts.{E}.linear_fc1.weight" },
-      MF_SPLIT_GLU_INTERLEAVE_T, MF_WHEN_ALWAYS, MF_D_MOE_FC1, MF_D_HIDDEN },
+      MF_SPLIT_GLU_INTERLEAVE_T, MF_WHEN_ALWAYS, MF_D_MOE_FC1, MF_D_HIDDEN, MF_DTYPE_SHOWN },
     { "model.layers.{L}.mlp.experts.down_proj", { "decoder.layers.{L}.mlp.experts.{E}.linear_fc2.weight" },
-      MF_SPLIT_DIM1_T, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_MOE_FFN },
-    { NULL, { NULL }, 0, 0, 0, 0 },
+      MF_SPLIT_DIM1_T, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_MOE_FFN, MF_DTYPE_SHOWN },
+    { NULL, { NULL }, 0, 0, 0, 0, 0 },
 };
 static const mf_rule stacked_router[] = {
-    { "model.layers.{L}.mlp.router.weight", { "decoder.layers.{L}.mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_EXPERTS, MF_D_HIDDEN },
-    { NULL, { NULL }, 0, 0, 0, 0 },
+    { "model.layers.{L}.mlp.router.weight", { "decoder.layers.{L}.mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_EXPERTS, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { NULL, { NULL }, 0, 0, 0, 0, 0 },
 };
-static const mf_rule no_rules[] = { { NULL, { NULL }, 0, 0, 0, 0 } };
+static const mf_rule no_rules[] = { { NULL, { NULL }, 0, 0, 0, 0, 0 } };
 
 static float val(int64_t e, int64_t which, int64_t r, int64_t c)   /* which: 0 fc1, 1 fc2 */
 {

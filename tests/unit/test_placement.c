@@ -180,7 +180,7 @@ static void expected(const mf_model *m, mf_split split, float *out, int64_t *row
 static void check_split(fixture *f, mf_split split)
 {
     /* AUTO0 reads the rule's row dim: padded_vocab_size = R, so a shard of R rows is a replica */
-    mf_rule rule = { "hf", { "src" }, split, MF_WHEN_ALWAYS, MF_D_VOCAB, MF_D_HIDDEN };
+    mf_rule rule = { "hf", { "src" }, split, MF_WHEN_ALWAYS, MF_D_VOCAB, MF_D_HIDDEN, MF_DTYPE_SHOWN };
     mf_placed pl;
     assert_int_equal(mf_place(&f->c, &rule, &f->src, &pl), MF_OK);
     assert_int_equal(pl.rows, R);
@@ -243,7 +243,7 @@ static void test_glu_halves_placed(void **state)
     fixture f;
     fixture_init(&f);
     shard_legacy(&f, MF_SPLIT_GLU_GATE, 2);
-    mf_rule rule = { "hf", { "src" }, MF_SPLIT_GLU_GATE, MF_WHEN_ALWAYS, MF_D_FC1, MF_D_HIDDEN };
+    mf_rule rule = { "hf", { "src" }, MF_SPLIT_GLU_GATE, MF_WHEN_ALWAYS, MF_D_FC1, MF_D_HIDDEN, MF_DTYPE_SHOWN };
     mf_placed pl;
     assert_int_equal(mf_place(&f.c, &rule, &f.src, &pl), MF_OK);
     assert_int_equal(pl.n, 4);
@@ -266,7 +266,7 @@ static void test_cut_refusals(void **state)
     fixture_init(&f);
     shard_legacy(&f, MF_SPLIT_VOCAB, 2);
     f.c.model.padded_vocab = R + 8;
-    mf_rule rule = { "hf", { "src" }, MF_SPLIT_VOCAB, MF_WHEN_ALWAYS, MF_D_VOCAB, MF_D_HIDDEN };
+    mf_rule rule = { "hf", { "src" }, MF_SPLIT_VOCAB, MF_WHEN_ALWAYS, MF_D_VOCAB, MF_D_HIDDEN, MF_DTYPE_SHOWN };
     mf_placed pl;
     mf_piece_vec v = { 0 };
     int64_t rows, cols;
@@ -307,7 +307,7 @@ static void test_cut_transposed_1d_refused(void **state)
     f.shards[0].t.ndim = 1;
     f.src.n_shards = 1;
     fixture_write(&f);
-    mf_rule rule = { "hf", { "src" }, MF_SPLIT_DIM1_T, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE };
+    mf_rule rule = { "hf", { "src" }, MF_SPLIT_DIM1_T, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE, MF_DTYPE_SHOWN };
     mf_placed pl;
     mf_piece_vec v = { 0 };
     int64_t rows, cols;

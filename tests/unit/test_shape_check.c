@@ -36,7 +36,7 @@ static mf_model model(void)
 
 static mf_rule rule(mf_split split, mf_dim rows, mf_dim cols)
 {
-    mf_rule r = { "hf", { "src" }, split, MF_WHEN_ALWAYS, rows, cols };
+    mf_rule r = { "hf", { "src" }, split, MF_WHEN_ALWAYS, rows, cols, MF_DTYPE_SHOWN };
     return r;
 }
 
