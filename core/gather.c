@@ -116,9 +116,9 @@ typedef struct {
 
 /* General strides (e.g. legacy grouped experts, a transposed view): read windows of the
  * source span and pick the elements that fall in each. */
-static int gather_strided(const request *q, const mf_piece *p, const mf_io *io, int64_t rs, int64_t cs, int64_t r0, int64_t r1, scratch *sc)
+static int gather_strided(const request *q, const mf_piece *p, const mf_tensor *t, const mf_io *io, int64_t rs, int64_t cs,
+                          int64_t r0, int64_t r1, scratch *sc)
 {
-    const mf_tensor *t = &p->src->t;
     size_t es = q->es;
     int64_t lo = INT64_MAX, hi = -1;
     for (int64_t r = r0; r < r1; r++) {
@@ -152,10 +152,11 @@ static int gather_strided(const request *q, const mf_piece *p, const mf_io *io, 
 
 static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, scratch *sc)
 {
-    int ready = mf_shard_ready(p->src);
+    mf_tensor located;
+    int ready = mf_shard_locate(p->src, &located);
     if (ready != MF_OK)
         return ready == MF_ERR_CHANGED ? -ESTALE : -EIO;
-    const mf_tensor *t = &p->src->t;
+    const mf_tensor *t = &located;
     int file = p->src->file;
     size_t es = q->es;
     uint64_t rowbytes = (uint64_t)q->C * es;
@@ -173,7 +174,7 @@ static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, sc
         __atomic_fetch_add(&io->file_bytes[p->src->file], (uint64_t)(r1 - r0) * p->cols * es, __ATOMIC_RELAXED);
 
     if (cs != 1 && p->cols > 1)
-        return gather_strided(q, p, io, rs, cs, r0, r1, sc);
+        return gather_strided(q, p, t, io, rs, cs, r0, r1, sc);
 
     uint64_t src0 = t->offset + ((uint64_t)p->src_row * (uint64_t)rs + p->src_col) * es;
     if (p->dst_col == 0 && (int64_t)p->cols == q->C && (rs == (int64_t)p->cols || p->rows == 1)) {
@@ -217,10 +218,10 @@ static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, sc
 
 /* A piece whose destination is whole rows and whose source rows are contiguous maps a byte
  * range of the HF tensor linearly onto a byte range of one file. */
-static int piece_is_linear(const mf_hf_tensor *t, const mf_piece *p)
+static int piece_is_linear(const mf_hf_tensor *t, const mf_piece *p, const mf_tensor *src)
 {
     int64_t rows, cols, rs, cs;
-    if (mf_tensor_2d(&p->src->t, &rows, &cols, &rs, &cs) != 0)
+    if (mf_tensor_2d(src, &rows, &cols, &rs, &cs) != 0)
         return 0;
     return p->dst_col == 0 && (int64_t)p->cols == t->shape[1] && (cs == 1 || p->cols == 1) &&
            (rs == (int64_t)p->cols || p->rows == 1);
@@ -238,16 +239,17 @@ int mf_gather_segments(const mf_hf_tensor *t, const mf_io *io, uint64_t off, siz
         uint64_t d0 = (uint64_t)p->dst_row * rowbytes, d1 = d0 + (uint64_t)p->rows * rowbytes;
         if (d1 <= off || d0 >= end)
             continue;
-        if (mf_shard_ready(p->src) != MF_OK)
+        mf_tensor src;
+        if (mf_shard_locate(p->src, &src) != MF_OK)
             return 0;   /* the gather that follows reports it */
-        if (!piece_is_linear(t, p) || d0 > next || n == max)
+        if (!piece_is_linear(t, p, &src) || d0 > next || n == max)
             return 0;
         uint64_t a = off > d0 ? off : d0, b = end < d1 ? end : d1;
         if (a != next)
             return 0;   /* pieces out of order: gather instead */
         int64_t rows, cols, rs, cs;
-        mf_tensor_2d(&p->src->t, &rows, &cols, &rs, &cs);
-        uint64_t src0 = p->src->t.offset + ((uint64_t)p->src_row * (uint64_t)rs + p->src_col) * es;
+        mf_tensor_2d(&src, &rows, &cols, &rs, &cs);
+        uint64_t src0 = src.offset + ((uint64_t)p->src_row * (uint64_t)rs + p->src_col) * es;
         segs[n++] = (mf_segment){ p->src->file, src0 + (a - d0), (size_t)(b - a) };
         next = b;
     }
