@@ -10,6 +10,7 @@
 #include "canon.h"
 #include "checkpoint_dist.h"
 #include "discover.h"
+#include "file_io.h"
 #include "mcorefs/checkpoint.h"
 #include "mcorefs/error.h"
 #include "mcorefs/torchfile.h"

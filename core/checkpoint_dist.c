@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include "checkpoint_dist.h"
 #include "dist_chunks.h"
+#include "file_io.h"
 #include "mcorefs/dcp.h"
 #include "mcorefs/error.h"
 #include "open_beneath.h"
@@ -190,14 +191,12 @@ int mf_checkpoint_open_dist(mf_checkpoint *c, const mf_options *o)
         c->files[i].fd = -1;
     for (size_t i = 0; i < c->n_files; i++) {
         mf_rankfile *f = &c->files[i];
-        size_t n = strlen(c->iter_dir) + strlen(dcp->files[i]) + 2;
         f->fd = -1;
         f->tp = f->pp = f->ep = f->etp = -1;
         f->name = strdup(dcp->files[i]);
-        f->path = malloc(n);
+        f->path = mf_path_join(c->iter_dir, dcp->files[i]);
         if (!f->name || !f->path)
             return mf_fail(MF_ERR_NOMEM, "out of memory");
-        snprintf(f->path, n, "%s/%s", c->iter_dir, dcp->files[i]);
         if ((rc = mf_open_beneath(c->iter_dir, dcp->files[i], &f->fd)) != 0 ||
             (rc = mf_file_id_get(f->fd, f->path, &f->id)) != 0)
             return rc;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include "mcorefs/error.h"
 #include "mcorefs/gather.h"
+#include "file_io.h"
 
 #define SCRATCH_BYTES (4u << 20)
 #define CONV_ELEMS (256u << 10)
@@ -86,24 +87,13 @@ static int check_unchanged(const mf_io *io, int file)
 }
 
 /* Read exactly len bytes of rank file `file`, then make sure they came from the file as it was
- * at mount: the fstat after the pread sees any write that could have reached these bytes. */
+ * at mount: the fstat after the pread sees any write that could have reached these bytes. A
+ * failed read leaves a message naming the file; one from a file that changed is -ESTALE. */
 static int pread_full(const mf_io *io, int file, void *buf, size_t len, uint64_t off)
 {
-    int fd = io->fds[file];
-    uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = pread(fd, p, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -EIO;
-        }
-        if (n == 0)
-            return check_unchanged(io, file) ? -ESTALE : -EIO;   /* the rank file shrank after mount */
-        p += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
+    const char *path = io->files ? io->files[file].path : NULL;
+    if (mf_pread_full(io->fds[file], path, buf, len, off) != MF_OK)
+        return check_unchanged(io, file) ? -ESTALE : -EIO;   /* e.g. the rank file shrank after mount */
     return check_unchanged(io, file);
 }
 
