@@ -36,10 +36,10 @@ typedef struct {
     const mf_pv **sd_info;
     uint64_t *sd_hash;
     uint32_t *sd_tab;        /* open addressing: entry index + 1, 0 = empty */
-    size_t sd_mask;
+    size_t n_sd_slots;
     uint32_t *f_tab;         /* file name interning: file index + 1 */
     uint64_t *f_hash;
-    size_t f_mask, f_cap;
+    size_t n_f_slots;
     size_t files_alloc;      /* capacity of d->files / d->file_sizes */
     size_t mem_used;         /* bytes held for this .metadata, against METADATA_MEMORY_CAP */
 } ctx;

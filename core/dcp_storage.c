@@ -13,6 +13,7 @@
 #include "mcorefs/error.h"
 #include "dcp_parse.h"
 #include "file_io.h"
+#include "hash_slots.h"
 #include "open_beneath.h"
 
 static uint64_t key_hash(const char *fqn, int has_off, int nd, const int64_t *off)
@@ -25,14 +26,6 @@ static uint64_t key_hash(const char *fqn, int has_off, int nd, const int64_t *of
         n += (size_t)nd * sizeof *off;
     }
     return XXH64(key, n, XXH64(fqn, strlen(fqn), 0));
-}
-
-static size_t pow2_at_least(size_t n)
-{
-    size_t p = 16;
-    while (p < n)
-        p <<= 1;
-    return p;
 }
 
 /* Count `bytes` against the cap before allocating them; the refusal says which limit was hit. */
@@ -76,17 +69,25 @@ static int sd_same(const ctx *x, size_t i, const char *fqn, int has_off, int nd,
     return nd == 0 || memcmp(o, off, (size_t)nd * sizeof *o) == 0;
 }
 
+typedef struct {
+    const ctx *x;
+    uint64_t h;
+    const char *fqn;
+    int has_off, nd;
+    const int64_t *off;
+} sd_key;
+
+static int sd_matches(const void *k, size_t i)
+{
+    const sd_key *q = k;
+    return q->x->sd_hash[i] == q->h && sd_same(q->x, i, q->fqn, q->has_off, q->nd, q->off);
+}
+
 /* Slot for a key: either the slot holding an equal key or the empty slot where it belongs. */
 static size_t sd_slot(const ctx *x, uint64_t h, const char *fqn, int has_off, int nd, const int64_t *off)
 {
-    size_t s = (size_t)h & x->sd_mask;
-    while (x->sd_tab[s]) {
-        size_t i = x->sd_tab[s] - 1;
-        if (x->sd_hash[i] == h && sd_same(x, i, fqn, has_off, nd, off))
-            return s;
-        s = (s + 1) & x->sd_mask;
-    }
-    return s;
+    sd_key q = { x, h, fqn, has_off, nd, off };
+    return mf_slots_find(x->sd_tab, x->n_sd_slots, h, sd_matches, &q);
 }
 
 const mf_pv *dcp_sd_find(const ctx *x, const char *fqn, int has_off, int nd, const int64_t *off)
@@ -115,7 +116,9 @@ int dcp_build_storage_index(ctx *x, const mf_pv *sd)
     if (n >= UINT32_MAX / 4)
         return mf_fail(MF_ERR_LIMIT, "%s: %zu storage_data entries (too many)", x->mpath, n);
     x->n_sd = n;
-    size_t tab = pow2_at_least(2 * n + 2);
+    size_t tab = 16;
+    while (tab < 2 * n + 2)
+        tab <<= 1;   /* what mf_slots_new allocates, charged first */
     int rc = dcp_charge(x, (n + 1) * (sizeof *x->sd_fqn + sizeof *x->sd_off + sizeof *x->sd_info + 2 * sizeof *x->sd_hash) +
                            tab * (sizeof *x->sd_tab + sizeof *x->f_tab),
                     "the storage_data index");
@@ -125,10 +128,9 @@ int dcp_build_storage_index(ctx *x, const mf_pv *sd)
     x->sd_off = calloc(n + 1, sizeof *x->sd_off);
     x->sd_info = calloc(n + 1, sizeof *x->sd_info);
     x->sd_hash = calloc(n + 1, sizeof *x->sd_hash);
-    x->sd_tab = calloc(tab, sizeof *x->sd_tab);
+    x->sd_tab = mf_slots_new(n, &x->n_sd_slots);
     if (!x->sd_fqn || !x->sd_off || !x->sd_info || !x->sd_hash || !x->sd_tab)
         return mf_fail(MF_ERR_NOMEM, "%s: out of memory (storage_data index)", x->mpath);
-    x->sd_mask = tab - 1;
     for (size_t i = 0; i < n; i++) {
         const mf_pv *k = sd->u.dict.keys[i];
         const char *fqn = mf_pv_get_str(dcp_field(k, "fqn"));
@@ -150,9 +152,7 @@ int dcp_build_storage_index(ctx *x, const mf_pv *sd)
         size_t s = sd_slot(x, x->sd_hash[i], fqn, ov != NULL, nd, off);
         x->sd_tab[s] = (uint32_t)(i + 1); /* an equal key again: the later one wins, like a Python dict */
     }
-    x->f_cap = pow2_at_least(2 * n + 2);
-    x->f_mask = x->f_cap - 1;
-    x->f_tab = calloc(x->f_cap, sizeof *x->f_tab);
+    x->f_tab = mf_slots_new(n, &x->n_f_slots);
     x->f_hash = calloc(n + 1, sizeof *x->f_hash);
     if (!x->f_tab || !x->f_hash)
         return mf_fail(MF_ERR_NOMEM, "%s: out of memory (file index)", x->mpath);
@@ -185,20 +185,29 @@ const char *dcp_item_name(const item_ref *it, char *buf, size_t n)
     return buf;
 }
 
+typedef struct {
+    const ctx *x;
+    uint64_t h;
+    const char *rel;
+} file_key;
+
+static int file_matches(const void *k, size_t i)
+{
+    const file_key *q = k;
+    return q->x->f_hash[i] == q->h && strcmp(q->x->d->files[i], q->rel) == 0;
+}
+
 /* Index of file `rel` in d->files, adding (and stat-ing) it on first use. `what` names the
  * item that refers to it for error messages. */
 static int intern_file(ctx *x, const char *rel, const item_ref *it, int *idx)
 {
     char what[400];
     mf_dcp *d = x->d;
-    uint64_t h = XXH64(rel, strlen(rel), 0);
-    size_t s = (size_t)h & x->f_mask;
-    while (x->f_tab[s]) {
-        size_t i = x->f_tab[s] - 1;
-        if (x->f_hash[i] == h && strcmp(d->files[i], rel) == 0)
-            return *idx = (int)i, MF_OK;
-        s = (s + 1) & x->f_mask;
-    }
+    file_key q = { x, XXH64(rel, strlen(rel), 0), rel };
+    uint64_t h = q.h;
+    size_t s = mf_slots_find(x->f_tab, x->n_f_slots, h, file_matches, &q);
+    if (x->f_tab[s])
+        return *idx = (int)mf_slots_entry(x->f_tab, s), MF_OK;
     if (!safe_rel_path(rel))
         return mf_fail(MF_ERR_FORMAT, "%s: %s: unsafe storage file name '%s'", x->mpath, dcp_item_name(it, what, sizeof what), rel);
     if (d->n_files >= x->n_sd || d->n_files >= INT32_MAX)
