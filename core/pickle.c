@@ -18,22 +18,6 @@
 
 /* ---- reading operands ---- */
 
-int vm_need(vm *m, uint64_t n)
-{
-    if (n > m->len - m->pos)
-        return vm_fail(m, MF_ERR_FORMAT, "truncated: needs %llu bytes, %zu left", (unsigned long long)n, m->len - m->pos);
-    return 0;
-}
-
-uint64_t vm_rd_le(vm *m, unsigned n)
-{
-    uint64_t x = 0;
-    for (unsigned i = 0; i < n; i++)
-        x |= (uint64_t)m->buf[m->pos + i] << (8 * i);
-    m->pos += n;
-    return x;
-}
-
 /* Length-prefixed string/bytes: `lb` length bytes, then the data. */
 static int op_str(vm *m, unsigned lb, mf_pv_kind kind, int signed32)
 {

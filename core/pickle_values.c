@@ -31,7 +31,7 @@ static size_t room(const mf_pickle *pk)
     return used < pk->budget ? pk->budget - used : 0;
 }
 
-void *vm_aalloc(mf_pickle *pk, size_t n)
+void *vm_aalloc_slow(mf_pickle *pk, size_t n)
 {
     if (n > SIZE_MAX / 2)
         return pk->over_budget = 1, NULL;
@@ -159,16 +159,6 @@ int vm_vgrow(vm *m, void *arr, size_t *cap, size_t need, size_t elsize)
 
 /* ---- values ---- */
 
-mf_pv *vm_newv(vm *m, mf_pv_kind kind)
-{
-    mf_pv *v = vm_aalloc(m->pk, sizeof *v);
-    if (!v)
-        return NULL;
-    memset(v, 0, sizeof *v);
-    v->kind = kind;
-    return v;
-}
-
 /* A shared immutable leaf: created once, frozen, so no container op can ever change it. */
 mf_pv *vm_shared(vm *m, mf_pv **slot, mf_pv_kind kind, int64_t i)
 {
@@ -270,38 +260,7 @@ int vm_dict_add(vm *m, mf_pv *d, mf_pv *k, mf_pv *v)
 
 /* ---- stack ---- */
 
-size_t vm_floor(const vm *m) { return m->nmarks ? m->marks[m->nmarks - 1] : 0; }
 
-
-int vm_push(vm *m, mf_pv *v)
-{
-    if (!v)
-        return vm_oom(m);
-    if (m->sp == m->scap && VGROW(m, m->stack, &m->scap, m->sp + 1))
-        return m->grow_rc;
-    if (m->skip_keys && v->kind == MF_PV_STR && !m->skip_at && vm_is_skip_key(m, v)) {
-        m->skip_at = m->sp;
-        m->skip_next = 0;
-    }
-    m->stack[m->sp++] = v;
-    return 0;
-}
-
-int vm_pop(vm *m, mf_pv **v)
-{
-    if (m->sp <= vm_floor(m))
-        return vm_fail(m, MF_ERR_FORMAT, "stack underflow");
-    *v = m->stack[--m->sp];
-    return 0;
-}
-
-int vm_peek(vm *m, mf_pv **v)
-{
-    if (m->sp <= vm_floor(m))
-        return vm_fail(m, MF_ERR_FORMAT, "stack underflow");
-    *v = m->stack[m->sp - 1];
-    return 0;
-}
 
 /* Items above the top mark: [*start, m->sp). Caller sets m->sp = *start when done. */
 int vm_pop_mark(vm *m, size_t *start)

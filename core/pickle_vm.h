@@ -4,6 +4,8 @@
 #define MCOREFS_PICKLE_VM_H
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include "mcorefs/error.h"
 #include "mcorefs/pickle.h"
 
 
@@ -69,7 +71,6 @@ typedef struct {
 } vm;
 
 /* pickle_values.c: arena, errors, values and the stack */
-void *vm_aalloc(mf_pickle *pk, size_t n);
 int vm_fail(vm *m, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int vm_oom(vm *m);
 int vm_grow(vm *m, const void *arr, size_t *cap, size_t need, size_t elsize);
@@ -78,7 +79,6 @@ int vm_vgrow(vm *m, void *arr, size_t *cap, size_t need, size_t elsize);
     (((m)->grow_rc = vm_grow((m), (arr), (cap), (need), sizeof *(arr))) ? (m)->grow_rc : ((arr) = (m)->grown, 0))
 #define VGROW(m, arr, cap, need) \
     (((m)->grow_rc = vm_vgrow((m), (arr), (cap), (need), sizeof *(arr))) ? (m)->grow_rc : ((arr) = (m)->grown, 0))
-mf_pv *vm_newv(vm *m, mf_pv_kind kind);
 mf_pv *vm_shared(vm *m, mf_pv **slot, mf_pv_kind kind, int64_t i);
 mf_pv *vm_new_int(vm *m, int64_t x);
 mf_pv *vm_new_str(vm *m, mf_pv_kind kind, const void *s, size_t len);
@@ -86,19 +86,85 @@ int vm_adopt(vm *m, mf_pv *parent, mf_pv *child);
 int vm_seq_add(vm *m, mf_pv *seq, mf_pv *item);
 int vm_dict_reserve(vm *m, mf_pv *d, size_t need);
 int vm_dict_add(vm *m, mf_pv *d, mf_pv *k, mf_pv *v);
-size_t vm_floor(const vm *m);
-int vm_push(vm *m, mf_pv *v);
-int vm_pop(vm *m, mf_pv **v);
-int vm_peek(vm *m, mf_pv **v);
 int vm_pop_mark(vm *m, size_t *start);
 int vm_make_seq(vm *m, mf_pv_kind kind, mf_pv **items, size_t n, mf_pv **out);
 /* pickle.c: operands and the opcodes */
-int vm_need(vm *m, uint64_t n);
-uint64_t vm_rd_le(vm *m, unsigned n);
 mf_pv *vm_memo_at(const vm *m, uint64_t id);
 int vm_step(vm *m, int *done, mf_pv **result);
 /* pickle_skip.c: values under limits->skip_keys, read without being built */
 int vm_is_skip_key(const vm *m, const mf_pv *v);
 int vm_skip_step(vm *m, int *done, mf_pv **result);
+
+/* The hot helpers, inline: the VM runs them for every opcode and every value (millions for a
+ * big .metadata), and its files are separate translation units. */
+void *vm_aalloc_slow(mf_pickle *pk, size_t n);
+/* n bytes from the arena: the current chunk when it has room, else vm_aalloc_slow. */
+static inline void *vm_aalloc(mf_pickle *pk, size_t n)
+{
+    chunk *c = pk->head;
+    size_t r = (n + 7) & ~(size_t)7;
+    if (n <= SIZE_MAX / 2 && c && c->cap - c->used >= r) {
+        void *p = (char *)c->data + c->used;
+        c->used += r;
+        return p;
+    }
+    return vm_aalloc_slow(pk, n);
+}
+static inline size_t vm_floor(const vm *m) { return m->nmarks ? m->marks[m->nmarks - 1] : 0; }
+static inline int vm_need(vm *m, uint64_t n)
+{
+    if (n > m->len - m->pos)
+        return vm_fail(m, MF_ERR_FORMAT, "truncated: needs %llu bytes, %zu left", (unsigned long long)n, m->len - m->pos);
+    return 0;
+}
+
+static inline uint64_t vm_rd_le(vm *m, unsigned n)
+{
+    uint64_t x = 0;
+    for (unsigned i = 0; i < n; i++)
+        x |= (uint64_t)m->buf[m->pos + i] << (8 * i);
+    m->pos += n;
+    return x;
+}
+
+static inline mf_pv *vm_newv(vm *m, mf_pv_kind kind)
+{
+    mf_pv *v = vm_aalloc(m->pk, sizeof *v);
+    if (!v)
+        return NULL;
+    memset(v, 0, sizeof *v);
+    v->kind = kind;
+    return v;
+}
+
+static inline int vm_push(vm *m, mf_pv *v)
+{
+    if (!v)
+        return vm_oom(m);
+    if (m->sp == m->scap && VGROW(m, m->stack, &m->scap, m->sp + 1))
+        return m->grow_rc;
+    if (m->skip_keys && v->kind == MF_PV_STR && !m->skip_at && vm_is_skip_key(m, v)) {
+        m->skip_at = m->sp;
+        m->skip_next = 0;
+    }
+    m->stack[m->sp++] = v;
+    return 0;
+}
+
+static inline int vm_pop(vm *m, mf_pv **v)
+{
+    if (m->sp <= vm_floor(m))
+        return vm_fail(m, MF_ERR_FORMAT, "stack underflow");
+    *v = m->stack[--m->sp];
+    return 0;
+}
+
+static inline int vm_peek(vm *m, mf_pv **v)
+{
+    if (m->sp <= vm_floor(m))
+        return vm_fail(m, MF_ERR_FORMAT, "stack underflow");
+    *v = m->stack[m->sp - 1];
+    return 0;
+}
 
 #endif
