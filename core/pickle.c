@@ -325,72 +325,169 @@ static int op_tuple_n(vm *m, size_t n)
     return vm_push(m, t);
 }
 
+/* ---- opcodes with more than one line of work ---- */
+
+static int op_proto(vm *m)
+{
+    int rc = vm_need(m, 1);
+    if (rc)
+        return rc;
+    if (m->buf[m->pos] > 5)
+        return vm_fail(m, MF_ERR_UNSUPPORTED, "pickle protocol %u is not supported", m->buf[m->pos]);
+    m->pos++;
+    return 0;
+}
+
+static int op_frame(vm *m, unsigned n) /* FRAME: framing is only a read-ahead hint */
+{
+    int rc = vm_need(m, n);
+    if (rc)
+        return rc;
+    m->pos += n;
+    return 0;
+}
+
+static int op_mark(vm *m)
+{
+    if (m->nmarks >= m->max_depth)
+        return vm_fail(m, MF_ERR_LIMIT, "more than %zu nested MARKs", m->max_depth);
+    if (VGROW(m, m->marks, &m->mcap, m->nmarks + 1))
+        return m->grow_rc;
+    m->marks[m->nmarks++] = m->sp;
+    return 0;
+}
+
+/* BININT, BININT1, BININT2: n little-endian bytes, signed only for the 4-byte form. */
+static int op_int(vm *m, unsigned n)
+{
+    int rc = vm_need(m, n);
+    if (rc)
+        return rc;
+    uint64_t x = vm_rd_le(m, n);
+    return vm_push(m, vm_new_int(m, n == 4 ? (int64_t)(int32_t)(uint32_t)x : (int64_t)x));
+}
+
+static int op_binfloat(vm *m) /* big-endian IEEE double */
+{
+    int rc = vm_need(m, 8);
+    if (rc)
+        return rc;
+    uint64_t x = 0;
+    for (int i = 0; i < 8; i++)
+        x = x << 8 | m->buf[m->pos++];
+    mf_pv *v = vm_newv(m, MF_PV_FLOAT);
+    if (v)
+        memcpy(&v->u.f, &x, sizeof x);
+    return vm_push(m, v);
+}
+
+static int op_stack_global(vm *m)
+{
+    mf_pv *a = NULL, *b = NULL;
+    int rc;
+    if ((rc = vm_pop(m, &b)) || (rc = vm_pop(m, &a)))
+        return rc;
+    if (a->kind != MF_PV_STR || b->kind != MF_PV_STR)
+        return vm_fail(m, MF_ERR_FORMAT, "STACK_GLOBAL needs two strings");
+    return vm_push(m, new_global(m, a->u.str.s, a->u.str.len, b->u.str.s, b->u.str.len));
+}
+
+static int op_reduce(vm *m)
+{
+    mf_pv *a = NULL, *b = NULL, *v = NULL;
+    int rc;
+    if ((rc = vm_pop(m, &b)) || (rc = vm_pop(m, &a)) || (rc = reduce(m, a, b, &v)))
+        return rc;
+    return vm_push(m, v);
+}
+
+static int op_newobj(vm *m) /* NEWOBJ, NEWOBJ_EX: kwargs are dropped */
+{
+    mf_pv *a = NULL, *b = NULL, *c = NULL, *v = NULL;
+    int rc;
+    if (m->op == 0x92 && (rc = vm_pop(m, &c)))
+        return rc;
+    if ((rc = vm_pop(m, &b)) || (rc = vm_pop(m, &a)))
+        return rc;
+    if (!(v = vm_newv(m, MF_PV_OBJECT)))
+        return vm_oom(m);
+    if ((rc = vm_adopt(m, v, a)) < 0 || (rc = vm_adopt(m, v, b)) < 0)
+        return rc;
+    v->u.obj.callable = a;
+    v->u.obj.args = b;
+    return vm_push(m, v);
+}
+
+static int op_build(vm *m) /* state on objects only; ignored on dicts (OrderedDict _metadata) etc. */
+{
+    mf_pv *a = NULL, *b = NULL;
+    int rc;
+    if ((rc = vm_pop(m, &b)) || (rc = vm_peek(m, &a)))
+        return rc;
+    if (a->kind == MF_PV_OBJECT && (rc = vm_adopt(m, a, b)) <= 0) {
+        if (rc < 0)
+            return rc;
+        a->u.obj.state = b;
+    }
+    return 0;
+}
+
+/* BINPUT/LONG_BINPUT (put) and BINGET/LONG_BINGET: an n-byte memo id. */
+static int op_memo(vm *m, unsigned n, int put)
+{
+    int rc = vm_need(m, n);
+    if (rc)
+        return rc;
+    uint64_t id = vm_rd_le(m, n);
+    return put ? memo_put(m, id) : memo_get(m, id);
+}
+
+static int op_binpersid(vm *m)
+{
+    mf_pv *a = NULL, *v = NULL;
+    int rc;
+    if ((rc = vm_pop(m, &a)))
+        return rc;
+    if (!(v = vm_newv(m, MF_PV_PERSID)))
+        return vm_oom(m);
+    if ((rc = vm_adopt(m, v, a)) < 0)
+        return rc;
+    v->u.persid.pid = a;
+    return vm_push(m, v);
+}
+
 /* ---- the VM loop ---- */
 
 int vm_step(vm *m, int *done, mf_pv **result)
 {
-    mf_pv *a = NULL, *b = NULL, *c = NULL, *v = NULL;
+    mf_pv *v = NULL;
     int rc;
     m->op_pos = m->pos;
     m->op = m->buf[m->pos++];
     switch (m->op) {
-    case 0x80: /* PROTO */
-        if ((rc = vm_need(m, 1)))
-            return rc;
-        if (m->buf[m->pos] > 5)
-            return vm_fail(m, MF_ERR_UNSUPPORTED, "pickle protocol %u is not supported", m->buf[m->pos]);
-        m->pos++;
-        return 0;
-    case 0x95: /* FRAME: framing is only a read-ahead hint */
-        if ((rc = vm_need(m, 8)))
-            return rc;
-        m->pos += 8;
-        return 0;
+    case 0x80: return op_proto(m);
+    case 0x95: return op_frame(m, 8);
     case '.': /* STOP */
         if ((rc = vm_pop(m, result)))
             return rc;
         *done = 1;
         return 0;
-    case '(': /* MARK */
-        if (m->nmarks >= m->max_depth)
-            return vm_fail(m, MF_ERR_LIMIT, "more than %zu nested MARKs", m->max_depth);
-        if (VGROW(m, m->marks, &m->mcap, m->nmarks + 1))
-            return m->grow_rc;
-        m->marks[m->nmarks++] = m->sp;
-        return 0;
+    case '(': return op_mark(m);
     case '0': /* POP: like CPython, pops a mark when the stack above it is empty */
         if (m->sp > vm_floor(m))
             return m->sp--, 0;
         return vm_pop_mark(m, &m->sp);
-    case '1': /* POP_MARK */
-        return vm_pop_mark(m, &m->sp);
-    case '2': /* DUP */
-        return (rc = vm_peek(m, &v)) ? rc : vm_push(m, v);
+    case '1': return vm_pop_mark(m, &m->sp);   /* POP_MARK */
+    case '2': return (rc = vm_peek(m, &v)) ? rc : vm_push(m, v);   /* DUP */
     case 'N': return vm_push(m, vm_shared(m, &m->none, MF_PV_NONE, 0));
     case 0x88:
-    case 0x89:
-        return vm_push(m, vm_shared(m, &m->bools[m->op == 0x88], MF_PV_BOOL, m->op == 0x88));
-    case 'J':
-    case 'K':
-    case 'M': {
-        unsigned n = m->op == 'J' ? 4 : m->op == 'K' ? 1 : 2;
-        if ((rc = vm_need(m, n)))
-            return rc;
-        uint64_t x = vm_rd_le(m, n);
-        return vm_push(m, vm_new_int(m, n == 4 ? (int64_t)(int32_t)(uint32_t)x : (int64_t)x));
-    }
+    case 0x89: return vm_push(m, vm_shared(m, &m->bools[m->op == 0x88], MF_PV_BOOL, m->op == 0x88));
+    case 'J': return op_int(m, 4);
+    case 'K': return op_int(m, 1);
+    case 'M': return op_int(m, 2);
     case 0x8a: return op_long(m, 1);
     case 0x8b: return op_long(m, 4);
-    case 'G': { /* BINFLOAT: big-endian IEEE double */
-        if ((rc = vm_need(m, 8)))
-            return rc;
-        uint64_t x = 0;
-        for (int i = 0; i < 8; i++)
-            x = x << 8 | m->buf[m->pos++];
-        if ((v = vm_newv(m, MF_PV_FLOAT)))
-            memcpy(&v->u.f, &x, sizeof x);
-        return vm_push(m, v);
-    }
+    case 'G': return op_binfloat(m);
     case 'X': return op_str(m, 4, MF_PV_STR, 0);
     case 0x8c: return op_str(m, 1, MF_PV_STR, 0);
     case 0x8d: return op_str(m, 8, MF_PV_STR, 0);
@@ -417,64 +514,17 @@ int vm_step(vm *m, int *done, mf_pv **result)
     case 0x90: return op_appends(m, 0, MF_PV_SET);
     case 0x91: return op_collect(m, MF_PV_SET);
     case 'c': return op_global(m);
-    case 0x93: /* STACK_GLOBAL */
-        if ((rc = vm_pop(m, &b)) || (rc = vm_pop(m, &a)))
-            return rc;
-        if (a->kind != MF_PV_STR || b->kind != MF_PV_STR)
-            return vm_fail(m, MF_ERR_FORMAT, "STACK_GLOBAL needs two strings");
-        return vm_push(m, new_global(m, a->u.str.s, a->u.str.len, b->u.str.s, b->u.str.len));
-    case 'R': /* REDUCE */
-        if ((rc = vm_pop(m, &b)) || (rc = vm_pop(m, &a)) || (rc = reduce(m, a, b, &v)))
-            return rc;
-        return vm_push(m, v);
-    case 0x81: /* NEWOBJ */
-    case 0x92: /* NEWOBJ_EX: kwargs are dropped */
-        if (m->op == 0x92 && (rc = vm_pop(m, &c)))
-            return rc;
-        if ((rc = vm_pop(m, &b)) || (rc = vm_pop(m, &a)))
-            return rc;
-        if (!(v = vm_newv(m, MF_PV_OBJECT)))
-            return vm_oom(m);
-        if ((rc = vm_adopt(m, v, a)) < 0 || (rc = vm_adopt(m, v, b)) < 0)
-            return rc;
-        v->u.obj.callable = a;
-        v->u.obj.args = b;
-        return vm_push(m, v);
-    case 'b': /* BUILD: state on objects only; ignored on dicts (OrderedDict _metadata) etc. */
-        if ((rc = vm_pop(m, &b)) || (rc = vm_peek(m, &a)))
-            return rc;
-        if (a->kind == MF_PV_OBJECT && (rc = vm_adopt(m, a, b)) <= 0) {
-            if (rc < 0)
-                return rc;
-            a->u.obj.state = b;
-        }
-        return 0;
-    case 'q':
-        if ((rc = vm_need(m, 1)))
-            return rc;
-        return memo_put(m, vm_rd_le(m, 1));
-    case 'r':
-        if ((rc = vm_need(m, 4)))
-            return rc;
-        return memo_put(m, vm_rd_le(m, 4));
-    case 0x94: return memo_put(m, m->memo_count);
-    case 'h':
-        if ((rc = vm_need(m, 1)))
-            return rc;
-        return memo_get(m, vm_rd_le(m, 1));
-    case 'j':
-        if ((rc = vm_need(m, 4)))
-            return rc;
-        return memo_get(m, vm_rd_le(m, 4));
-    case 'Q': /* BINPERSID */
-        if ((rc = vm_pop(m, &a)))
-            return rc;
-        if (!(v = vm_newv(m, MF_PV_PERSID)))
-            return vm_oom(m);
-        if ((rc = vm_adopt(m, v, a)) < 0)
-            return rc;
-        v->u.persid.pid = a;
-        return vm_push(m, v);
+    case 0x93: return op_stack_global(m);
+    case 'R': return op_reduce(m);
+    case 0x81:
+    case 0x92: return op_newobj(m);
+    case 'b': return op_build(m);
+    case 'q': return op_memo(m, 1, 1);
+    case 'r': return op_memo(m, 4, 1);
+    case 0x94: return memo_put(m, m->memo_count);   /* MEMOIZE */
+    case 'h': return op_memo(m, 1, 0);
+    case 'j': return op_memo(m, 4, 0);
+    case 'Q': return op_binpersid(m);
     default:
         if (m->op >= 0x20 && m->op < 0x7f)
             return vm_fail(m, MF_ERR_UNSUPPORTED, "unsupported opcode '%c'", m->op);
