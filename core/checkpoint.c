@@ -10,6 +10,7 @@
 #include "canon.h"
 #include "checkpoint_dist.h"
 #include "discover.h"
+#include "file_io.h"
 #include "mcorefs/checkpoint.h"
 #include "mcorefs/error.h"
 #include "mcorefs/torchfile.h"
@@ -418,10 +419,8 @@ void mf_checkpoint_close(mf_checkpoint *c)
     mf_source_index_free(c);
     mf_model_free(&c->model);
     mf_pickle_free(c->args_pk);
-    if (c->format == MF_FORMAT_TORCH_DIST) {
+    if (c->format == MF_FORMAT_TORCH_DIST)
         mf_checkpoint_dist_free(c);
-        mf_dcp_close(&c->dcp);
-    }
     free(c->iter_dir);
     memset(c, 0, sizeof(*c));
 }

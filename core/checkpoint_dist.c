@@ -5,12 +5,13 @@
  * embedded there (which says where the data starts and its strides) is read on first use. */
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "checkpoint_dist.h"
+#include "dist_chunks.h"
+#include "file_io.h"
 #include "mcorefs/dcp.h"
 #include "mcorefs/error.h"
 #include "open_beneath.h"
@@ -91,97 +92,34 @@ static void slice_name(const dist_key *k, long long layer, long long expert, cha
         snprintf(out, n, "%s.%s", prefix, k->rest);
 }
 
-enum { CHUNK_UNREAD, CHUNK_READ, CHUNK_FAILED };
-
-/* One chunk of .metadata; after it is read, where its data is. */
-struct mf_dist_chunk {
-    struct mf_dist_chunks *all;
-    const mf_dcp_tensor *t;
-    const mf_dcp_chunk *ch;
-    uint8_t state;             /* CHUNK_*, under all->lock */
-    uint8_t np;                /* stacked (layer, expert) axes in front */
-    char *err;                 /* CHUNK_FAILED: the message, repeated on every later read */
-    int rc;                    /* CHUNK_FAILED: its code (MF_ERR_CHANGED: the file changed) */
-    uint64_t offset, storage_begin, storage_bytes;
-    int64_t stride[4];         /* np + at most 2 matrix dims */
+/* What a torch_dist checkpoint keeps beyond the common fields. */
+struct mf_dist_reader {
+    mf_dcp dcp;
+    mf_dist_chunks *chunks;
 };
-
-struct mf_dist_chunks {
-    pthread_mutex_t lock;
-    const mf_dcp *dcp;
-    const mf_rankfile *files;
-    struct mf_dist_chunk *items;
-    size_t n, cap;
-};
-
-static int read_chunk(struct mf_dist_chunk *k)
-{
-    mf_tensor full;
-    const mf_rankfile *f = &k->all->files[k->ch->file];
-    int rc = mf_dcp_chunk_tensor(k->all->dcp, f->fd, k->ch, &full);
-    int changed = mf_file_id_check(f->fd, &f->id, f->path);   /* a layout read from new bytes is wrong */
-    if (changed)
-        rc = changed;
-    if (rc) {
-        k->err = strdup(mf_error());
-        k->rc = rc;
-        k->state = CHUNK_FAILED;
-        return rc;
-    }
-    k->offset = full.offset;
-    k->storage_begin = full.storage_begin;
-    k->storage_bytes = full.storage_bytes;
-    for (int d = 0; d < full.ndim && d < 4; d++)
-        k->stride[d] = full.stride[d];
-    k->state = CHUNK_READ;
-    return MF_OK;
-}
-
-int mf_shard_ready(const mf_shard *csh)
-{
-    if (!csh->chunk || __atomic_load_n(&csh->ready, __ATOMIC_ACQUIRE))
-        return MF_OK;
-    mf_shard *sh = (mf_shard *)csh; /* completing its cached location; readers wait on ready */
-    struct mf_dist_chunk *k = sh->chunk;
-    int rc = MF_OK;
-    pthread_mutex_lock(&k->all->lock);
-    if (!sh->ready) {
-        if (k->state == CHUNK_UNREAD)
-            read_chunk(k);
-        if (k->state == CHUNK_FAILED) {
-            rc = mf_fail(k->rc == MF_ERR_CHANGED ? MF_ERR_CHANGED : MF_ERR_FORMAT, "%s",
-                         k->err ? k->err : "a torch_dist chunk could not be read");
-        } else {
-            size_t es = mf_dtype_size(sh->t.dtype);
-            int ea = sh->layer >= 0 ? 1 : 0;  /* the expert axis follows the layer axis */
-            int64_t skip = (sh->layer >= 0 ? sh->layer * k->stride[0] : 0) + (sh->expert >= 0 ? sh->expert * k->stride[ea] : 0);
-            for (int d = 0; d < sh->t.ndim; d++)
-                sh->t.stride[d] = k->stride[k->np + d];
-            sh->t.offset = k->offset + (uint64_t)skip * es;
-            sh->t.storage_begin = k->storage_begin;
-            sh->t.storage_bytes = k->storage_bytes;
-            __atomic_store_n(&sh->ready, 1, __ATOMIC_RELEASE);
-        }
-    }
-    pthread_mutex_unlock(&k->all->lock);
-    return rc;
-}
 
 void mf_checkpoint_dist_free(mf_checkpoint *c)
 {
-    struct mf_dist_chunks *all = c->chunks;
-    if (!all)
+    if (!c->dist)
         return;
-    for (size_t i = 0; i < all->n; i++)
-        free(all->items[i].err);
-    free(all->items);
-    pthread_mutex_destroy(&all->lock);
-    free(all);
-    c->chunks = NULL;
+    mf_dist_chunks_free(c->dist->chunks);
+    mf_dcp_close(&c->dist->dcp);
+    free(c->dist);
+    c->dist = NULL;
+}
+
+void mf_checkpoint_dist_counts(const mf_checkpoint *c, size_t *keys, size_t *chunks)
+{
+    *keys = *chunks = 0;
+    if (!c->dist)
+        return;
+    *keys = c->dist->dcp.n_tensors;
+    for (size_t i = 0; i < c->dist->dcp.n_tensors; i++)
+        *chunks += c->dist->dcp.tensors[i].n_chunks;
 }
 
 /* Add every (layer, expert) slice of one chunk as a positioned shard: shape and dtype from
- * .metadata, placeholder (contiguous) strides until mf_shard_ready reads the archive. */
+ * .metadata, placeholder (contiguous) strides until mf_shard_locate reads the archive. */
 static int add_chunk(mf_checkpoint *c, const mf_dcp_tensor *t, const mf_dcp_chunk *ch, const dist_key *k)
 {
     int np = k->layer_axis + k->expert_axis;
@@ -189,11 +127,9 @@ static int add_chunk(mf_checkpoint *c, const mf_dcp_tensor *t, const mf_dcp_chun
     int rc;
     if (rest < 0 || rest > 2)
         return mf_fail(MF_ERR_UNSUPPORTED, "%s: '%s' has %d dims after its layer/expert axes", c->iter_dir, t->fqn, rest);
-    struct mf_dist_chunks *all = c->chunks;
-    if (all->n == all->cap)
+    struct mf_dist_chunk *lazy = mf_dist_chunks_add(c->dist->chunks, t, ch, np);
+    if (!lazy)
         return mf_fail(MF_ERR_INVALID, "%s: chunk table overflow", c->iter_dir); /* sized from .metadata */
-    struct mf_dist_chunk *lazy = &all->items[all->n++];
-    *lazy = (struct mf_dist_chunk){.all = all, .t = t, .ch = ch, .np = (uint8_t)np};
     int64_t grows = rest >= 1 ? t->size[np] : 1, gcols = rest == 2 ? t->size[np + 1] : 1;
     int64_t l0 = k->layer_axis ? ch->offsets[0] : 0, nl = k->layer_axis ? ch->sizes[0] : 1;
     int ea = k->layer_axis;  /* index of the expert axis */
@@ -219,21 +155,14 @@ static int add_chunk(mf_checkpoint *c, const mf_dcp_tensor *t, const mf_dcp_chun
     return MF_OK;
 }
 
-static int make_chunk_table(mf_checkpoint *c)
+static int make_chunk_table(mf_checkpoint *c, size_t *cap)
 {
     size_t n = 0;
-    for (size_t i = 0; i < c->dcp.n_tensors; i++)
-        n += c->dcp.tensors[i].n_chunks;
-    struct mf_dist_chunks *all = calloc(1, sizeof *all);
-    if (!all || !(all->items = calloc(n ? n : 1, sizeof *all->items))) {
-        free(all);
+    for (size_t i = 0; i < c->dist->dcp.n_tensors; i++)
+        n += c->dist->dcp.tensors[i].n_chunks;
+    if (!(c->dist->chunks = mf_dist_chunks_new(&c->dist->dcp, c->files, n)))
         return mf_fail(MF_ERR_NOMEM, "out of memory");
-    }
-    pthread_mutex_init(&all->lock, NULL);
-    all->dcp = &c->dcp;
-    all->files = c->files;
-    all->cap = n;
-    c->chunks = all;
+    *cap = n;
     return MF_OK;
 }
 
@@ -241,17 +170,20 @@ int mf_checkpoint_open_dist(mf_checkpoint *c, const mf_options *o)
 {
     int rc;
     c->format = MF_FORMAT_TORCH_DIST;
-    if ((rc = mf_dcp_open(&c->dcp, c->iter_dir)) != 0)
+    if (!(c->dist = calloc(1, sizeof *c->dist)))
+        return mf_fail(MF_ERR_NOMEM, "out of memory");
+    mf_dcp *dcp = &c->dist->dcp;
+    if ((rc = mf_dcp_open(dcp, c->iter_dir)) != 0)
         return rc;
     const mf_pv *args = NULL;
-    if ((rc = mf_dcp_load_args(&c->dcp, &c->args_pk, &args)) != 0)
+    if ((rc = mf_dcp_load_args(dcp, &c->args_pk, &args)) != 0)
         return rc;
     c->args = args;
     char where[4200];
     snprintf(where, sizeof(where), "%s/.metadata", c->iter_dir);
     if ((rc = mf_model_from_args(&c->model, args, o->arch, where)) != 0)
         return rc;
-    c->n_files = c->dcp.n_files;
+    c->n_files = dcp->n_files;
     c->files = calloc(c->n_files ? c->n_files : 1, sizeof(mf_rankfile));
     if (!c->files)
         return mf_fail(MF_ERR_NOMEM, "out of memory");
@@ -259,26 +191,25 @@ int mf_checkpoint_open_dist(mf_checkpoint *c, const mf_options *o)
         c->files[i].fd = -1;
     for (size_t i = 0; i < c->n_files; i++) {
         mf_rankfile *f = &c->files[i];
-        size_t n = strlen(c->iter_dir) + strlen(c->dcp.files[i]) + 2;
         f->fd = -1;
         f->tp = f->pp = f->ep = f->etp = -1;
-        f->name = strdup(c->dcp.files[i]);
-        f->path = malloc(n);
+        f->name = strdup(dcp->files[i]);
+        f->path = mf_path_join(c->iter_dir, dcp->files[i]);
         if (!f->name || !f->path)
             return mf_fail(MF_ERR_NOMEM, "out of memory");
-        snprintf(f->path, n, "%s/%s", c->iter_dir, c->dcp.files[i]);
-        if ((rc = mf_open_beneath(c->iter_dir, c->dcp.files[i], &f->fd)) != 0 ||
+        if ((rc = mf_open_beneath(c->iter_dir, dcp->files[i], &f->fd)) != 0 ||
             (rc = mf_file_id_get(f->fd, f->path, &f->id)) != 0)
             return rc;
-        f->size = c->dcp.file_sizes[i];
+        f->size = dcp->file_sizes[i];
         if (f->id.size != f->size)   /* the windows of .metadata were checked against that size */
             return mf_fail(MF_ERR_CHANGED, "%s: changed while mounting (size %llu, was %llu)", f->path,
                            (unsigned long long)f->id.size, (unsigned long long)f->size);
     }
-    if ((rc = make_chunk_table(c)) != 0 || (rc = mf_source_reserve(c, c->chunks->cap)) != 0)
+    size_t n_chunks = 0;
+    if ((rc = make_chunk_table(c, &n_chunks)) != 0 || (rc = mf_source_reserve(c, n_chunks)) != 0)
         return rc;
-    for (size_t i = 0; i < c->dcp.n_tensors; i++) {
-        const mf_dcp_tensor *t = &c->dcp.tensors[i];
+    for (size_t i = 0; i < dcp->n_tensors; i++) {
+        const mf_dcp_tensor *t = &dcp->tensors[i];
         dist_key k;
         if (parse_key(t->fqn, &c->model, &k) != 0)
             return mf_fail(MF_ERR_INCONSISTENT, "%s/.metadata: key '%s' does not fit %lld layers and %lld MTP layers",

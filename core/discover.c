@@ -48,15 +48,6 @@ static int is_iter_dir(const char *dir)
     return has_rank_dirs(dir) || exists(p);
 }
 
-static char *join(const char *a, const char *b)
-{
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *s = malloc(n);
-    if (s)
-        snprintf(s, n, "%s/%s", a, b);
-    return s;
-}
-
 static int parse_iter_name(const char *base, int64_t *iter, int *release);
 
 static int cmp_i64(const void *a, const void *b)
@@ -314,4 +305,3 @@ int mf_parse_rank_name(const char *name, int64_t pp_size, int64_t ep_size, int *
     return 0;
 }
 
-char *mf_path_join(const char *a, const char *b) { return join(a, b); }

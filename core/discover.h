@@ -9,5 +9,4 @@ int mf_find_iteration(const char *path, int64_t want, char **iter_dir, int64_t *
 int mf_list_rank_dirs(const char *iter_dir, char ***names, size_t *n);
 /* "mp_rank_TT[_PPP][_EEE]" with the field set decided by the PP and EP sizes. 0 or -1. */
 int mf_parse_rank_name(const char *name, int64_t pp_size, int64_t ep_size, int *tp, int *pp, int *ep);
-char *mf_path_join(const char *a, const char *b);
 #endif

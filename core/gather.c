@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include "mcorefs/error.h"
 #include "mcorefs/gather.h"
+#include "file_io.h"
 
 #define SCRATCH_BYTES (4u << 20)
 #define CONV_ELEMS (256u << 10)
@@ -86,24 +87,13 @@ static int check_unchanged(const mf_io *io, int file)
 }
 
 /* Read exactly len bytes of rank file `file`, then make sure they came from the file as it was
- * at mount: the fstat after the pread sees any write that could have reached these bytes. */
+ * at mount: the fstat after the pread sees any write that could have reached these bytes. A
+ * failed read leaves a message naming the file; one from a file that changed is -ESTALE. */
 static int pread_full(const mf_io *io, int file, void *buf, size_t len, uint64_t off)
 {
-    int fd = io->fds[file];
-    uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = pread(fd, p, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -EIO;
-        }
-        if (n == 0)
-            return check_unchanged(io, file) ? -ESTALE : -EIO;   /* the rank file shrank after mount */
-        p += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
+    const char *path = io->files ? io->files[file].path : NULL;
+    if (mf_pread_full(io->fds[file], path, buf, len, off) != MF_OK)
+        return check_unchanged(io, file) ? -ESTALE : -EIO;   /* e.g. the rank file shrank after mount */
     return check_unchanged(io, file);
 }
 
@@ -116,9 +106,9 @@ typedef struct {
 
 /* General strides (e.g. legacy grouped experts, a transposed view): read windows of the
  * source span and pick the elements that fall in each. */
-static int gather_strided(const request *q, const mf_piece *p, const mf_io *io, int64_t rs, int64_t cs, int64_t r0, int64_t r1, scratch *sc)
+static int gather_strided(const request *q, const mf_piece *p, const mf_tensor *t, const mf_io *io, int64_t rs, int64_t cs,
+                          int64_t r0, int64_t r1, scratch *sc)
 {
-    const mf_tensor *t = &p->src->t;
     size_t es = q->es;
     int64_t lo = INT64_MAX, hi = -1;
     for (int64_t r = r0; r < r1; r++) {
@@ -182,10 +172,9 @@ static void copy_line(const request *q, uint64_t dst0, uint64_t dstep, const uin
 /* Transposed or column-interleaved pieces: read blocks of source rows (only the columns the
  * request needs, in as few preads as the scratch allows), then copy with strides in memory,
  * one destination line at a time. Destination rows [r0, r1) are wanted. */
-static int gather_reordered(const request *q, const mf_piece *p, const mf_io *io, int64_t rs, int64_t cs,
-                            int64_t r0, int64_t r1, scratch *sc)
+static int gather_reordered(const request *q, const mf_piece *p, const mf_tensor *t, const mf_io *io, int64_t rs,
+                            int64_t cs, int64_t r0, int64_t r1, scratch *sc)
 {
-    const mf_tensor *t = &p->src->t;
     size_t es = q->es;
     uint64_t step = p->dst_step > 1 ? p->dst_step : 1, rowbytes = (uint64_t)q->C * es;
     int64_t i0 = r0 - p->dst_row, i1 = r1 - p->dst_row;   /* piece-local destination rows */
@@ -228,10 +217,11 @@ static int gather_reordered(const request *q, const mf_piece *p, const mf_io *io
 
 static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, scratch *sc)
 {
-    int ready = mf_shard_ready(p->src);
+    mf_tensor located;
+    int ready = mf_shard_locate(p->src, &located);
     if (ready != MF_OK)
         return ready == MF_ERR_CHANGED ? -ESTALE : -EIO;
-    const mf_tensor *t = &p->src->t;
+    const mf_tensor *t = &located;
     int file = p->src->file;
     size_t es = q->es;
     uint64_t rowbytes = (uint64_t)q->C * es;
@@ -249,9 +239,9 @@ static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, sc
         __atomic_fetch_add(&io->file_bytes[p->src->file], (uint64_t)(r1 - r0) * p->cols * es, __ATOMIC_RELAXED);
 
     if (p->transposed || p->dst_step > 1)
-        return gather_reordered(q, p, io, rs, cs, r0, r1, sc);
+        return gather_reordered(q, p, t, io, rs, cs, r0, r1, sc);
     if (cs != 1 && p->cols > 1)
-        return gather_strided(q, p, io, rs, cs, r0, r1, sc);
+        return gather_strided(q, p, t, io, rs, cs, r0, r1, sc);
 
     uint64_t src0 = t->offset + ((uint64_t)p->src_row * (uint64_t)rs + p->src_col) * es;
     if (p->dst_col == 0 && (int64_t)p->cols == q->C && (rs == (int64_t)p->cols || p->rows == 1)) {
@@ -295,10 +285,10 @@ static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, sc
 
 /* A piece whose destination is whole rows and whose source rows are contiguous maps a byte
  * range of the HF tensor linearly onto a byte range of one file. */
-static int piece_is_linear(const mf_hf_tensor *t, const mf_piece *p)
+static int piece_is_linear(const mf_hf_tensor *t, const mf_piece *p, const mf_tensor *src)
 {
     int64_t rows, cols, rs, cs;
-    if (p->transposed || p->dst_step > 1 || mf_tensor_2d(&p->src->t, &rows, &cols, &rs, &cs) != 0)
+    if (p->transposed || p->dst_step > 1 || mf_tensor_2d(src, &rows, &cols, &rs, &cs) != 0)
         return 0;
     return p->dst_col == 0 && (int64_t)p->cols == mf_hf_cols(t) && (cs == 1 || p->cols == 1) &&
            (rs == (int64_t)p->cols || p->rows == 1);
@@ -316,16 +306,17 @@ int mf_gather_segments(const mf_hf_tensor *t, const mf_io *io, uint64_t off, siz
         uint64_t d0 = (uint64_t)p->dst_row * rowbytes, d1 = d0 + (uint64_t)p->rows * rowbytes;
         if (d1 <= off || d0 >= end)
             continue;
-        if (mf_shard_ready(p->src) != MF_OK)
+        mf_tensor src;
+        if (mf_shard_locate(p->src, &src) != MF_OK)
             return 0;   /* the gather that follows reports it */
-        if (!piece_is_linear(t, p) || d0 > next || n == max)
+        if (!piece_is_linear(t, p, &src) || d0 > next || n == max)
             return 0;
         uint64_t a = off > d0 ? off : d0, b = end < d1 ? end : d1;
         if (a != next)
             return 0;   /* pieces out of order: gather instead */
         int64_t rows, cols, rs, cs;
-        mf_tensor_2d(&p->src->t, &rows, &cols, &rs, &cs);
-        uint64_t src0 = p->src->t.offset + ((uint64_t)p->src_row * (uint64_t)rs + p->src_col) * es;
+        mf_tensor_2d(&src, &rows, &cols, &rs, &cs);
+        uint64_t src0 = src.offset + ((uint64_t)p->src_row * (uint64_t)rs + p->src_col) * es;
         segs[n++] = (mf_segment){ p->src->file, src0 + (a - d0), (size_t)(b - a) };
         next = b;
     }

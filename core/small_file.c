@@ -9,6 +9,7 @@
 #include "mcorefs/error.h"
 #include "open_beneath.h"
 #include "small_file.h"
+#include "file_io.h"
 
 /* Open name beneath dirfd (non-blocking: a FIFO put in place of a file must not hang the mount;
  * it is refused below). openat2 refuses any path, symlinks included, that resolves outside the
@@ -41,22 +42,12 @@ static int read_all(int fd, const char *shown, size_t size, char **data, size_t 
     size_t n = 0;
     if (!buf)
         return mf_fail(MF_ERR_NOMEM, "%s: out of memory", shown);
-    for (;;) {
-        ssize_t r = read(fd, buf + n, size + 1 - n);   /* one byte more: a file that grew is seen */
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            int e = errno;
-            free(buf);
-            return fail_errno(shown, e);
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-        if (n > size) {
-            free(buf);
-            return mf_fail(MF_ERR_IO, "%s: changed while it was read at mount", shown);
-        }
+    int rc = mf_pread_upto(fd, shown, buf, size + 1, 0, &n);   /* one byte more: a file that grew is seen */
+    if (rc == MF_OK && n > size)
+        rc = mf_fail(MF_ERR_IO, "%s: changed while it was read at mount", shown);
+    if (rc) {
+        free(buf);
+        return rc;
     }
     buf[n] = 0;
     *data = buf;

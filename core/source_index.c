@@ -4,24 +4,29 @@
 #include <xxhash.h>
 #include "mcorefs/checkpoint.h"
 #include "mcorefs/error.h"
+#include "hash_slots.h"
 #include "source_index.h"
 
-static size_t slot_of(const mf_checkpoint *c, const char *name)
+static uint64_t name_hash(const char *name) { return XXH3_64bits(name, strlen(name)); }
+
+typedef struct {
+    const mf_checkpoint *c;
+    const char *name;
+} name_key;
+
+static int name_matches(const void *k, size_t i)
 {
-    return (size_t)XXH3_64bits(name, strlen(name)) & (c->n_slots - 1);
+    const name_key *q = k;
+    return strcmp(q->c->sources[i].name, q->name) == 0;
 }
 
 mf_source *mf_checkpoint_find(const mf_checkpoint *c, const char *name)
 {
     if (c->n_slots == 0)
         return NULL;
-    for (size_t i = slot_of(c, name);; i = (i + 1) & (c->n_slots - 1)) {
-        uint32_t s = c->slots[i];
-        if (s == 0)
-            return NULL;
-        if (strcmp(c->sources[s - 1].name, name) == 0)
-            return &c->sources[s - 1];
-    }
+    name_key q = { c, name };
+    int64_t i = mf_slots_entry(c->slots, mf_slots_find(c->slots, c->n_slots, name_hash(name), name_matches, &q));
+    return i < 0 ? NULL : &c->sources[i];
 }
 
 static int rehash(mf_checkpoint *c, size_t n_slots)
@@ -32,12 +37,8 @@ static int rehash(mf_checkpoint *c, size_t n_slots)
     free(c->slots);
     c->slots = slots;
     c->n_slots = n_slots;
-    for (size_t k = 0; k < c->n_sources; k++) {
-        size_t i = slot_of(c, c->sources[k].name);
-        while (c->slots[i])
-            i = (i + 1) & (n_slots - 1);
-        c->slots[i] = (uint32_t)(k + 1);
-    }
+    for (size_t k = 0; k < c->n_sources; k++)   /* names are distinct: each goes to its first empty slot */
+        c->slots[mf_slots_find(slots, n_slots, name_hash(c->sources[k].name), NULL, NULL)] = (uint32_t)(k + 1);
     return MF_OK;
 }
 
@@ -125,10 +126,7 @@ static mf_source *create(mf_checkpoint *c, const char *name, int expert, int n_s
     s->expert = (uint8_t)expert;
     for (int k = 0; k < n_shards; k++)
         s->shards[k].file = -1;
-    size_t i = slot_of(c, name);
-    while (c->slots[i])
-        i = (i + 1) & (c->n_slots - 1);
-    c->slots[i] = (uint32_t)(++c->n_sources);
+    c->slots[mf_slots_find(c->slots, c->n_slots, name_hash(name), NULL, NULL)] = (uint32_t)(++c->n_sources);   /* a new name */
     return s;
 }
 

@@ -109,7 +109,8 @@ int mf_verify_sources(mf_session *s)
     for (size_t i = 0; i < s->ckpt.n_sources; i++) {
         const mf_source *src = &s->ckpt.sources[i];
         for (int k = 0; k < src->n_shards; k++) {
-            int rc = src->shards[k].file >= 0 ? mf_shard_ready(&src->shards[k]) : MF_OK;
+            mf_tensor located;
+            int rc = src->shards[k].file >= 0 ? mf_shard_locate(&src->shards[k], &located) : MF_OK;
             if (rc)
                 return rc;
         }

@@ -3,6 +3,7 @@
  * bounds-checked against the window before use. Only pread is used (no mmap), so the reader
  * never faults on a file that shrinks underneath it. */
 #include "mcorefs/zip.h"
+#include "file_io.h"
 #include "mcorefs/error.h"
 
 #include <errno.h>
@@ -25,14 +26,13 @@ static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static uint32_t le32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
 static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
 
-/* Read exactly n bytes at window offset off; 0 or -1 (errno kept; EOF -> errno 0). */
+/* Read exactly n bytes at window offset off: 0, 1 if they pass the end of the window or file,
+ * or -1 on a read error (the message, naming the file, is set). */
 static int rd(const mf_zip *z, void *buf, size_t n, uint64_t off)
 {
     uint8_t *p = buf;
-    if (off > z->len || n > z->len - off) {
-        errno = 0;
-        return -1;
-    }
+    if (off > z->len || n > z->len - off)
+        return 1;
     if (z->cache && (off + n <= z->head_n || z->tail_off == z->head_n)) { /* head, or all of it */
         memcpy(p, z->cache + off, n);
         return 0;
@@ -41,24 +41,17 @@ static int rd(const mf_zip *z, void *buf, size_t n, uint64_t off)
         memcpy(p, z->cache + z->head_n + (off - z->tail_off), n);
         return 0;
     }
-    while (n) {
-        ssize_t r = pread(z->fd, p, n, (off_t)(z->base + off));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            if (r == 0)
-                errno = 0;
-            return -1;
-        }
-        p += r, n -= (size_t)r, off += (uint64_t)r;
-    }
-    return 0;
+    size_t got;
+    if (mf_pread_upto(z->fd, z->path, p, n, z->base + off, &got) != MF_OK)
+        return -1;
+    return got < n;
 }
 
-static int io_fail(const mf_zip *z, const char *what, uint64_t off)
+/* The error for a failed rd() (how: what it returned) of `what` at window offset off. */
+static int io_fail(const mf_zip *z, int how, const char *what, uint64_t off)
 {
-    if (errno)
-        return mf_fail(MF_ERR_IO, "%s: read %s at %llu: %s", z->path, what, (unsigned long long)off, strerror(errno));
+    if (how < 0)
+        return mf_fail_ctx(MF_ERR_IO, "reading %s of a zip", what);
     return mf_fail(MF_ERR_FORMAT, "%s: truncated zip: %s at %llu extends past end of file (size %llu)", z->path, what,
                    (unsigned long long)off, (unsigned long long)z->len);
 }
@@ -72,9 +65,11 @@ static int fill_cache(mf_zip *z)
     if (!c)
         return mf_fail(MF_ERR_NOMEM, "%s: out of memory", z->path);
     uint64_t tail_off = z->len - tail;
-    int bad = tail_off == head ? rd(z, c, head + tail, 0) : rd(z, c, head, 0) || rd(z, c + head, tail, tail_off);
+    int bad = tail_off == head ? rd(z, c, head + tail, 0) : rd(z, c, head, 0);
+    if (!bad && tail_off != head)
+        bad = rd(z, c + head, tail, tail_off);
     if (bad) {
-        int rc = io_fail(z, "archive", 0);
+        int rc = io_fail(z, bad, "archive", 0);
         free(c);
         return rc;
     }
@@ -115,9 +110,10 @@ static int find_cd(mf_zip *z, uint64_t *cd_off, uint64_t *cd_size, uint64_t *cou
         tail = full;
         if (!(own = malloc(tail)))
             return mf_fail(MF_ERR_NOMEM, "%s: out of memory", z->path);
-        if (rd(z, own, tail, z->len - tail)) {
+        int bad = rd(z, own, tail, z->len - tail);
+        if (bad) {
             free(own);
-            return io_fail(z, "end of central directory", z->len - tail);
+            return io_fail(z, bad, "end of central directory", z->len - tail);
         }
         buf = own;
         pos = scan_eocd(buf, tail);
@@ -146,8 +142,9 @@ static int find_cd(mf_zip *z, uint64_t *cd_off, uint64_t *cd_size, uint64_t *cou
         if (z64_off > eocd_off - Z64_LOC_SIZE || eocd_off - Z64_LOC_SIZE - z64_off < Z64_EOCD_SIZE)
             return mf_fail(MF_ERR_FORMAT, "%s: bad zip: ZIP64 end-of-central-directory offset %llu out of range",
                            z->path, (unsigned long long)z64_off);
-        if (rd(z, r, sizeof r, z64_off))
-            return io_fail(z, "ZIP64 end of central directory", z64_off);
+        int bad = rd(z, r, sizeof r, z64_off);
+        if (bad)
+            return io_fail(z, bad, "ZIP64 end of central directory", z64_off);
         if (memcmp(r, "PK\x06\x06", 4) != 0)
             return mf_fail(MF_ERR_FORMAT, "%s: bad zip: no ZIP64 end-of-central-directory signature at %llu", z->path,
                            (unsigned long long)z64_off);
@@ -228,8 +225,9 @@ static int parse_entry(mf_zip *z, const uint8_t *cd, size_t cd_len, size_t *pos,
                        (unsigned long long)csize, (unsigned long long)usize);
     /* Sizes in the local header are zero (data descriptor); only its name/extra lengths matter. */
     uint8_t lh[LFH_SIZE];
-    if (rd(z, lh, sizeof lh, loff))
-        return io_fail(z, "local header", loff);
+    int bad = rd(z, lh, sizeof lh, loff);
+    if (bad)
+        return io_fail(z, bad, "local header", loff);
     if (memcmp(lh, "PK\x03\x04", 4) != 0)
         return mf_fail(MF_ERR_FORMAT, "%s: bad zip: no local header signature at %llu for entry '%s'", z->path,
                        (unsigned long long)loff, e->name);
@@ -285,9 +283,10 @@ int mf_zip_open(mf_zip *z, int fd, const char *path, uint64_t base, uint64_t len
         rc = mf_fail(MF_ERR_NOMEM, "%s: out of memory", z->path);
         goto fail;
     }
-    if (rd(z, cd, (size_t)cd_size, cd_off)) {
+    int bad = rd(z, cd, (size_t)cd_size, cd_off);
+    if (bad) {
         free(cd);
-        rc = io_fail(z, "central directory", cd_off);
+        rc = io_fail(z, bad, "central directory", cd_off);
         goto fail;
     }
     size_t pos = 0;
@@ -378,9 +377,10 @@ int mf_zip_read(const mf_zip *z, const mf_zip_entry *e, size_t max_size, uint8_t
     uint8_t *buf = malloc(e->size ? (size_t)e->size : 1);
     if (!buf)
         return mf_fail(MF_ERR_NOMEM, "%s: out of memory reading '%s'", z->path, e->name);
-    if (rd(z, buf, (size_t)e->size, e->data_offset - z->base)) {
+    int bad = rd(z, buf, (size_t)e->size, e->data_offset - z->base);
+    if (bad) {
         free(buf);
-        return io_fail(z, e->name, e->data_offset - z->base);
+        return io_fail(z, bad, e->name, e->data_offset - z->base);
     }
     *out = buf;
     *out_len = (size_t)e->size;

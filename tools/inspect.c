@@ -90,10 +90,9 @@ static cJSON *summary_json(const mf_session *s, int with_tensors)
     int dist = c->format == MF_FORMAT_TORCH_DIST;
     cJSON_AddStringToObject(o, "format", dist ? "torch_dist" : "torch");
     if (dist) {
-        size_t chunks = 0;
-        for (size_t i = 0; i < c->dcp.n_tensors; i++)
-            chunks += c->dcp.tensors[i].n_chunks;
-        cJSON_AddNumberToObject(o, "dcp_keys", (double)c->dcp.n_tensors);
+        size_t keys, chunks;
+        mf_checkpoint_dist_counts(c, &keys, &chunks);
+        cJSON_AddNumberToObject(o, "dcp_keys", (double)keys);
         cJSON_AddNumberToObject(o, "dcp_chunks", (double)chunks);
     }
     cJSON_AddStringToObject(o, "family", m->family->name);
@@ -147,10 +146,9 @@ static void print_summary(const mf_session *s)
     else
         printf("iteration    %lld\n", (long long)c->iteration);
     if (c->format == MF_FORMAT_TORCH_DIST) {
-        size_t chunks = 0;
-        for (size_t i = 0; i < c->dcp.n_tensors; i++)
-            chunks += c->dcp.tensors[i].n_chunks;
-        printf("format       torch_dist (PyTorch DCP: %zu global keys in %zu chunks)\n", c->dcp.n_tensors, chunks);
+        size_t keys, chunks;
+        mf_checkpoint_dist_counts(c, &keys, &chunks);
+        printf("format       torch_dist (PyTorch DCP: %zu global keys in %zu chunks)\n", keys, chunks);
     } else {
         printf("format       torch (legacy, one torch.save file per rank)\n");
     }

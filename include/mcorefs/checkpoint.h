@@ -39,7 +39,6 @@ typedef enum { MF_FORMAT_TORCH, MF_FORMAT_TORCH_DIST } mf_format;
 
 typedef struct {
     mf_format format;
-    mf_dcp dcp;         /* torch_dist only */
     char *iter_dir;
     int64_t iteration;  /* -1 for release */
     int release;
@@ -52,7 +51,7 @@ typedef struct {
     size_t n_sources, cap_sources;
     uint32_t *slots;    /* open-addressing hash: index+1 into sources */
     size_t n_slots;
-    struct mf_dist_chunks *chunks;  /* torch_dist: chunk archives, read on first use */
+    struct mf_dist_reader *dist;  /* torch_dist only: .metadata and the lazy chunk table (reader-private) */
 } mf_checkpoint;
 
 /* Visit every weight tensor of rank file idx under its canonical name (used to index, and to
@@ -64,6 +63,9 @@ int mf_checkpoint_walk_file(mf_checkpoint *c, int idx, mf_visit_fn fn, void *ctx
 int mf_checkpoint_open(mf_checkpoint *c, const char *path, const mf_options *o);
 void mf_checkpoint_close(mf_checkpoint *c);
 mf_source *mf_checkpoint_find(const mf_checkpoint *c, const char *name);
+
+/* torch_dist: the global keys of .metadata and their chunks (0, 0 for torch). */
+void mf_checkpoint_dist_counts(const mf_checkpoint *c, size_t *keys, size_t *chunks);
 
 /* First global layer of model chunk (pp, vp) and its layer count (mcore-format.md §5.6). */
 int mf_layer_offset(const mf_model *m, int64_t pp, int64_t vp, int64_t *offset, int64_t *count);

@@ -169,23 +169,23 @@ unsigned mf_model_features(const struct mf_model_s *m);
  * for messages; arch: the -o arch= value that chose it, NULL when detected). */
 int mf_family_check(const mf_family *f, const struct mf_model_s *m, const char *arch, const char *src);
 
-struct mf_dist_chunk; /* torch_dist: a chunk whose embedded archive is read on first use */
+struct mf_dist_chunk; /* torch_dist: a chunk of the reader's table, its archive read on first use */
 
-/* One source shard: a strided tensor in one rank file. */
+/* One source shard: a strided tensor in one rank file. Shards are const once the checkpoint
+ * is open; a torch_dist chunk's location lives in the reader's chunk table, not here. */
 typedef struct {
     int file;       /* index into the checkpoint's files */
-    mf_tensor t;    /* lazy shards: only dtype, ndim and shape are known until mf_shard_ready */
+    mf_tensor t;    /* lazy shards: only dtype, ndim and shape; mf_shard_locate gives the rest */
     int64_t row0, col0;  /* torch_dist chunks: position in the global tensor (else 0) */
     struct mf_dist_chunk *chunk;  /* NULL: t is complete from the start */
     int64_t layer, expert;        /* lazy shards: the slice of the chunk's stacked axes */
-    uint8_t ready;                /* lazy shards: set (atomically) once t is complete */
 } mf_shard;
 
-/* Complete sh->t before its strides or offset are used. A torch_dist mount reads no chunk
- * archive (tens of thousands for a large MoE); each is parsed once, on the first read that
- * needs it, and checked against .metadata then. Thread-safe; MF_OK, or an error (message
- * set: file, tensor, problem) that is returned again on every later call. */
-int mf_shard_ready(const mf_shard *sh);
+/* The shard's complete tensor (strides, offset, storage) in *out, before its bytes are read.
+ * Legacy shards: sh->t. torch_dist: the chunk's embedded archive is parsed once, on the first
+ * call that needs it, and checked against .metadata then. Thread-safe, no lock once read;
+ * MF_OK, or an error (message set: file, tensor, problem) returned again on every later call. */
+int mf_shard_locate(const mf_shard *sh, mf_tensor *out);
 
 /* A piece: dst rows [dst_row, dst_row+rows) x cols [dst_col, dst_col+cols) of the HF tensor
  * (seen as a matrix: all dims but the last are rows) come from src rows [src_row, ...) x cols

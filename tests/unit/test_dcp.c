@@ -309,6 +309,10 @@ static void test_detect(void **state)
     const char *j2 = "{\"sharded_backend\": \"zarr\", \"x\": \"torch_dist\"}";
     assert_int_equal(us_write_file(path_in(dir, "metadata.json"), j2, strlen(j2)), 0);
     assert_int_equal(mf_dcp_detect(dir), 0);
+    /* the key is read where Megatron writes it, at the top level, not anywhere in the text */
+    const char *j3 = "{\"other\": {\"sharded_backend\": \"torch_dist\"}, \"sharded_backend\": \"zarr\"}";
+    assert_int_equal(us_write_file(path_in(dir, "metadata.json"), j3, strlen(j3)), 0);
+    assert_int_equal(mf_dcp_detect(dir), 0);
 }
 
 static void test_sample_layout(void **state)
