@@ -77,23 +77,23 @@ int mf_tensor_2d(const mf_tensor *t, int64_t *rows, int64_t *cols, int64_t *rs, 
     return 0;
 }
 
-/* A rank file that changed since mount: -ESTALE, with a message naming it. */
+/* A rank file that changed since mount: MF_ERR_CHANGED, with a message naming it. */
 static int check_unchanged(const mf_io *io, int file)
 {
     if (io->files == NULL)
         return 0;
     const mf_rankfile *f = &io->files[file];
-    return mf_file_id_check(io->fds[file], &f->id, f->path) == MF_OK ? 0 : -ESTALE;
+    return mf_file_id_check(io->fds[file], &f->id, f->path) == MF_OK ? MF_OK : MF_ERR_CHANGED;
 }
 
 /* Read exactly len bytes of rank file `file`, then make sure they came from the file as it was
  * at mount: the fstat after the pread sees any write that could have reached these bytes. A
- * failed read leaves a message naming the file; one from a file that changed is -ESTALE. */
+ * failed read leaves a message naming the file; one from a file that changed is MF_ERR_CHANGED. */
 static int pread_full(const mf_io *io, int file, void *buf, size_t len, uint64_t off)
 {
     const char *path = io->files ? io->files[file].path : NULL;
     if (mf_pread_full(io->fds[file], path, buf, len, off) != MF_OK)
-        return check_unchanged(io, file) ? -ESTALE : -EIO;   /* e.g. the rank file shrank after mount */
+        return check_unchanged(io, file) ? MF_ERR_CHANGED : MF_ERR_IO;   /* e.g. the rank file shrank after mount */
     return check_unchanged(io, file);
 }
 
@@ -220,14 +220,14 @@ static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, sc
     mf_tensor located;
     int ready = mf_shard_locate(p->src, &located);
     if (ready != MF_OK)
-        return ready == MF_ERR_CHANGED ? -ESTALE : -EIO;
+        return ready == MF_ERR_CHANGED ? MF_ERR_CHANGED : MF_ERR_IO;
     const mf_tensor *t = &located;
     int file = p->src->file;
     size_t es = q->es;
     uint64_t rowbytes = (uint64_t)q->C * es;
     int64_t rows, cols, rs, cs;
     if (mf_tensor_2d(t, &rows, &cols, &rs, &cs) != 0)
-        return -EIO;
+        return mf_fail(MF_ERR_FORMAT, "a source tensor layout the gather engine cannot read (%d dims)", t->ndim);
     int64_t r0 = (int64_t)(q->off / rowbytes), r1 = (int64_t)((q->end + rowbytes - 1) / rowbytes);
     if (r0 < p->dst_row)
         r0 = p->dst_row;
@@ -324,7 +324,7 @@ int mf_gather_segments(const mf_hf_tensor *t, const mf_io *io, uint64_t off, siz
         return 0;
     for (int k = 0; k < n; k++)     /* each file once: consecutive segments of one file share it */
         if ((k == 0 || segs[k].fd != segs[k - 1].fd) && check_unchanged(io, segs[k].fd))
-            return -ESTALE;
+            return MF_ERR_CHANGED;
     for (int k = 0; k < n; k++) {   /* file index -> descriptor, and count the bytes */
         if (io->file_bytes)
             __atomic_fetch_add(&io->file_bytes[segs[k].fd], segs[k].len, __ATOMIC_RELAXED);
@@ -348,9 +348,9 @@ int mf_gather(const mf_hf_tensor *t, const mf_io *io, uint64_t off, size_t len, 
 {
     scratch *sc = get_scratch();
     if (sc == NULL)
-        return -ENOMEM;
+        return mf_fail(MF_ERR_NOMEM, "out of memory for the gather scratch");
     if (off > t->nbytes || len > t->nbytes - off)
-        return -EINVAL;
+        return mf_fail(MF_ERR_INVALID, "%s: bytes %llu+%zu outside the tensor", t->name, (unsigned long long)off, len);
     if (t->dtype == t->src_dtype)
         return gather_raw(t, io, off, len, dst, sc);
 

@@ -150,7 +150,7 @@ static ssize_t read_stats(const mf_session *s, char *buf, size_t len, uint64_t o
 {
     char *text = mf_stats_render(s);
     if (!text)
-        return -ENOMEM;
+        return mf_fail(MF_ERR_NOMEM, "out of memory");
     size_t n = strlen(text);
     size_t k = off >= n ? 0 : (n - off < len ? n - (size_t)off : len);
     memcpy(buf, text + (off < n ? off : n), k);
@@ -164,13 +164,13 @@ static ssize_t read_stats(const mf_session *s, char *buf, size_t len, uint64_t o
 static int read_failed(const mf_session *s, const mf_vfile *f, const mf_hf_tensor *t, uint64_t in_t, size_t n, int rc)
 {
     __atomic_fetch_add((uint64_t *)&s->n_errors, 1, __ATOMIC_RELAXED);
-    if (rc == -ESTALE)
+    if (rc == MF_ERR_CHANGED)
         __atomic_fetch_add((uint64_t *)&s->n_source_changed, 1, __ATOMIC_RELAXED);
     if (mf_error()[0])
         mf_fail_ctx(MF_ERR_IO, "read of %s (%s, bytes %llu+%zu) failed", f->name, t->name, (unsigned long long)in_t, n);
     else
         mf_fail(MF_ERR_IO, "read of %s (%s, bytes %llu+%zu) failed: %s", f->name, t->name, (unsigned long long)in_t, n,
-                strerror(-rc));
+                mf_status_name(rc));
     return rc;
 }
 
@@ -225,7 +225,7 @@ ssize_t mf_session_read_segments(const mf_session *s, const mf_vfile *f, char *b
             if (rc < 0)
                 return read_failed(s, f, t, in_t, k, rc);
             if (add_buf_seg(segs, &n, max_segs, done, k) != 0)
-                return -EIO;   /* cannot happen: one slot is always kept free */
+                return mf_fail(MF_ERR_IO, "too many pieces in one reply");   /* cannot happen: one slot is always kept free */
         }
         done += k;
         pos += k;

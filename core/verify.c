@@ -42,7 +42,7 @@ static int hash_io(const mf_io *io, const mf_hf_tensor *t, uint64_t *out, uint64
     XXH64_freeState(st);
     free(buf);
     if (rc && mf_error()[0])   /* e.g. which rank file changed since it was opened */
-        return mf_fail_ctx(rc == -ESTALE ? MF_ERR_CHANGED : MF_ERR_IO, "read error while hashing %s", t->name);
+        return mf_fail_ctx(rc == MF_ERR_CHANGED ? MF_ERR_CHANGED : MF_ERR_IO, "read error while hashing %s", t->name);
     return rc ? mf_fail(MF_ERR_IO, "read error while hashing %s", t->name) : MF_OK;
 }
 

@@ -101,6 +101,16 @@ static int op_open(const char *path, struct fuse_file_info *fi)
     return 0;
 }
 
+/* The errno boundary of the read path: log the core's one-line message, start dropping cached
+ * pages when a rank file changed under the mount, and answer EIO (ENOMEM when memory ran out). */
+static int read_error(mf_session *s, int status)
+{
+    fs_log("%s", mf_error());
+    if (status == MF_ERR_CHANGED)
+        fs_source_changed(fuse_get_context()->fuse, s);
+    return status == MF_ERR_NOMEM ? -ENOMEM : -EIO;
+}
+
 static int op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
     mf_session *s = S();
@@ -108,13 +118,7 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
     if (!f)
         return -ENOENT;
     ssize_t n = mf_session_read(s, f, buf, size, (uint64_t)off);
-    if (n < 0) {
-        fs_log("%s", mf_error());
-        if (n == -ESTALE)
-            fs_source_changed(fuse_get_context()->fuse, s);
-        return -EIO;
-    }
-    return (int)n;
+    return n < 0 ? read_error(s, (int)n) : (int)n;
 }
 
 #define MAX_SEGS 64
@@ -194,11 +198,8 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
     }
 failed:
     if (n < 0) {
-        fs_log("%s", mf_error());
-        if (n == -ESTALE)
-            fs_source_changed(fuse_get_context()->fuse, s);
         free(buf);
-        return -EIO;
+        return read_error(s, (int)n);
     }
     struct fuse_bufvec *bv = make_bufvec(segs, n, &buf);
     free(buf);

@@ -109,7 +109,7 @@ static int write_file(const mf_session *s, const mf_vfile *f, const char *tmp, c
         ssize_t n = mf_session_read(s, f, buf, BUF, off);
         if (n <= 0) {
             close(fd);
-            return n < 0 ? MF_ERR_IO : mf_fail(MF_ERR_IO, "%s: short read at %llu", f->name, (unsigned long long)off);
+            return n < 0 ? (int)n : mf_fail(MF_ERR_IO, "%s: short read at %llu", f->name, (unsigned long long)off);
         }
         for (ssize_t w = 0; w < n;) {
             ssize_t k = write(fd, buf + w, (size_t)(n - w));

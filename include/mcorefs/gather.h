@@ -18,9 +18,10 @@ typedef struct {
     const mf_rankfile *files;   /* may be NULL: no identity check (tests only) */
 } mf_io;
 
-/* Fill dst with bytes [off, off+len) of tensor t (in its shown dtype). Returns 0 or a negative
- * errno: -EIO on short reads (e.g. a rank file truncated after mount), -ESTALE when a rank file
- * changed since mount (checked by fstat after each pread; mf_error() names the file).
+/* Fill dst with bytes [off, off+len) of tensor t (in its shown dtype). Returns MF_OK or a negative
+ * mf_status: MF_ERR_IO on short reads (e.g. a rank file truncated after mount), MF_ERR_CHANGED
+ * when a rank file changed since mount (checked by fstat after each pread); mf_error() names
+ * the file.
  * Thread-safe; no locks. */
 int mf_gather(const mf_hf_tensor *t, const mf_io *io, uint64_t off, size_t len, uint8_t *dst);
 
@@ -35,7 +36,7 @@ typedef struct {
 /* If bytes [off, off+len) of t are plain file ranges (no dtype conversion, every piece contiguous
  * on both sides), append them to segs (at most max) and return how many; 0 when they are not
  * (the caller gathers instead). The caller sends the ranges after this returns, so the files'
- * identity is checked here, just before: -ESTALE when one changed since mount. */
+ * identity is checked here, just before: MF_ERR_CHANGED when one changed since mount. */
 int mf_gather_segments(const mf_hf_tensor *t, const mf_io *io, uint64_t off, size_t len, mf_segment *segs, int max);
 
 /* Dtype conversion of n elements (round to nearest even when narrowing). */

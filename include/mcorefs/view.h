@@ -58,12 +58,13 @@ void mf_session_close(mf_session *s);
 /* Lookup by name. A lazy file is built on first lookup (thread-safe); NULL if absent or if
  * building it failed. */
 const mf_vfile *mf_session_lookup(const mf_session *s, const char *name);
-/* Read up to len bytes at off. Returns bytes read (short only at EOF) or a negative errno. */
+/* Read up to len bytes at off. Returns bytes read (short only at EOF) or a negative mf_status
+ * (MF_ERR_CHANGED: a rank file changed since mount), with mf_error() set. */
 ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_t len, uint64_t off);
 
 /* Like mf_session_read, but file ranges that need no gathering come back as fd segments (for
  * splicing) instead of being copied; everything else is gathered into buf at its request offset.
- * Returns the number of segments (covering the bytes up to EOF, in order) or a negative errno. */
+ * Returns the number of segments (covering the bytes up to EOF, in order) or a negative mf_status. */
 ssize_t mf_session_read_segments(const mf_session *s, const mf_vfile *f, char *buf, size_t len, uint64_t off,
                                  mf_segment *segs, size_t max_segs);
 

@@ -76,7 +76,7 @@ static void test_pread(void **state)
 }
 
 /* A rank file shorter than the shard it should hold (truncated before mount, say): the gather
- * fails with -EIO, and the message says which file. */
+ * fails with MF_ERR_IO, and the message says which file. */
 static void test_gather_names_the_file(void **state)
 {
     (void)state;
@@ -95,7 +95,7 @@ static void test_gather_names_the_file(void **state)
     mf_io io = { fds, NULL, &rf };
     uint8_t out[128];
     mf_error_clear();
-    assert_int_equal(mf_gather(&t, &io, 0, 128, out), -EIO);
+    assert_int_equal(mf_gather(&t, &io, 0, 128, out), MF_ERR_IO);
     assert_non_null(strstr(mf_error(), path));
     assert_int_equal(mf_gather(&t, &io, 0, 64, out), 0);   /* the bytes that are there read fine */
     for (int i = 0; i < 64; i++)

@@ -127,7 +127,7 @@ static void test_open_beneath_fallback(void **state)
 }
 
 /* A session over a copy of a real legacy checkpoint: after a rank file is rewritten in place,
- * reads of tensors built from it fail with -ESTALE (naming the file, counted), and so does
+ * reads of tensors built from it fail with MF_ERR_CHANGED (naming the file, counted), and so does
  * replica verification; tensors from other files still read. */
 static void test_session_rank_file_changed(void **state)
 {
@@ -158,14 +158,14 @@ static void test_session_rank_file_changed(void **state)
     assert_int_equal(pwrite(fd, &b, 1, 100), 1);   /* the same byte: still rewritten in place */
     close(fd);
 
-    /* tensor by tensor: original bytes or -ESTALE naming the victim, never other bytes */
+    /* tensor by tensor: original bytes or MF_ERR_CHANGED naming the victim, never other bytes */
     int stale = 0, good = 0;
     for (uint32_t i = 0; i < f->n_tensors; i++) {
         const mf_hf_tensor *t = &s->map.tensors[f->tensors[i]];
         uint64_t at = f->header_len + t->offset;
         mf_error_clear();
         ssize_t n = mf_session_read(s, f, after + at, t->nbytes, at);
-        if (n == -ESTALE) {
+        if (n == MF_ERR_CHANGED) {
             stale++;
             assert_non_null(strstr(mf_error(), victim));
             assert_non_null(strstr(mf_error(), t->name));
@@ -188,7 +188,7 @@ static void test_session_rank_file_changed(void **state)
     /* the zero-copy path checks too, before handing out file ranges */
     mf_segment segs[64];
     ssize_t rc = mf_session_read_segments(s, f, after, f->size, 0, segs, 64);
-    assert_int_equal(rc, -ESTALE);
+    assert_int_equal(rc, MF_ERR_CHANGED);
 
     /* mcorefs-inspect verify uses the same engine */
     mf_error_clear();
@@ -226,7 +226,7 @@ static void test_session_distcp_changed(void **state)
     assert_int_equal(pwrite(fd, &b, 1, 100), 1);
     close(fd);
     mf_error_clear();
-    assert_int_equal(mf_session_read(s, f, buf, f->size, 0), -ESTALE);
+    assert_int_equal(mf_session_read(s, f, buf, f->size, 0), MF_ERR_CHANGED);
     assert_non_null(strstr(mf_error(), victim));
     assert_int_equal(s->n_source_changed, 1);
     free(buf);
