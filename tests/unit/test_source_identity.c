@@ -126,23 +126,33 @@ static void test_open_beneath_fallback(void **state)
     check_open_beneath(mf_open_beneath_fallback);
 }
 
+/* A session over a fresh copy (under tmp name `tag`) of the fixture `data_rel`; victim gets the
+ * path of its iteration folder's file `victim_rel`. o is left for the caller to free. */
+static mf_session *open_copy(const char *tag, const char *data_rel, const char *victim_rel, char victim[1200],
+                             mf_options *o)
+{
+    char ckpt[1024], cmd[8192];
+    snprintf(ckpt, sizeof ckpt, "%s", us_tmp(tag));
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", ckpt, us_data(data_rel), ckpt);
+    run(cmd);
+    snprintf(victim, 1200, "%s/iter_0000010/%s", ckpt, victim_rel);
+    mf_options_init(o);
+    o->true_vocab_size = 1000;
+    mf_session *s;
+    if (mf_session_open(&s, ckpt, o) != MF_OK)
+        fail_msg("open: %s", mf_error());
+    return s;
+}
+
 /* A session over a copy of a real legacy checkpoint: after a rank file is rewritten in place,
  * reads of tensors built from it fail with MF_ERR_CHANGED (naming the file, counted), and so does
  * replica verification; tensors from other files still read. */
 static void test_session_rank_file_changed(void **state)
 {
     (void)state;
-    char ckpt[1024], cmd[8192], victim[1200];
-    snprintf(ckpt, sizeof ckpt, "%s", us_tmp("ckpt"));
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", ckpt, us_data("megatron/head_gpt_tp2pp2_torch"), ckpt);
-    run(cmd);
-    snprintf(victim, sizeof victim, "%s/iter_0000010/mp_rank_01_001/model_optim_rng.pt", ckpt);
+    char victim[1200];
     mf_options o;
-    mf_options_init(&o);
-    o.true_vocab_size = 1000;
-    mf_session *s;
-    if (mf_session_open(&s, ckpt, &o) != MF_OK)
-        fail_msg("open: %s", mf_error());
+    mf_session *s = open_copy("ckpt", "megatron/head_gpt_tp2pp2_torch", "mp_rank_01_001/model_optim_rng.pt", victim, &o);
     const mf_vfile *f = mf_session_lookup(s, "model.safetensors");
     assert_non_null(f);
     char *before = malloc(f->size), *after = malloc(f->size);
@@ -204,17 +214,9 @@ static void test_session_rank_file_changed(void **state)
 static void test_session_distcp_changed(void **state)
 {
     (void)state;
-    char ckpt[1024], cmd[8192], victim[1200];
-    snprintf(ckpt, sizeof ckpt, "%s", us_tmp("dist"));
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", ckpt, us_data("megatron/head_gpt_tp2pp2_torch_dist"), ckpt);
-    run(cmd);
-    snprintf(victim, sizeof victim, "%s/iter_0000010/__1_0.distcp", ckpt);
+    char victim[1200];
     mf_options o;
-    mf_options_init(&o);
-    o.true_vocab_size = 1000;
-    mf_session *s;
-    if (mf_session_open(&s, ckpt, &o) != MF_OK)
-        fail_msg("open: %s", mf_error());
+    mf_session *s = open_copy("dist", "megatron/head_gpt_tp2pp2_torch_dist", "__1_0.distcp", victim, &o);
     const mf_vfile *f = mf_session_lookup(s, "model.safetensors");
     assert_non_null(f);
     char *buf = malloc(f->size);
