@@ -26,6 +26,39 @@ static void read_moe_layer_freq(mf_model *m, const mf_pv *a)
     }
 }
 
+int mf_model_read_mixers(mf_model *m, const mf_pv *a, const char *src)
+{
+    /* Megatron's get_linear_attention_pattern: with experimental_attention_variant=gated_delta_net,
+     * linear_attention_freq N makes every N-th layer (1-based) full attention and the others
+     * linear attention; a list gives each layer (1 = linear attention). Other variants are
+     * refused by name (family_select.c); no variant: every layer is attention (mixer_layer NULL). */
+    const char *variant = mf_args_str(a, "experimental_attention_variant");
+    free(m->mixer_layer);
+    m->mixer_layer = NULL;
+    if (variant == NULL || strcmp(variant, "gated_delta_net") != 0 || m->num_layers <= 0)
+        return MF_OK;
+    const mf_pv *v = mf_pv_dict_get(a, "linear_attention_freq");
+    int64_t freq = 0;
+    int list = v && (v->kind == MF_PV_LIST || v->kind == MF_PV_TUPLE);
+    if (list && (int64_t)v->u.seq.n != m->num_layers)
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: linear_attention_freq lists %zu layers, num_layers is %lld", src,
+                       v->u.seq.n, (long long)m->num_layers);
+    if (!list && (v == NULL || mf_pv_get_int(v, &freq) != 0 || freq <= 0))
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: experimental_attention_variant=gated_delta_net needs linear_attention_freq "
+                       "(a positive int or a per-layer list)", src);
+    if ((m->mixer_layer = calloc((size_t)m->num_layers, 1)) == NULL)
+        return mf_fail(MF_ERR_NOMEM, "out of memory");
+    for (int64_t l = 0; l < m->num_layers; l++) {
+        int64_t linear = 0;
+        if (list && mf_pv_get_int(v->u.seq.items[l], &linear) != 0)
+            return mf_fail(MF_ERR_INCONSISTENT, "%s: linear_attention_freq[%lld] is not 0 or 1", src, (long long)l);
+        if (!list)
+            linear = (l + 1) % freq != 0;
+        m->mixer_layer[l] = (uint8_t)(linear ? MF_MIXER_LINEAR_ATTENTION : MF_MIXER_ATTENTION);
+    }
+    return MF_OK;
+}
+
 static void copy_str(char *dst, size_t n, const char *s, const char *def)
 {
     snprintf(dst, n, "%s", s ? s : def);
@@ -148,6 +181,11 @@ int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const c
     if (m->moe_layer == NULL)
         return mf_fail(MF_ERR_NOMEM, "out of memory");
     read_moe_layer_freq(m, a);
+    rc = mf_model_read_mixers(m, a, src);
+    if (rc != MF_OK) {
+        mf_model_free(m);
+        return rc;
+    }
 
     if (arch && *arch) {
         m->family = mf_family_find(arch);

@@ -68,6 +68,10 @@ int mf_model_apply_options(mf_model *m, const mf_options *o);
 int mf_args_int(const mf_pv *args, const char *name, int64_t def, int64_t *out);
 int mf_args_bool(const mf_pv *args, const char *name, int def);
 double mf_args_float(const mf_pv *args, const char *name, double def);
+/* Each layer's token mixer from the args into m->mixer_layer (needs m->num_layers): linear
+ * attention layers of experimental_attention_variant=gated_delta_net per linear_attention_freq;
+ * NULL when every layer is attention. */
+int mf_model_read_mixers(mf_model *m, const mf_pv *args, const char *src);
 const char *mf_args_str(const mf_pv *args, const char *name);  /* NULL if None/absent */
 int mf_args_is_set(const mf_pv *args, const char *name);         /* present and not None */
 

@@ -347,6 +347,54 @@ static char *slurp(const char *rel)
 
 /* The README's supported-models table has exactly one row per family, with its architecture;
  * the man page, the README's arch= option and --help name every family. */
+/* Each layer's mixer as Megatron's get_linear_attention_pattern reads it: linear_attention_freq
+ * N = every N-th layer (1-based) full attention, or a per-layer list (1 = linear attention). */
+static void test_mixer_layers_from_args(void **state)
+{
+    (void)state;
+    mf_model m;
+    memset(&m, 0, sizeof(m));
+    m.num_layers = 8;
+    const arg freq4[] = { { "experimental_attention_variant", 's', 0, 0, "gated_delta_net" },
+                          INT("linear_attention_freq", 4), END };
+    assert_int_equal(mf_model_read_mixers(&m, make_args(freq4), "args"), MF_OK);
+    assert_non_null(m.mixer_layer);
+    for (int l = 0; l < 8; l++)
+        assert_int_equal(m.mixer_layer[l], (l + 1) % 4 == 0 ? MF_MIXER_ATTENTION : MF_MIXER_LINEAR_ATTENTION);
+
+    /* a per-layer list, used as it is */
+    static const int64_t pattern[8] = { 0, 1, 1, 0, 0, 0, 1, 0 };
+    mf_pv items[8], *item_p[8];
+    for (int l = 0; l < 8; l++) {
+        items[l] = (mf_pv){ .kind = MF_PV_INT, .u.i = pattern[l] };
+        item_p[l] = &items[l];
+    }
+    const arg listed[] = { { "experimental_attention_variant", 's', 0, 0, "gated_delta_net" }, END };
+    mf_pv *a = (mf_pv *)make_args(listed);
+    mf_pv key = { .kind = MF_PV_STR, .u.str = { (char *)"linear_attention_freq", 21 } };
+    mf_pv list = { .kind = MF_PV_LIST, .u.seq = { item_p, 8, 8 } };
+    key_p[a->u.dict.n] = &key;
+    val_p[a->u.dict.n] = &list;
+    a->u.dict.n++;
+    assert_int_equal(mf_model_read_mixers(&m, a, "args"), MF_OK);
+    for (int l = 0; l < 8; l++)
+        assert_int_equal(m.mixer_layer[l], pattern[l] ? MF_MIXER_LINEAR_ATTENTION : MF_MIXER_ATTENTION);
+    m.num_layers = 6;   /* the list must name every layer */
+    assert_int_equal(mf_model_read_mixers(&m, a, "args"), MF_ERR_INCONSISTENT);
+    assert_non_null(strstr(mf_error(), "lists 8 layers, num_layers is 6"));
+    m.num_layers = 8;
+
+    /* the variant without a frequency is an error Megatron itself refuses */
+    const arg no_freq[] = { { "experimental_attention_variant", 's', 0, 0, "gated_delta_net" }, END };
+    assert_int_equal(mf_model_read_mixers(&m, make_args(no_freq), "args"), MF_ERR_INCONSISTENT);
+    assert_non_null(strstr(mf_error(), "linear_attention_freq"));
+
+    /* no variant: every layer is attention */
+    assert_int_equal(mf_model_read_mixers(&m, make_args(NULL), "args"), MF_OK);
+    assert_null(m.mixer_layer);
+    free(m.mixer_layer);
+}
+
 static void test_docs_list_every_family(void **state)
 {
     (void)state;
@@ -393,6 +441,7 @@ int main(void)
         cmocka_unit_test(test_config_rope_scaling),
         cmocka_unit_test(test_config_writer_pieces_from_row),
         cmocka_unit_test(test_model_apply_options),
+        cmocka_unit_test(test_mixer_layers_from_args),
         cmocka_unit_test(test_docs_list_every_family),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
