@@ -187,10 +187,30 @@ def mount_case(with_mtp):
         T.check("model.layers.4.eh_proj.weight" in expected, "MTP layer missing from expectation")
 
 
+def refused(label, change, words, detected=True):
+    """The real fixture with args changed in every rank file to a GLM-like model the HF class
+    cannot express: the mount fails with one line naming the feature, never half-mapped."""
+    ckpt = T.copy_fixture(NAME)
+    it = os.path.join(ckpt, "iter_0000010")
+    for sub in sorted(os.listdir(it)):
+        T.rewrite_rank_file(os.path.join(it, sub, "model_optim_rng.pt"),
+                            lambda sd: [setattr(sd["args"], k, v) for k, v in change.items()])
+    if detected:   # still detected as GLM-4.5, then refused by what its class cannot express
+        T.expect_mount_failure(ckpt, [], name_in_msg=words)
+    T.expect_mount_failure(ckpt, ["arch=glm4_moe"], name_in_msg=words)
+
+
 def main():
     r = T.Runner("glm45-real")
     r.run("glm45:real:mtp", mount_case, True)
     r.run("glm45:real:skip_mtp", mount_case, False)
+    r.run("glm45:refused:no-expert-bias", refused, "no-expert-bias",
+          dict(moe_router_enable_expert_bias=False), ("Glm4MoeForCausalLM", "moe_router_enable_expert_bias"))
+    r.run("glm45:refused:dense-after-moe", refused, "dense-after-moe",
+          dict(moe_layer_freq=[0, 1, 0, 1]), ("Glm4MoeForCausalLM", "dense layers after MoE layers"))
+    r.run("glm45:refused:softmax-router", refused, "softmax-router",
+          dict(moe_router_score_function="softmax"), ("Glm4MoeForCausalLM", "moe_router_score_function"),
+          False)
     return r.finish()
 
 
