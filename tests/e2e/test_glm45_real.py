@@ -160,6 +160,56 @@ def expected_config(args, with_mtp=True):
     }
 
 
+def transformers_state_dict_shapes(cfg):
+    """Name -> shape of every parameter / persistent buffer Glm4MoeForCausalLM (transformers
+    v4.57, modeling_glm4_moe.py) builds from this config: what from_pretrained will look for."""
+    H, nh, nkv, hd = (cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"],
+                      cfg["head_dim"])
+    E, Fm = cfg["n_routed_experts"], cfg["moe_intermediate_size"]
+    out = {"model.embed_tokens.weight": [cfg["vocab_size"], H], "model.norm.weight": [H]}
+    if not cfg["tie_word_embeddings"]:
+        out["lm_head.weight"] = [cfg["vocab_size"], H]
+    for i in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % i
+        out[p + "input_layernorm.weight"] = [H]
+        out[p + "post_attention_layernorm.weight"] = [H]
+        a = p + "self_attn."
+        out[a + "q_proj.weight"], out[a + "o_proj.weight"] = [nh * hd, H], [H, nh * hd]
+        out[a + "k_proj.weight"] = out[a + "v_proj.weight"] = [nkv * hd, H]
+        if cfg["attention_bias"]:
+            out[a + "q_proj.bias"] = [nh * hd]
+            out[a + "k_proj.bias"] = out[a + "v_proj.bias"] = [nkv * hd]
+        if cfg["use_qk_norm"]:
+            out[a + "q_norm.weight"] = out[a + "k_norm.weight"] = [hd]
+
+        def mlp(q, inter):
+            out[q + "gate_proj.weight"] = out[q + "up_proj.weight"] = [inter, H]
+            out[q + "down_proj.weight"] = [H, inter]
+        if i < cfg["first_k_dense_replace"]:
+            mlp(p + "mlp.", cfg["intermediate_size"])
+            continue
+        out[p + "mlp.gate.weight"] = [E, H]
+        out[p + "mlp.gate.e_score_correction_bias"] = [E]
+        for e in range(E):
+            mlp(p + "mlp.experts.%d." % e, Fm)
+        mlp(p + "mlp.shared_experts.", Fm * cfg["n_shared_experts"])
+    return out
+
+
+def check_transformers_shapes(tensors, cfg):
+    want = transformers_state_dict_shapes(cfg)
+    nl = cfg["num_hidden_layers"]
+    # MTP layers (model.layers.N+k) are the checkpoint's extra keys, as in GLM-4.5's release
+    got = {k: list(v[1]) for k, v in tensors.items()
+           if not (k.startswith("model.layers.") and int(k.split(".")[2]) >= nl)}
+    T.check(set(got) == set(want), "names differ from Glm4MoeForCausalLM's: missing %r, extra %r"
+            % (sorted(set(want) - set(got))[:5], sorted(set(got) - set(want))[:5]))
+    bad = [(k, got[k], want[k]) for k in want if got[k] != want[k]]
+    T.check(not bad, "shapes differ from Glm4MoeForCausalLM's: %r" % bad[:5])
+    T.check(all(tensors[k][0] == "F32" for k in tensors if k.endswith("e_score_correction_bias")),
+            "e_score_correction_bias must stay F32 (a float32 buffer in transformers)")
+
+
 def check_config(cfg, exp):
     for k, v in exp.items():
         T.check(k in cfg, "config.json lacks %r" % k)
@@ -183,11 +233,12 @@ def mount_case(with_mtp):
         v = T.read_view(m.path)
         T.assert_same_tensors(v.tensors, expected, "mount", "from rank files")
         check_config(v.config, expected_config(args, with_mtp))
+        check_transformers_shapes(v.tensors, v.config)
     if with_mtp:
         T.check("model.layers.4.eh_proj.weight" in expected, "MTP layer missing from expectation")
 
 
-def refused(label, change, words, detected=True):
+def refused(change, words, detected=True):
     """The real fixture with args changed in every rank file to a GLM-like model the HF class
     cannot express: the mount fails with one line naming the feature, never half-mapped."""
     ckpt = T.copy_fixture(NAME)
@@ -204,11 +255,11 @@ def main():
     r = T.Runner("glm45-real")
     r.run("glm45:real:mtp", mount_case, True)
     r.run("glm45:real:skip_mtp", mount_case, False)
-    r.run("glm45:refused:no-expert-bias", refused, "no-expert-bias",
+    r.run("glm45:refused:no-expert-bias", refused,
           dict(moe_router_enable_expert_bias=False), ("Glm4MoeForCausalLM", "moe_router_enable_expert_bias"))
-    r.run("glm45:refused:dense-after-moe", refused, "dense-after-moe",
+    r.run("glm45:refused:dense-after-moe", refused,
           dict(moe_layer_freq=[0, 1, 0, 1]), ("Glm4MoeForCausalLM", "dense layers after MoE layers"))
-    r.run("glm45:refused:softmax-router", refused, "softmax-router",
+    r.run("glm45:refused:softmax-router", refused,
           dict(moe_router_score_function="softmax"), ("Glm4MoeForCausalLM", "moe_router_score_function"),
           False)
     return r.finish()

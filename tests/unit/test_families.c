@@ -196,6 +196,21 @@ static void test_row_supports_setting(void **state)
     mf_model_free(&m);
 }
 
+/* rotary_percent outside (0, 1] describes no model: refused naming the arg, for every row. */
+static void test_rotary_percent_range(void **state)
+{
+    (void)state;
+    static const double bad[] = { 0.0, -0.5, 1.5 };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        arg extra[] = { { "rotary_percent", 'f', 0, bad[i], NULL }, END };
+        mf_model m;
+        mf_error_clear();
+        assert_int_equal(mf_model_from_args(&m, make_args(extra), "glm4_moe", "args.pt"), MF_ERR_INCONSISTENT);
+        assert_non_null(strstr(mf_error(), "args.pt: rotary_percent="));
+        assert_non_null(strstr(mf_error(), "outside (0, 1]"));
+    }
+}
+
 /* ---- config.json per family ---- */
 
 static cJSON *config_of(const mf_model *m)
@@ -460,6 +475,7 @@ int main(void)
         cmocka_unit_test(test_detect_refuses_ambiguous),
         cmocka_unit_test(test_settings_refused_by_name),
         cmocka_unit_test(test_row_supports_setting),
+        cmocka_unit_test(test_rotary_percent_range),
         cmocka_unit_test(test_config_each_family),
         cmocka_unit_test(test_config_rope_scaling),
         cmocka_unit_test(test_config_writer_pieces_from_row),
