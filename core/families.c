@@ -240,6 +240,29 @@ static void rope_deepseek(const mf_model *m, cJSON *c)
     mf_json_set(c, "rope_scaling", rs);
 }
 
+/* GLM-4.5 / 4.6: Megatron-Bridge's GLM45Bridge; transformers' Glm4MoeConfig (v4.57). */
+static void cfg_glm4_moe(const mf_model *m, cJSON *c)
+{
+    int64_t first_dense = 0;
+    while (first_dense < m->num_layers && !m->moe_layer[first_dense])
+        first_dense++;
+    mf_json_int(c, "head_dim", m->head_dim);            /* kv_channels; not hidden / heads */
+    mf_json_float(c, "partial_rotary_factor", m->rotary_percent);
+    mf_json_bool(c, "attention_bias", m->qkv_bias);
+    mf_json_bool(c, "use_qk_norm", m->qk_norm);
+    mf_json_int(c, "moe_intermediate_size", m->moe_ffn);
+    mf_json_int(c, "n_routed_experts", m->num_experts);
+    mf_json_int(c, "n_shared_experts", m->moe_ffn > 0 ? m->shared_ffn / m->moe_ffn : 0);  /* whole: MF_FEAT_SHARED_PARTIAL */
+    mf_json_int(c, "num_experts_per_tok", m->moe_topk);
+    mf_json_float(c, "routed_scaling_factor", m->moe_scaling_factor);
+    mf_json_int(c, "n_group", m->moe_num_groups > 0 ? m->moe_num_groups : 1);
+    mf_json_int(c, "topk_group", m->moe_group_topk > 0 ? m->moe_group_topk : 1);
+    mf_json_int(c, "first_k_dense_replace", first_dense);
+    /* pitfalls #2: Megatron's sigmoid router renormalises the top-k only when topk > 1 */
+    mf_json_bool(c, "norm_topk_prob", m->moe_topk > 1);
+    mf_json_int(c, "num_nextn_predict_layers", m->mtp_shown);
+}
+
 /* What each HF class always has (needs) and cannot express (forbids), beyond its tensors. */
 #define GQA_NO (MF_FEAT_MLA | MF_FEAT_WINDOW | MF_FEAT_EXPERT_BIAS | MF_FEAT_SIGMOID)
 #define DENSE_NO (MF_FEAT_MOE | MF_FEAT_MLA | MF_FEAT_WINDOW)
@@ -297,6 +320,18 @@ static const mf_family families[] = {
       .needs = MF_FEAT_MOE | MF_FEAT_MLA | MF_FEAT_SIGMOID, .forbids = DS_NO,
       .detect_all = MF_FEAT_MOE | MF_FEAT_MLA | MF_FEAT_SIGMOID,
       .hidden_act = "silu", .rope_scaling = rope_deepseek },
+    /* GLM-4.5: GQA with q/k/v biases, optional q/k norm, partial rotary (rotate-half on the first
+     * rotary_percent of each head in both Megatron and HF: plain copies), leading dense layers, a
+     * sigmoid router with an F32 expert bias, shared experts, DeepSeek-style MTP layers. */
+    { .name = "glm4_moe", .architecture = "Glm4MoeForCausalLM", .model_type = "glm4_moe",
+      .attn = gqa_attn, .dense_mlp = dense_mlp, .moe_mlp = deepseek_moe, .expert = hf_expert, .mtp = deepseek_mtp,
+      .config = cfg_glm4_moe,
+      .needs = MF_FEAT_MOE | MF_FEAT_SHARED | MF_FEAT_SIGMOID | MF_FEAT_EXPERT_BIAS,
+      .forbids = MF_FEAT_MLA | MF_FEAT_WINDOW | MF_FEAT_SHARED_GATE | MF_FEAT_DENSE_AFTER_MOE | MF_FEAT_SHARED_PARTIAL,
+      .detect_all = MF_FEAT_MOE | MF_FEAT_SHARED | MF_FEAT_QKV_BIAS | MF_FEAT_SIGMOID,
+      .detect_none = MF_FEAT_MLA | MF_FEAT_SHARED_GATE,
+      .supports_args = MF_ARGF_PARTIAL_ROTARY,
+      .hidden_act = "silu", .rope_scaling = mf_config_rope_megatron },
 };
 
 unsigned mf_model_features(const mf_model *m)
@@ -313,6 +348,7 @@ unsigned mf_model_features(const mf_model *m)
     f |= m->num_experts > 0 && m->moe_expert_bias ? MF_FEAT_EXPERT_BIAS : 0;
     f |= m->num_experts > 0 && strcmp(m->score_function, "sigmoid") == 0 ? MF_FEAT_SIGMOID : 0;
     f |= m->window_set ? MF_FEAT_WINDOW_SET : 0;
+    f |= m->num_experts > 0 && m->shared_ffn > 0 && m->moe_ffn > 0 && m->shared_ffn % m->moe_ffn ? MF_FEAT_SHARED_PARTIAL : 0;
     for (int64_t l = 0; m->num_experts > 0 && m->moe_layer && l < m->num_layers; l++) {
         if (!m->moe_layer[l])
             f |= MF_FEAT_DENSE_LAYERS | (seen_moe ? MF_FEAT_DENSE_AFTER_MOE : 0);
@@ -336,6 +372,7 @@ static const struct {
     { MF_FEAT_SIGMOID, "sigmoid router scores", "moe_router_score_function" },
     { MF_FEAT_DENSE_LAYERS, "dense layers in a MoE model", "moe_layer_freq" },
     { MF_FEAT_DENSE_AFTER_MOE, "dense layers after MoE layers", "moe_layer_freq" },
+    { MF_FEAT_SHARED_PARTIAL, "a shared-expert size that is not a multiple of the expert size", "moe_shared_expert_intermediate_size" },
 };
 
 int mf_family_check(const mf_family *f, const mf_model *m, const char *arch, const char *src)

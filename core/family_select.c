@@ -102,23 +102,39 @@ int mf_family_check_args(const mf_family *f, const mf_pv *args, const char *src)
     return MF_OK;
 }
 
-const mf_family *mf_family_detect(const mf_model *m, unsigned arg_settings_on, const char *src)
+/* The one row whose masks fit `have` and that supports every setting in `on`; NULL (no message)
+ * when none fits, NULL with the message set when two do. */
+static const mf_family *detect_row(unsigned have, unsigned on, const char *src, int *ambiguous)
 {
-    unsigned have = mf_model_features(m);
     const mf_family *found = NULL;
     for (const mf_family *const *p = mf_family_all(); *p; p++) {
         const mf_family *f = *p;
-        if ((have & f->detect_all) != f->detect_all || (have & f->detect_none) ||
-            (arg_settings_on & ~f->supports_args))
+        if ((have & f->detect_all) != f->detect_all || (have & f->detect_none) || (on & ~f->supports_args))
             continue;
         if (found) {   /* the rows' masks must exclude each other: never guess */
             mf_fail(MF_ERR_UNSUPPORTED, "%s: ambiguous model: both %s and %s fit; use -o arch=NAME", src, found->name, f->name);
+            *ambiguous = 1;
             return NULL;
         }
         found = f;
     }
-    if (found)
+    return found;
+}
+
+const mf_family *mf_family_detect(const mf_model *m, unsigned arg_settings_on, const mf_pv *args, const char *src)
+{
+    unsigned have = mf_model_features(m);
+    int ambiguous = 0;
+    const mf_family *found = detect_row(have, arg_settings_on, src, &ambiguous);
+    if (found || ambiguous)
         return found;
+    /* the row the features point to cannot express a setting (say rotary_percent < 1 on a
+     * Llama): name the setting and the class rather than "no family fits" */
+    const mf_family *near = detect_row(have, 0, src, &ambiguous);
+    if (near && args && (arg_settings_on & ~near->supports_args) && mf_family_check_args(near, args, src) != MF_OK)
+        return NULL;
+    if (ambiguous)
+        return NULL;
     if ((have & MF_FEAT_MLA) && !(have & MF_FEAT_MOE))
         mf_fail(MF_ERR_UNSUPPORTED, "%s: ambiguous model: multi-latent attention without experts has no HF target; use -o arch=", src);
     else if (have & MF_FEAT_MOE)

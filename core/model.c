@@ -117,6 +117,7 @@ int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const c
     m->use_rope_scaling = mf_args_bool(a, "use_rope_scaling", 0);
     m->rope_scaling_factor = mf_args_float(a, "rope_scaling_factor", 8.0);
     m->seq_interp_factor = mf_args_float(a, "rotary_seq_len_interpolation_factor", 0.0);
+    m->rotary_percent = mf_args_float(a, "rotary_percent", 1.0);
 
     const mf_pv *pd = mf_pv_dict_get(a, "params_dtype");
     m->params_dtype = pd && pd->kind == MF_PV_GLOBAL ? mf_dtype_from_torch(pd->u.global.name) : MF_DT_INVALID;
@@ -177,6 +178,9 @@ int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const c
         return mf_fail(MF_ERR_INCONSISTENT, "%s: num_experts=%lld is not divisible by expert_model_parallel_size=%lld",
                        src, (long long)m->num_experts, (long long)m->ep);
 
+    if (!(m->rotary_percent > 0.0 && m->rotary_percent <= 1.0))
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: rotary_percent=%g is outside (0, 1]", src, m->rotary_percent);
+
     m->moe_layer = calloc((size_t)m->num_layers, 1);
     if (m->moe_layer == NULL)
         return mf_fail(MF_ERR_NOMEM, "out of memory");
@@ -194,7 +198,7 @@ int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const c
             return mf_fail(MF_ERR_INVALID, "unknown arch '%s' (known: %s)", arch, mf_family_names(", "));
         }
     } else {
-        m->family = mf_family_detect(m, mf_args_settings(a), src);
+        m->family = mf_family_detect(m, mf_args_settings(a), a, src);
         if (m->family == NULL) {
             mf_model_free(m);
             return MF_ERR_UNSUPPORTED;

@@ -32,6 +32,7 @@ typedef struct mf_model_s {
     double norm_eps, rope_theta, init_std, attn_dropout;
     int swiglu, qkv_bias, add_bias_linear, qk_norm, tied, gqa;
     int use_rope_scaling; double rope_scaling_factor; double seq_interp_factor;
+    double rotary_percent;             /* share of head_dim that rope rotates (1: all) */
     mf_dtype params_dtype;
     /* parallel layout */
     int64_t tp, pp, vpp, ep, etp, cp;

@@ -102,6 +102,7 @@ enum {
     MF_FEAT_DENSE_LAYERS = 1 << 9, /* dense layers in a MoE model */
     MF_FEAT_DENSE_AFTER_MOE = 1 << 10, /* a dense layer after a MoE layer */
     MF_FEAT_WINDOW_SET = 1 << 11,  /* window_size given (detection only: Mistral's sign) */
+    MF_FEAT_SHARED_PARTIAL = 1 << 20, /* shared-expert size not a whole number of routed experts */
 };
 
 /* Megatron settings beyond what every family shares (core/family_select.c): refused by name
@@ -157,8 +158,10 @@ unsigned mf_args_settings(const struct mf_pv *args);
  * naming src and the arg ("...: unsupported model: rotary_percent < 1"). */
 int mf_family_check_args(const mf_family *f, const struct mf_pv *args, const char *src);
 /* The one family whose detection masks fit m and whose supports_args cover arg_settings_on;
- * NULL with the message set when none (or, a table error, two) fit. */
-const mf_family *mf_family_detect(const struct mf_model_s *m, unsigned arg_settings_on, const char *src);
+ * NULL with the message set when none (or, a table error, two) fit. When the masks point to a
+ * row that cannot express a setting of `args` (may be NULL), the message names the setting. */
+const mf_family *mf_family_detect(const struct mf_model_s *m, unsigned arg_settings_on, const struct mf_pv *args,
+                                  const char *src);
 /* config.json rope_scaling from Megatron's own flags: llama3 (use_rope_scaling), linear
  * (rotary_seq_len_interpolation_factor) or null. */
 void mf_config_rope_megatron(const struct mf_model_s *m, struct cJSON *cfg);

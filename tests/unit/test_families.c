@@ -87,6 +87,12 @@ static const arg qwen2_moe_args[] = { INT("num_experts", 8), INT("moe_shared_exp
                                       ON("moe_shared_expert_gate"), ON("add_qkv_bias"), END };
 static const arg qwen3_moe_args[] = { INT("num_experts", 8), ON("qk_layernorm"), END };
 static const arg dsv2_args[] = { ON("multi_latent_attention"), INT("num_experts", 8), END };
+static const arg glm4_moe_args[] = { INT("num_experts", 8), INT("moe_ffn_hidden_size", 32),
+                                     INT("moe_shared_expert_intermediate_size", 64), ON("add_qkv_bias"),
+                                     ON("qk_layernorm"), ON("moe_router_enable_expert_bias"), INT("kv_channels", 32),
+                                     { "moe_router_score_function", 's', 0, 0, "sigmoid" }, INT("moe_router_topk", 2),
+                                     { "moe_router_topk_scaling_factor", 'f', 0, 2.5, NULL },
+                                     { "rotary_percent", 'f', 0, 0.5, NULL }, INT("mtp_num_layers", 1), END };
 static const arg dsv3_args[] = { ON("multi_latent_attention"), INT("num_experts", 8), ON("moe_router_enable_expert_bias"),
                                  { "moe_router_score_function", 's', 0, 0, "sigmoid" }, END };
 
@@ -96,7 +102,7 @@ static const struct {
 } each_family[] = {
     { "llama", llama_args }, { "mistral", mistral_args }, { "qwen2", qwen2_args }, { "qwen3", qwen3_args },
     { "mixtral", mixtral_args }, { "qwen2_moe", qwen2_moe_args }, { "qwen3_moe", qwen3_moe_args },
-    { "deepseek_v2", dsv2_args }, { "deepseek_v3", dsv3_args },
+    { "deepseek_v2", dsv2_args }, { "deepseek_v3", dsv3_args }, { "glm4_moe", glm4_moe_args },
 };
 #define N_FAMILIES (sizeof(each_family) / sizeof(each_family[0]))
 
@@ -148,7 +154,8 @@ static void test_settings_refused_by_name(void **state)
         { ON("attention_output_gate"), "args.pt: unsupported model: attention_output_gate is set" },
         { { "hybrid_layer_pattern", 's', 0, 0, "M*M*" }, "args.pt: unsupported model: hybrid_layer_pattern is set" },
         { INT("moe_mlp_glu_interleave_size", 32), "args.pt: unsupported model: moe_mlp_glu_interleave_size is set" },
-        { { "rotary_percent", 'f', 0, 0.5, NULL }, "args.pt: unsupported model: rotary_percent < 1" },
+        /* a setting only some rows express: the class the args point to is named */
+        { { "rotary_percent", 'f', 0, 0.5, NULL }, "args.pt: unsupported by LlamaForCausalLM: rotary_percent < 1" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         arg extra[] = { cases[i].a, END };
@@ -184,9 +191,24 @@ static void test_row_supports_setting(void **state)
     mf_model m;
     static const arg qwen2_partial[] = { ON("add_qkv_bias"), END };
     assert_int_equal(mf_model_from_args(&m, make_args(qwen2_partial), NULL, "args.pt"), MF_OK);
-    assert_null(mf_family_detect(&m, MF_ARGF_PARTIAL_ROTARY, "args.pt"));
-    assert_ptr_equal(mf_family_detect(&m, 0, "args.pt"), mf_family_find("qwen2"));
+    assert_null(mf_family_detect(&m, MF_ARGF_PARTIAL_ROTARY, NULL, "args.pt"));
+    assert_ptr_equal(mf_family_detect(&m, 0, NULL, "args.pt"), mf_family_find("qwen2"));
     mf_model_free(&m);
+}
+
+/* rotary_percent outside (0, 1] describes no model: refused naming the arg, for every row. */
+static void test_rotary_percent_range(void **state)
+{
+    (void)state;
+    static const double bad[] = { 0.0, -0.5, 1.5 };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        arg extra[] = { { "rotary_percent", 'f', 0, bad[i], NULL }, END };
+        mf_model m;
+        mf_error_clear();
+        assert_int_equal(mf_model_from_args(&m, make_args(extra), "glm4_moe", "args.pt"), MF_ERR_INCONSISTENT);
+        assert_non_null(strstr(mf_error(), "args.pt: rotary_percent="));
+        assert_non_null(strstr(mf_error(), "outside (0, 1]"));
+    }
 }
 
 /* ---- config.json per family ---- */
@@ -248,6 +270,22 @@ static void test_config_each_family(void **state)
             assert_true(num_of(c, "num_key_value_heads") == 4);
             assert_string_equal(str_of(c, "scoring_func"), strcmp(fam, "deepseek_v3") == 0 ? "sigmoid" : "softmax");
             assert_string_equal(str_of(c, "topk_method"), strcmp(fam, "deepseek_v3") == 0 ? "noaux_tc" : "greedy");
+        }
+        if (strcmp(fam, "glm4_moe") == 0) {   /* each Glm4MoeConfig key from its arg */
+            assert_true(num_of(c, "partial_rotary_factor") == 0.5);
+            assert_true(num_of(c, "head_dim") == 32);
+            assert_true(num_of(c, "n_routed_experts") == 8);
+            assert_true(num_of(c, "n_shared_experts") == 2);
+            assert_true(num_of(c, "moe_intermediate_size") == 32);
+            assert_true(num_of(c, "num_experts_per_tok") == 2);
+            assert_true(num_of(c, "routed_scaling_factor") == 2.5);
+            assert_true(num_of(c, "n_group") == 1 && num_of(c, "topk_group") == 1);
+            assert_true(num_of(c, "first_k_dense_replace") == 0);
+            assert_true(num_of(c, "num_nextn_predict_layers") == 1);
+            assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "attention_bias")));
+            assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "use_qk_norm")));
+            assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "norm_topk_prob")));
+            assert_true(num_of(c, "num_key_value_heads") == 4);
         }
         cJSON_Delete(c);
         mf_model_free(&m);
@@ -437,6 +475,7 @@ int main(void)
         cmocka_unit_test(test_detect_refuses_ambiguous),
         cmocka_unit_test(test_settings_refused_by_name),
         cmocka_unit_test(test_row_supports_setting),
+        cmocka_unit_test(test_rotary_percent_range),
         cmocka_unit_test(test_config_each_family),
         cmocka_unit_test(test_config_rope_scaling),
         cmocka_unit_test(test_config_writer_pieces_from_row),

@@ -100,7 +100,7 @@ static void test_each_family_each_feature(void **state)
             refusals++;
         }
     }
-    assert_int_equal(families, 9);
+    assert_int_equal(families, 10);
     assert_true(refusals >= 40);
 }
 
@@ -119,12 +119,30 @@ static void test_detected_family_message(void **state)
     assert_non_null(strstr(mf_error(), "num_experts"));
 }
 
+/* GLM's HF class sizes shared experts as n_shared_experts * moe_intermediate_size: a shared
+ * size that is no whole number of experts is refused, not rounded down. */
+static void test_shared_expert_size_whole(void **state)
+{
+    (void)state;
+    const mf_family *glm = mf_family_find("glm4_moe");
+    assert_non_null(glm);
+    mf_model m = model_with(glm->needs);
+    m.moe_ffn = 32;
+    assert_int_equal(mf_family_check(glm, &m, NULL, "x.pt"), MF_OK);
+    m.shared_ffn = 48;
+    mf_error_clear();
+    assert_int_equal(mf_family_check(glm, &m, NULL, "x.pt"), MF_ERR_UNSUPPORTED);
+    assert_non_null(strstr(mf_error(), "not a multiple of the expert size"));
+    assert_non_null(strstr(mf_error(), "moe_shared_expert_intermediate_size"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_features_of_model),
         cmocka_unit_test(test_each_family_each_feature),
         cmocka_unit_test(test_detected_family_message),
+        cmocka_unit_test(test_shared_expert_size_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -338,6 +338,59 @@ static void test_deepseek_v3(void **state)
     synth_free(&s);
 }
 
+/* GLM-4.5: GQA with q/k/v biases and q/k norms, a dense first layer, MoE layers with shared
+ * experts and an F32 expert bias (DeepSeek's MoE names), and one MTP layer after the decoder. */
+static void test_glm4_moe(void **state)
+{
+    (void)state;
+    synth s;
+    synth_init(&s, "glm4_moe", 2);
+    set_moe(&s);
+    mf_model *m = &s.c.model;
+    m->moe_layer[0] = 0;
+    m->qkv_bias = m->qk_norm = 1;
+    m->shared_ffn = SH_FFN;
+    m->moe_expert_bias = 1;
+    m->mtp_layers = 1;
+    s.o.dtype = MF_DT_BF16;
+    top(&s);
+    gqa_layer(&s, 0);
+    dense_layer(&s, 0);
+    for (int l = 1; l <= 2; l++) {
+        gqa_layer(&s, l);
+        moe_layer(&s, l);
+    }
+    src(&s, "mtp.layers.2.enorm.weight", H, 0);
+    src(&s, "mtp.layers.2.hnorm.weight", H, 0);
+    src(&s, "mtp.layers.2.eh_proj.weight", H, 2 * H);
+    src(&s, "mtp.layers.2.final_layernorm.weight", H, 0);
+    /* attention 10 per layer; dense MLP 4; MoE: norm, router, bias, 3 shared, 3 per expert */
+    build_ok(&s, 3 + (10 + 4) + (10 + 6 + 3 * E) + (10 + 6 + 3 * E + 4));
+    for (int l = 0; l <= 2; l++) {
+        char n[128];
+        snprintf(n, sizeof(n), "model.layers.%d.self_attn.q_proj.bias", l);
+        expect(&s, n, 16, 0);
+        snprintf(n, sizeof(n), "model.layers.%d.self_attn.v_proj.bias", l);
+        expect(&s, n, 8, 0);
+        snprintf(n, sizeof(n), "model.layers.%d.self_attn.k_norm.weight", l);
+        expect(&s, n, 4, 0);
+        snprintf(n, sizeof(n), "model.layers.%d.self_attn.o_proj.weight", l);
+        expect(&s, n, H, H);
+    }
+    expect(&s, "model.layers.0.mlp.gate_proj.weight", FFN, H);
+    assert_null(find(&s, "model.layers.0.mlp.gate.weight"));
+    expect(&s, "model.layers.1.mlp.gate.weight", E, H);
+    expect(&s, "model.layers.1.mlp.shared_experts.up_proj.weight", SH_FFN, H);
+    expect(&s, "model.layers.1.mlp.shared_experts.down_proj.weight", H, SH_FFN);
+    expect(&s, "model.layers.2.mlp.experts.2.gate_proj.weight", MOE_FFN, H);
+    expect(&s, "model.layers.2.shared_head.norm.weight", H, 0);
+    assert_int_equal(find(&s, "model.layers.2.mlp.gate.e_score_correction_bias")->dtype, MF_DT_F32);
+    assert_int_equal(find(&s, "model.layers.2.mlp.gate.weight")->dtype, MF_DT_BF16);
+    assert_int_equal(find(&s, "model.layers.2.eh_proj.weight")->mtp, 1);
+    assert_null(find(&s, "model.layers.1.eh_proj.weight"));
+    synth_free(&s);
+}
+
 /* The layer kind comes from the args per layer; a kind the family has no rules for is refused
  * with the layer named. A leftover or missing source is refused too. */
 static void test_layer_kinds_and_refusals(void **state)
@@ -491,6 +544,7 @@ int main(void)
         cmocka_unit_test(test_dense_families),
         cmocka_unit_test(test_moe_families),
         cmocka_unit_test(test_deepseek_v3),
+        cmocka_unit_test(test_glm4_moe),
         cmocka_unit_test(test_layer_kinds_and_refusals),
         cmocka_unit_test(test_stacked_experts),
     };
