@@ -266,7 +266,7 @@ static void cfg_glm4_moe(const mf_model *m, cJSON *c)
 /* What each HF class always has (needs) and cannot express (forbids), beyond its tensors. */
 #define GQA_NO (MF_FEAT_MLA | MF_FEAT_WINDOW | MF_FEAT_EXPERT_BIAS | MF_FEAT_SIGMOID)
 #define DENSE_NO (MF_FEAT_MOE | MF_FEAT_MLA | MF_FEAT_WINDOW)
-#define DS_NO (MF_FEAT_QKV_BIAS | MF_FEAT_WINDOW | MF_FEAT_SHARED_GATE | MF_FEAT_DENSE_AFTER_MOE)
+#define DS_NO (MF_FEAT_QKV_BIAS | MF_FEAT_WINDOW | MF_FEAT_SHARED_GATE | MF_FEAT_DENSE_AFTER_MOE | MF_FEAT_SHARED_PARTIAL)
 
 /* Detection: what sets each family apart (the masks exclude each other). */
 #define NOT_DENSE_GQA (MF_FEAT_MOE | MF_FEAT_MLA)
