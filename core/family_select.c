@@ -43,6 +43,8 @@ static const struct {
     { MF_ARGF_MOE_LATENT, "moe_latent_size", ARG_GIVEN, NULL, NULL, NULL },
     { MF_ARGF_ATTN_VARIANT, "experimental_attention_variant", ARG_GIVEN, NULL, NULL, NULL },
     { MF_ARGF_PARTIAL_ROTARY, "rotary_percent", ARG_BELOW_ONE, NULL, NULL, NULL },
+    { MF_ARGF_SOFTMAX_TYPE, "softmax_type", ARG_STR_NOT, "vanilla", NULL, NULL },
+    { MF_ARGF_WINDOW_SKIP, "window_attn_skip_freq", ARG_GIVEN, NULL, NULL, NULL },
 };
 #define N_ARG_SETTINGS (sizeof(arg_settings) / sizeof(arg_settings[0]))
 
