@@ -374,7 +374,7 @@ static const mf_family families[] = {
       .needs = MF_FEAT_MOE | MF_FEAT_SINKS | MF_FEAT_CLAMPED_GEGLU | MF_FEAT_LINEAR_BIAS | MF_FEAT_WINDOW,
       .forbids = MF_FEAT_MLA | MF_FEAT_QK_NORM | MF_FEAT_SHARED | MF_FEAT_EXPERT_BIAS | MF_FEAT_SIGMOID | MF_FEAT_DENSE_LAYERS,
       .detect_all = MF_FEAT_MOE | MF_FEAT_SINKS, .detect_none = MF_FEAT_MLA,
-      .supports_args = MF_ARGF_NO_SWIGLU | MF_ARGF_SOFTMAX_TYPE | MF_ARGF_WINDOW_SKIP,
+      .supports_args = MF_ARGF_QUICK_GEGLU | MF_ARGF_SOFTMAX_TYPE | MF_ARGF_WINDOW_SKIP,
       .hidden_act = "silu", .rope_scaling = rope_gptoss },
 };
 

@@ -135,8 +135,9 @@ int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const c
     m->rope_theta = mf_args_float(a, "rotary_base", 10000.0);
     m->init_std = mf_args_float(a, "init_method_std", 0.02);
     m->attn_dropout = mf_args_float(a, "attention_dropout", 0.0);
-    m->quick_geglu = mf_args_bool(a, "quick_geglu", 0);
-    m->swiglu = mf_args_bool(a, "swiglu", 0) || m->quick_geglu;   /* gated fc1 [gate; up] */
+    int swiglu = mf_args_bool(a, "swiglu", 0), geglu = mf_args_bool(a, "quick_geglu", 0);
+    m->quick_geglu = geglu && !swiglu;   /* both set: not gpt-oss's activation (which one runs is unclear) */
+    m->swiglu = swiglu || geglu;         /* gated fc1 [gate; up] */
     m->glu_offset = mf_args_float(a, "glu_linear_offset", 0.0);
     m->glu_clamp = mf_args_float(a, "activation_func_clamp_value", 0.0);
     const char *softmax = mf_args_str(a, "softmax_type");

@@ -115,7 +115,7 @@ enum {
 enum {
     MF_ARGF_NORM_NOT_RMS = 1 << 0,        /* normalization other than RMSNorm */
     MF_ARGF_POS_NOT_ROPE = 1 << 1,        /* position embeddings other than rope / yarn */
-    MF_ARGF_NO_SWIGLU = 1 << 2,           /* a non-gated MLP */
+    MF_ARGF_NO_SWIGLU = 1 << 2,           /* a non-gated MLP (neither swiglu nor quick_geglu) */
     MF_ARGF_ROTARY_INTERLEAVED = 1 << 3,
     MF_ARGF_ZERO_CENTERED_GAMMA = 1 << 4,
     MF_ARGF_LAYERNORM_1P = 1 << 5,
@@ -132,6 +132,7 @@ enum {
     MF_ARGF_PARTIAL_ROTARY = 1 << 16,     /* rotary_percent < 1 */
     MF_ARGF_SOFTMAX_TYPE = 1 << 17,       /* softmax_type other than vanilla (attention sinks) */
     MF_ARGF_WINDOW_SKIP = 1 << 18,        /* window_attn_skip_freq: full-attention layers among windowed */
+    MF_ARGF_QUICK_GEGLU = 1 << 19,        /* gated MLP with quick-GELU (gpt-oss) */
 };
 
 typedef struct mf_family {
