@@ -372,7 +372,8 @@ static const mf_family families[] = {
     { .name = "gpt_oss", .architecture = "GptOssForCausalLM", .model_type = "gpt_oss",
       .attn = gptoss_attn, .dense_mlp = dense_mlp, .moe_mlp = gptoss_moe, .expert = gptoss_expert, .config = cfg_gptoss,
       .needs = MF_FEAT_MOE | MF_FEAT_SINKS | MF_FEAT_CLAMPED_GEGLU | MF_FEAT_LINEAR_BIAS | MF_FEAT_WINDOW,
-      .forbids = MF_FEAT_MLA | MF_FEAT_QK_NORM | MF_FEAT_SHARED | MF_FEAT_EXPERT_BIAS | MF_FEAT_SIGMOID | MF_FEAT_DENSE_LAYERS,
+      .forbids = MF_FEAT_MLA | MF_FEAT_QK_NORM | MF_FEAT_SHARED | MF_FEAT_EXPERT_BIAS | MF_FEAT_SIGMOID | MF_FEAT_DENSE_LAYERS |
+                 MF_FEAT_PRE_SOFTMAX | MF_FEAT_TOPK_SCALING | MF_FEAT_GROUP_ROUTING,  /* HF: top-k of logits, softmax of those */
       .detect_all = MF_FEAT_MOE | MF_FEAT_SINKS, .detect_none = MF_FEAT_MLA,
       .supports_args = MF_ARGF_QUICK_GEGLU | MF_ARGF_SOFTMAX_TYPE | MF_ARGF_WINDOW_SKIP,
       .hidden_act = "silu", .rope_scaling = rope_gptoss },
@@ -396,6 +397,9 @@ unsigned mf_model_features(const mf_model *m)
     /* HF's GptOssExperts: (up + 1) x quick_gelu(gate), gate <= 7, |up| <= 7, fixed in code */
     f |= m->quick_geglu && m->glu_offset == 1.0 && m->glu_clamp == 7.0 ? MF_FEAT_CLAMPED_GEGLU : 0;
     f |= m->add_bias_linear ? MF_FEAT_LINEAR_BIAS : 0;
+    f |= m->num_experts > 0 && m->moe_pre_softmax ? MF_FEAT_PRE_SOFTMAX : 0;
+    f |= m->num_experts > 0 && m->moe_scaling_factor != 1.0 ? MF_FEAT_TOPK_SCALING : 0;
+    f |= m->num_experts > 0 && m->moe_num_groups > 1 ? MF_FEAT_GROUP_ROUTING : 0;
     for (int64_t l = 0; m->num_experts > 0 && m->moe_layer && l < m->num_layers; l++) {
         if (!m->moe_layer[l])
             f |= MF_FEAT_DENSE_LAYERS | (seen_moe ? MF_FEAT_DENSE_AFTER_MOE : 0);
@@ -422,6 +426,9 @@ static const struct {
     { MF_FEAT_SINKS, "learnable attention sinks", "softmax_type=learnable" },
     { MF_FEAT_CLAMPED_GEGLU, "the clamped quick-GeGLU", "quick_geglu, glu_linear_offset=1, activation_func_clamp_value=7" },
     { MF_FEAT_LINEAR_BIAS, "linear-layer biases", "add_bias_linear" },
+    { MF_FEAT_PRE_SOFTMAX, "a softmax before the top-k choice", "moe_router_pre_softmax" },
+    { MF_FEAT_TOPK_SCALING, "scaled routing weights", "moe_router_topk_scaling_factor" },
+    { MF_FEAT_GROUP_ROUTING, "group-limited routing", "moe_router_num_groups" },
 };
 
 int mf_family_check(const mf_family *f, const mf_model *m, const char *arch, const char *src)

@@ -28,6 +28,7 @@ static const struct {
     { MF_ARGF_POS_NOT_ROPE, "position_embedding_type", ARG_STR_NOT, "rope", "yarn", "(need rope)" },
     { MF_ARGF_NO_SWIGLU, "swiglu", ARG_OFF, "quick_geglu", NULL, "(no supported HF family uses a non-gated MLP)" },
     { MF_ARGF_QUICK_GEGLU, "quick_geglu", ARG_ON, NULL, NULL, NULL },
+    { MF_ARGF_PROBS_ON_INPUT, "moe_apply_probs_on_input", ARG_ON, NULL, NULL, "(no HF MoE family weights the expert input)" },
     { MF_ARGF_ROTARY_INTERLEAVED, "rotary_interleaved", ARG_ON, NULL, NULL, NULL },
     { MF_ARGF_ZERO_CENTERED_GAMMA, "layernorm_zero_centered_gamma", ARG_ON, NULL, NULL, NULL },
     { MF_ARGF_LAYERNORM_1P, "apply_layernorm_1p", ARG_ON, NULL, NULL, NULL },

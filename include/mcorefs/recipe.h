@@ -108,6 +108,9 @@ enum {
     MF_FEAT_SINKS = 1 << 12,       /* learnable attention sinks (softmax_type=learnable) */
     MF_FEAT_CLAMPED_GEGLU = 1 << 13, /* gpt-oss MLP: quick_geglu, glu_linear_offset 1, a clamp */
     MF_FEAT_LINEAR_BIAS = 1 << 14, /* biases on every linear layer (add_bias_linear) */
+    MF_FEAT_PRE_SOFTMAX = 1 << 15, /* router softmax before top-k (moe_router_pre_softmax) */
+    MF_FEAT_TOPK_SCALING = 1 << 16, /* routing weights scaled (moe_router_topk_scaling_factor) */
+    MF_FEAT_GROUP_ROUTING = 1 << 17, /* group-limited routing (moe_router_num_groups) */
 };
 
 /* Megatron settings beyond what every family shares (core/family_select.c): refused by name
@@ -133,6 +136,7 @@ enum {
     MF_ARGF_SOFTMAX_TYPE = 1 << 17,       /* softmax_type other than vanilla (attention sinks) */
     MF_ARGF_WINDOW_SKIP = 1 << 18,        /* window_attn_skip_freq: full-attention layers among windowed */
     MF_ARGF_QUICK_GEGLU = 1 << 19,        /* gated MLP with quick-GELU (gpt-oss) */
+    MF_ARGF_PROBS_ON_INPUT = 1 << 20,     /* moe_apply_probs_on_input: routing weight before fc1 */
 };
 
 typedef struct mf_family {

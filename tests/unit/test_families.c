@@ -427,6 +427,10 @@ static void test_gptoss(void **state)
         { { "add_bias_linear", 'b', 0, 0, NULL }, "needs linear-layer biases" },
         { { "window_size", 'n', 0, 0, NULL }, "needs sliding-window attention" },
         { INT("moe_layer_freq", 2), "cannot express dense layers in a MoE model" },
+        { ON("moe_router_pre_softmax"), "cannot express a softmax before the top-k choice" },
+        { { "moe_router_topk_scaling_factor", 'f', 0, 2.5, NULL }, "cannot express scaled routing weights" },
+        { INT("moe_router_num_groups", 2), "cannot express group-limited routing" },
+        { ON("moe_apply_probs_on_input"), "unsupported model: moe_apply_probs_on_input is set" },
     };
     for (size_t i = 0; i < sizeof(needs) / sizeof(needs[0]); i++) {
         arg extra[16];
