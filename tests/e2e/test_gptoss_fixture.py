@@ -5,7 +5,8 @@ HF tensor GptOssForCausalLM expects against values computed here from the rank f
 torch, following Megatron-Bridge's gpt-oss mapping (not the C code), and config.json against
 values derived here from the args (transformers' GptOssConfig keys). Then round trips of
 checkpoints written by tests/fixtures/mcore_gen.py (HF -> Megatron, independent of the C code)
-in several layouts, bit-identical.
+in several layouts, and of tests/fixtures/dist_gen.py (torch_dist: layers stacked on a leading
+axis, pitfalls.md 13) against the reference and the legacy twin, bit-identical.
 """
 import os
 import sys
@@ -157,11 +158,38 @@ def roundtrip(kw):
         T.assert_config(v.config_text, g.ref["config"], g.ref["derivable_config_keys"])
 
 
+def dist_roundtrip(kw):
+    """torch_dist: the view equals the reference and the legacy twin's view, config included."""
+    T.generator()                        # puts tests/fixtures on sys.path
+    import dist_gen as D                 # noqa: WPS433
+    out = T.scratch("gpt_oss-dist")
+    D.generate(out, "gpt_oss", keep_legacy=True, **kw)
+    g = T.Generated(out)
+    T.check(g.ref.get("ckpt_format") == "torch_dist", "generator did not write torch_dist")
+    legacy = os.path.join(g.dir, g.ref["legacy_checkpoint_dir"])
+    opts = ["true_vocab_size=%d" % g.true_vocab]
+    with T.Mount(g.ckpt, opts) as m, T.Mount(legacy, opts) as m2:
+        v, w = T.read_view(m.path), T.read_view(m2.path)
+        T.assert_same_tensors(v.tensors, g.tensors, "torch_dist mount", "reference")
+        T.assert_same_tensors(v.tensors, w.tensors, "torch_dist mount", "legacy twin mount")
+        T.assert_config(v.config_text, g.ref["config"], g.ref["derivable_config_keys"])
+        T.check(v.config_text == w.config_text, "config.json differs from the legacy twin's")
+
+
+DIST_LAYOUTS = [
+    ("tp2ep2etp1:local:common_state", dict(tp=2, ep=2, etp=1, spec="local", args_style="common_state")),
+    ("tp2pp2ep2etp1:te:common_pt:2files", dict(tp=2, pp=2, ep=2, etp=1, spec="te", args_style="common_pt",
+                                               files_per_rank=2)),
+]
+
+
 def main():
     r = T.Runner("gptoss")
     r.run("mount:%s" % NAME, mount_matches)
     for label, kw in LAYOUTS:
         r.run("roundtrip:gpt_oss:%s" % label, roundtrip, kw)
+    for label, kw in DIST_LAYOUTS:
+        r.run("dist-roundtrip:gpt_oss:%s" % label, dist_roundtrip, kw)
     # HF's GptOssExperts fixes the clamp at 7 and the up offset at 1: never show other values
     r.run("refused:clamp=5", refused_when, set_arg("activation_func_clamp_value", 5.0),
           ("clamped quick-GeGLU",))
