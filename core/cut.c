@@ -117,23 +117,22 @@ static int cut_glu(mf_split split, const mf_placed *pl, const char *name, mf_pie
 }
 
 /* The global tensor transposed (HF [cols, rows]), e.g. an expert's down projection in a
- * stacked [E, F, H] tensor. */
-static int cut_transposed(const mf_placed *pl, const char *name, mf_piece_vec *v, int64_t *rows, int64_t *cols)
+ * stacked [E, F, H] tensor; a 1-D tensor (N x 1) becomes one row of N (its bias in [E, H]). */
+static int cut_transposed(const mf_placed *pl, mf_piece_vec *v, int64_t *rows, int64_t *cols)
 {
-    if (pl->t0->ndim < 2)
-        return mf_fail(MF_ERR_UNSUPPORTED, "%s: '%s' is 1-D and cannot be shown transposed", pl->where, name);
     *rows = pl->cols;
     *cols = pl->rows;
     return mf_cut_rect_t(v, pl, 0, 0, pl->rows, pl->cols, 0, 0, 1);
 }
 
 /* Gated fc1 [gate; up] (2F x H) shown as H x 2F with gate in the even and up in the odd
- * columns (gpt-oss gate_up_proj). */
+ * columns (gpt-oss gate_up_proj); a 1-D [gate; up] bias becomes one row of 2F, interleaved alike
+ * (gate_up_proj_bias). */
 static int cut_glu_interleave_t(const mf_placed *pl, const char *name, mf_piece_vec *v, int64_t *rows,
                                 int64_t *cols)
 {
-    if (pl->rows % 2 || pl->t0->ndim < 2)
-        return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' (%lld rows) is not a 2-D [gate; up] weight",
+    if (pl->rows % 2)
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' (%lld rows) is not a [gate; up] weight or bias",
                        pl->where, name, (long long)pl->rows);
     int64_t f = pl->rows / 2;
     *rows = pl->cols;
@@ -157,7 +156,7 @@ int mf_cut(const mf_model *m, mf_split split, const mf_placed *pl, const char *n
     case MF_SPLIT_GLU_UP:
         return cut_glu(split, pl, name, v, rows);
     case MF_SPLIT_DIM1_T:
-        return cut_transposed(pl, name, v, rows, cols);
+        return cut_transposed(pl, v, rows, cols);
     case MF_SPLIT_GLU_INTERLEAVE_T:
         return cut_glu_interleave_t(pl, name, v, rows, cols);
     case MF_SPLIT_REPL:

@@ -112,6 +112,39 @@ static const mf_rule deepseek_mtp[] = {
     { NULL, { NULL }, 0, 0, 0, 0, 0 },
 };
 
+/* gpt-oss: GQA with biases on q/k/v/o and a learnable sink per head (Megatron's softmax_offset,
+ * TP-split over heads); router with bias; experts stacked as HF stores them (pitfalls.md 17):
+ * gate_up_proj [E, H, 2F] with gate/up columns interleaved, down_proj [E, F, H], biases [E, N]. */
+static const mf_rule gptoss_attn[] = {
+    { HL "input_layernorm.weight", { DL "self_attention.linear_qkv.layer_norm_weight", DL "input_layernorm.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "self_attn.q_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_Q, MF_WHEN_ALWAYS, MF_D_QKV, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "self_attn.k_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_K, MF_WHEN_ALWAYS, MF_D_QKV, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "self_attn.v_proj.weight", { DL "self_attention.linear_qkv.weight" }, MF_SPLIT_QKV_V, MF_WHEN_ALWAYS, MF_D_QKV, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "self_attn.q_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_Q, MF_WHEN_ALWAYS, MF_D_QKV, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "self_attn.k_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_K, MF_WHEN_ALWAYS, MF_D_QKV, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "self_attn.v_proj.bias", { DL "self_attention.linear_qkv.bias" }, MF_SPLIT_QKV_V, MF_WHEN_ALWAYS, MF_D_QKV, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "self_attn.o_proj.weight", { DL "self_attention.linear_proj.weight" }, MF_SPLIT_DIM1, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_ATTN_OUT, MF_DTYPE_SHOWN },
+    { HL "self_attn.o_proj.bias", { DL "self_attention.linear_proj.bias" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "self_attn.sinks", { DL "self_attention.core_attention.softmax_offset" }, MF_SPLIT_DIM0, MF_WHEN_ALWAYS, MF_D_HEADS, MF_D_NONE, MF_DTYPE_SHOWN },
+    { NULL, { NULL }, 0, 0, 0, 0, 0 },
+};
+
+static const mf_rule gptoss_moe[] = {
+    PRE_MLP_NORM,
+    { HL "mlp.router.weight", { DL "mlp.router.weight" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_EXPERTS, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "mlp.router.bias", { DL "mlp.router.bias" }, MF_SPLIT_REPL, MF_WHEN_ALWAYS, MF_D_EXPERTS, MF_D_NONE, MF_DTYPE_SHOWN },
+    { NULL, { NULL }, 0, 0, 0, 0, 0 },
+};
+
+/* no {E}: each rule stacks the layer's experts into one tensor */
+static const mf_rule gptoss_expert[] = {
+    { HL "mlp.experts.gate_up_proj", { XP "linear_fc1.weight" }, MF_SPLIT_GLU_INTERLEAVE_T, MF_WHEN_ALWAYS, MF_D_MOE_FC1, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "mlp.experts.gate_up_proj_bias", { XP "linear_fc1.bias" }, MF_SPLIT_GLU_INTERLEAVE_T, MF_WHEN_ALWAYS, MF_D_MOE_FC1, MF_D_NONE, MF_DTYPE_SHOWN },
+    { HL "mlp.experts.down_proj", { XP "linear_fc2.weight" }, MF_SPLIT_DIM1_T, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_MOE_FFN, MF_DTYPE_SHOWN },
+    { HL "mlp.experts.down_proj_bias", { XP "linear_fc2.bias" }, MF_SPLIT_DIM1_T, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE, MF_DTYPE_SHOWN },
+    { NULL, { NULL }, 0, 0, 0, 0, 0 },
+};
+
 /* ---- config.json fields beyond the common ones (hf-mapping.md §7, pitfalls.md) ---- */
 
 static void cfg_llama(const mf_model *m, cJSON *c)
@@ -263,6 +296,45 @@ static void cfg_glm4_moe(const mf_model *m, cJSON *c)
     mf_json_int(c, "num_nextn_predict_layers", m->mtp_shown);
 }
 
+/* gpt-oss (GptOssConfig): Megatron window (W, 0) attends W earlier tokens and itself, HF's
+ * sliding_window counts itself: W + 1; layer_types from window_attn_skip_freq. */
+static void cfg_gptoss(const mf_model *m, cJSON *c)
+{
+    mf_json_int(c, "head_dim", m->head_dim);
+    mf_json_bool(c, "attention_bias", 1);
+    mf_json_int(c, "intermediate_size", m->moe_ffn);   /* per-expert FFN */
+    mf_json_int(c, "num_local_experts", m->num_experts);
+    mf_json_int(c, "num_experts_per_tok", m->moe_topk);
+    mf_json_float(c, "router_aux_loss_coef", m->moe_aux_coeff);
+    mf_json_bool(c, "output_router_logits", 0);
+    mf_json_float(c, "swiglu_limit", m->glu_clamp);
+    mf_json_int(c, "sliding_window", m->window + 1);
+    cJSON *types = cJSON_CreateArray();
+    for (int64_t l = 0; l < m->num_layers; l++)
+        cJSON_AddItemToArray(types, cJSON_CreateString(m->window_layer && m->window_layer[l] ? "sliding_attention" : "full_attention"));
+    mf_json_set(c, "layer_types", types);
+}
+
+/* gpt-oss YaRN (Megatron position_embedding_type=yarn). transformers derives the YaRN factor
+ * as max_position_embeddings / original_max_position_embeddings when the latter is given, so
+ * max_position_embeddings is written as factor x original (131072 = 32 x 4096 in the release). */
+static void rope_gptoss(const mf_model *m, cJSON *c)
+{
+    if (!m->position_yarn) {
+        mf_config_rope_megatron(m, c);
+        return;
+    }
+    cJSON *rs = cJSON_CreateObject();
+    mf_json_str(rs, "rope_type", "yarn");
+    mf_json_float(rs, "factor", m->yarn.factor);
+    mf_json_float(rs, "beta_fast", m->yarn_beta_fast);
+    mf_json_float(rs, "beta_slow", m->yarn_beta_slow);
+    mf_json_bool(rs, "truncate", m->yarn_round);
+    mf_json_int(rs, "original_max_position_embeddings", m->yarn_orig_max_pos);
+    mf_json_set(c, "rope_scaling", rs);
+    mf_json_int(c, "max_position_embeddings", (int64_t)(m->yarn.factor * (double)m->yarn_orig_max_pos + 0.5));
+}
+
 /* What each HF class always has (needs) and cannot express (forbids), beyond its tensors. */
 #define GQA_NO (MF_FEAT_MLA | MF_FEAT_WINDOW | MF_FEAT_EXPERT_BIAS | MF_FEAT_SIGMOID)
 #define DENSE_NO (MF_FEAT_MOE | MF_FEAT_MLA | MF_FEAT_WINDOW)
@@ -270,7 +342,7 @@ static void cfg_glm4_moe(const mf_model *m, cJSON *c)
 
 /* Detection: what sets each family apart (the masks exclude each other). */
 #define NOT_DENSE_GQA (MF_FEAT_MOE | MF_FEAT_MLA)
-#define NOT_MOE_GQA MF_FEAT_MLA
+#define NOT_MOE_GQA (MF_FEAT_MLA | MF_FEAT_SINKS)
 
 static const mf_family families[] = {
     { .name = "llama", .architecture = "LlamaForCausalLM", .model_type = "llama",
@@ -329,9 +401,17 @@ static const mf_family families[] = {
       .needs = MF_FEAT_MOE | MF_FEAT_SHARED | MF_FEAT_SIGMOID | MF_FEAT_EXPERT_BIAS,
       .forbids = MF_FEAT_MLA | MF_FEAT_WINDOW | MF_FEAT_SHARED_GATE | MF_FEAT_DENSE_AFTER_MOE | MF_FEAT_SHARED_PARTIAL,
       .detect_all = MF_FEAT_MOE | MF_FEAT_SHARED | MF_FEAT_QKV_BIAS | MF_FEAT_SIGMOID,
-      .detect_none = MF_FEAT_MLA | MF_FEAT_SHARED_GATE,
+      .detect_none = MF_FEAT_MLA | MF_FEAT_SHARED_GATE | MF_FEAT_SINKS,
       .supports_args = MF_ARGF_PARTIAL_ROTARY,
       .hidden_act = "silu", .rope_scaling = mf_config_rope_megatron },
+    { .name = "gpt_oss", .architecture = "GptOssForCausalLM", .model_type = "gpt_oss",
+      .attn = gptoss_attn, .dense_mlp = dense_mlp, .moe_mlp = gptoss_moe, .expert = gptoss_expert, .config = cfg_gptoss,
+      .needs = MF_FEAT_MOE | MF_FEAT_SINKS | MF_FEAT_CLAMPED_GEGLU | MF_FEAT_LINEAR_BIAS | MF_FEAT_WINDOW,
+      .forbids = MF_FEAT_MLA | MF_FEAT_QK_NORM | MF_FEAT_SHARED | MF_FEAT_EXPERT_BIAS | MF_FEAT_SIGMOID | MF_FEAT_DENSE_LAYERS |
+                 MF_FEAT_PRE_SOFTMAX | MF_FEAT_TOPK_SCALING | MF_FEAT_GROUP_ROUTING,  /* HF: top-k of logits, softmax of those */
+      .detect_all = MF_FEAT_MOE | MF_FEAT_SINKS, .detect_none = MF_FEAT_MLA,
+      .supports_args = MF_ARGF_QUICK_GEGLU | MF_ARGF_SOFTMAX_TYPE | MF_ARGF_WINDOW_SKIP,
+      .hidden_act = "silu", .rope_scaling = rope_gptoss },
 };
 
 unsigned mf_model_features(const mf_model *m)
@@ -349,6 +429,13 @@ unsigned mf_model_features(const mf_model *m)
     f |= m->num_experts > 0 && strcmp(m->score_function, "sigmoid") == 0 ? MF_FEAT_SIGMOID : 0;
     f |= m->window_set ? MF_FEAT_WINDOW_SET : 0;
     f |= m->num_experts > 0 && m->shared_ffn > 0 && m->moe_ffn > 0 && m->shared_ffn % m->moe_ffn ? MF_FEAT_SHARED_PARTIAL : 0;
+    f |= m->learnable_sinks ? MF_FEAT_SINKS : 0;
+    /* HF's GptOssExperts: (up + 1) x quick_gelu(gate), gate <= 7, |up| <= 7, fixed in code */
+    f |= m->quick_geglu && m->glu_offset == 1.0 && m->glu_clamp == 7.0 ? MF_FEAT_CLAMPED_GEGLU : 0;
+    f |= m->add_bias_linear ? MF_FEAT_LINEAR_BIAS : 0;
+    f |= m->num_experts > 0 && m->moe_pre_softmax ? MF_FEAT_PRE_SOFTMAX : 0;
+    f |= m->num_experts > 0 && m->moe_scaling_factor != 1.0 ? MF_FEAT_TOPK_SCALING : 0;
+    f |= m->num_experts > 0 && m->moe_num_groups > 1 ? MF_FEAT_GROUP_ROUTING : 0;
     for (int64_t l = 0; m->num_experts > 0 && m->moe_layer && l < m->num_layers; l++) {
         if (!m->moe_layer[l])
             f |= MF_FEAT_DENSE_LAYERS | (seen_moe ? MF_FEAT_DENSE_AFTER_MOE : 0);
@@ -373,6 +460,12 @@ static const struct {
     { MF_FEAT_DENSE_LAYERS, "dense layers in a MoE model", "moe_layer_freq" },
     { MF_FEAT_DENSE_AFTER_MOE, "dense layers after MoE layers", "moe_layer_freq" },
     { MF_FEAT_SHARED_PARTIAL, "a shared-expert size that is not a multiple of the expert size", "moe_shared_expert_intermediate_size" },
+    { MF_FEAT_SINKS, "learnable attention sinks", "softmax_type=learnable" },
+    { MF_FEAT_CLAMPED_GEGLU, "the clamped quick-GeGLU", "quick_geglu, glu_linear_offset=1, activation_func_clamp_value=7" },
+    { MF_FEAT_LINEAR_BIAS, "linear-layer biases", "add_bias_linear" },
+    { MF_FEAT_PRE_SOFTMAX, "a softmax before the top-k choice", "moe_router_pre_softmax" },
+    { MF_FEAT_TOPK_SCALING, "scaled routing weights", "moe_router_topk_scaling_factor" },
+    { MF_FEAT_GROUP_ROUTING, "group-limited routing", "moe_router_num_groups" },
 };
 
 int mf_family_check(const mf_family *f, const mf_model *m, const char *arch, const char *src)

@@ -10,7 +10,7 @@
 /* How an arg turns on an MF_ARGF_* setting. */
 typedef enum {
     ARG_STR_NOT,     /* a string other than `value` (and other than `value2` when given) */
-    ARG_OFF,         /* a bool left false */
+    ARG_OFF,         /* a bool left false (and the bool named by `value`, when given, too) */
     ARG_ON,          /* a bool set true */
     ARG_GIVEN,       /* any value but None */
     ARG_BELOW_ONE,   /* a float below 1 */
@@ -26,7 +26,9 @@ static const struct {
 } arg_settings[] = {
     { MF_ARGF_NORM_NOT_RMS, "normalization", ARG_STR_NOT, "RMSNorm", NULL, "(only RMSNorm families are supported)" },
     { MF_ARGF_POS_NOT_ROPE, "position_embedding_type", ARG_STR_NOT, "rope", "yarn", "(need rope)" },
-    { MF_ARGF_NO_SWIGLU, "swiglu", ARG_OFF, NULL, NULL, "(no supported HF family uses a non-gated MLP)" },
+    { MF_ARGF_NO_SWIGLU, "swiglu", ARG_OFF, "quick_geglu", NULL, "(no supported HF family uses a non-gated MLP)" },
+    { MF_ARGF_QUICK_GEGLU, "quick_geglu", ARG_ON, NULL, NULL, NULL },
+    { MF_ARGF_PROBS_ON_INPUT, "moe_apply_probs_on_input", ARG_ON, NULL, NULL, "(no HF MoE family weights the expert input)" },
     { MF_ARGF_ROTARY_INTERLEAVED, "rotary_interleaved", ARG_ON, NULL, NULL, NULL },
     { MF_ARGF_ZERO_CENTERED_GAMMA, "layernorm_zero_centered_gamma", ARG_ON, NULL, NULL, NULL },
     { MF_ARGF_LAYERNORM_1P, "apply_layernorm_1p", ARG_ON, NULL, NULL, NULL },
@@ -43,6 +45,8 @@ static const struct {
     { MF_ARGF_MOE_LATENT, "moe_latent_size", ARG_GIVEN, NULL, NULL, NULL },
     { MF_ARGF_ATTN_VARIANT, "experimental_attention_variant", ARG_GIVEN, NULL, NULL, NULL },
     { MF_ARGF_PARTIAL_ROTARY, "rotary_percent", ARG_BELOW_ONE, NULL, NULL, NULL },
+    { MF_ARGF_SOFTMAX_TYPE, "softmax_type", ARG_STR_NOT, "vanilla", NULL, NULL },
+    { MF_ARGF_WINDOW_SKIP, "window_attn_skip_freq", ARG_GIVEN, NULL, NULL, NULL },
 };
 #define N_ARG_SETTINGS (sizeof(arg_settings) / sizeof(arg_settings[0]))
 
@@ -53,7 +57,8 @@ static int setting_on(size_t i, const mf_pv *a)
     case ARG_STR_NOT:
         s = mf_args_str(a, arg_settings[i].arg);
         return s && strcmp(s, arg_settings[i].value) != 0 && !(arg_settings[i].value2 && strcmp(s, arg_settings[i].value2) == 0);
-    case ARG_OFF: return !mf_args_bool(a, arg_settings[i].arg, 0);
+    case ARG_OFF:
+        return !mf_args_bool(a, arg_settings[i].arg, 0) && !(arg_settings[i].value && mf_args_bool(a, arg_settings[i].value, 0));
     case ARG_ON: return mf_args_bool(a, arg_settings[i].arg, 0);
     case ARG_GIVEN: return mf_args_is_set(a, arg_settings[i].arg);
     case ARG_BELOW_ONE: return mf_args_float(a, arg_settings[i].arg, 1.0) < 1.0;

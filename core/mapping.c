@@ -60,6 +60,11 @@ static const char *src_file(const mf_checkpoint *c, const mf_source *s)
     return c->iter_dir;
 }
 
+static int split_transposes(mf_split s)
+{
+    return s == MF_SPLIT_DIM1_T || s == MF_SPLIT_GLU_INTERLEAVE_T;
+}
+
 /* Shape, dtype and size of a built HF tensor; the recipe's pieces move into it. stack > 0:
  * the tensor stacks that many experts in front ([stack, rows, cols]). */
 static void finish_tensor(const builder *b, const mf_rule *r, const mf_source *s, const mf_tensor *t0,
@@ -71,9 +76,12 @@ static void finish_tensor(const builder *b, const mf_rule *r, const mf_source *s
     t->n_pieces = v->n;
     if (stack > 0)
         t->shape[d++] = stack;
-    t->shape[d++] = rows;
-    if (t0->ndim >= 2)
+    if (t0->ndim >= 2) {
+        t->shape[d++] = rows;
         t->shape[d++] = cols;
+    } else {   /* a 1-D source shown transposed is one row (rows == 1) of cols values */
+        t->shape[d++] = split_transposes(r->split) ? cols : rows;
+    }
     t->ndim = d;
     t->split = r->split;
     t->source = s;

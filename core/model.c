@@ -26,6 +26,32 @@ static void read_moe_layer_freq(mf_model *m, const mf_pv *a)
     }
 }
 
+/* Megatron's is_layer_window_attention (1-based layer numbers): with window_size set, an int
+ * window_attn_skip_freq N makes every N-th layer full attention; a list gives each layer
+ * (1 = window); none: every layer has the window. */
+static int read_window_layers(mf_model *m, const mf_pv *a)
+{
+    if (!m->window_set)
+        return MF_OK;
+    m->window_layer = calloc((size_t)m->num_layers, 1);
+    if (m->window_layer == NULL)
+        return mf_fail(MF_ERR_NOMEM, "out of memory");
+    const mf_pv *v = mf_pv_dict_get(a, "window_attn_skip_freq");
+    int64_t freq = 0;
+    int is_list = v && (v->kind == MF_PV_LIST || v->kind == MF_PV_TUPLE);
+    if (v && !is_list)
+        mf_pv_get_int(v, &freq);
+    for (int64_t l = 0; l < m->num_layers; l++) {
+        int64_t x = 1;
+        if (is_list && (size_t)l < v->u.seq.n)
+            mf_pv_get_int(v->u.seq.items[l], &x);
+        else if (freq > 0)
+            x = (l + 1) % freq != 0;
+        m->window_layer[l] = x != 0;
+    }
+    return MF_OK;
+}
+
 int mf_model_read_mixers(mf_model *m, const mf_pv *a, const char *src)
 {
     /* Megatron's get_linear_attention_pattern: with experimental_attention_variant=gated_delta_net,
@@ -109,7 +135,19 @@ int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const c
     m->rope_theta = mf_args_float(a, "rotary_base", 10000.0);
     m->init_std = mf_args_float(a, "init_method_std", 0.02);
     m->attn_dropout = mf_args_float(a, "attention_dropout", 0.0);
-    m->swiglu = mf_args_bool(a, "swiglu", 0);
+    int swiglu = mf_args_bool(a, "swiglu", 0), geglu = mf_args_bool(a, "quick_geglu", 0);
+    m->quick_geglu = geglu && !swiglu;   /* both set: not gpt-oss's activation (which one runs is unclear) */
+    m->swiglu = swiglu || geglu;         /* gated fc1 [gate; up] */
+    m->glu_offset = mf_args_float(a, "glu_linear_offset", 0.0);
+    m->glu_clamp = mf_args_float(a, "activation_func_clamp_value", 0.0);
+    const char *softmax = mf_args_str(a, "softmax_type");
+    m->learnable_sinks = softmax != NULL && strcmp(softmax, "learnable") == 0;
+    const char *pos = mf_args_str(a, "position_embedding_type");
+    m->position_yarn = pos != NULL && strcmp(pos, "yarn") == 0;
+    mf_args_int(a, "yarn_original_max_position_embeddings", 4096, &m->yarn_orig_max_pos);
+    m->yarn_beta_fast = mf_args_float(a, "yarn_beta_fast", 32.0);
+    m->yarn_beta_slow = mf_args_float(a, "yarn_beta_slow", 1.0);
+    m->yarn_round = mf_args_bool(a, "yarn_correction_range_round_to_int", 1);
     m->add_bias_linear = mf_args_bool(a, "add_bias_linear", 0);
     m->qkv_bias = m->add_bias_linear || mf_args_bool(a, "add_qkv_bias", 0);
     m->qk_norm = mf_args_bool(a, "qk_layernorm", 0);
@@ -185,7 +223,9 @@ int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const c
     if (m->moe_layer == NULL)
         return mf_fail(MF_ERR_NOMEM, "out of memory");
     read_moe_layer_freq(m, a);
-    rc = mf_model_read_mixers(m, a, src);
+    rc = read_window_layers(m, a);
+    if (rc == MF_OK)
+        rc = mf_model_read_mixers(m, a, src);
     if (rc != MF_OK) {
         mf_model_free(m);
         return rc;
@@ -219,7 +259,8 @@ void mf_model_free(mf_model *m)
 {
     free(m->moe_layer);
     free(m->mixer_layer);
-    m->moe_layer = m->mixer_layer = NULL;
+    free(m->window_layer);
+    m->moe_layer = m->mixer_layer = m->window_layer = NULL;
 }
 
 int mf_model_apply_options(mf_model *m, const mf_options *o)

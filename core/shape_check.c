@@ -31,6 +31,7 @@ int64_t mf_dim_size(const mf_model *m, mf_dim dim)
     case MF_D_KV_LORA: return m->mla_dims.kv_lora_rank;
     case MF_D_MLA_Q: return m->heads * (m->mla_dims.qk_head_dim + m->mla_dims.qk_pos_dim);
     case MF_D_MLA_KV: return m->heads * (m->mla_dims.qk_head_dim + m->mla_dims.v_head_dim);
+    case MF_D_HEADS: return m->heads;
     }
     return 0;
 }
@@ -59,6 +60,7 @@ static const char *dim_words(mf_dim dim)
     case MF_D_KV_LORA: return "kv_lora_rank";
     case MF_D_MLA_Q: return "num_attention_heads x (qk_head_dim + qk_pos_emb_head_dim)";
     case MF_D_MLA_KV: return "num_attention_heads x (qk_head_dim + v_head_dim)";
+    case MF_D_HEADS: return "num_attention_heads";
     }
     return "?";
 }

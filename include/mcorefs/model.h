@@ -51,6 +51,15 @@ typedef struct mf_model_s {
     int mla;
     mf_mla_dims mla_dims;
     mf_yarn yarn;                      /* the DeepSeek rows' rope_scaling */
+    /* gpt-oss: attention sinks, the clamped quick-GeGLU, per-layer sliding window, YaRN */
+    int learnable_sinks;               /* softmax_type = learnable (softmax_offset per head) */
+    int quick_geglu;                   /* gated MLP with quick-GELU: quick_gelu(gate) x (up + offset) */
+    double glu_offset, glu_clamp;      /* glu_linear_offset; activation_func_clamp_value (0: none) */
+    uint8_t *window_layer;             /* [num_layers] 1 = sliding-window layer; NULL: no window */
+    int position_yarn;                 /* position_embedding_type = yarn */
+    int64_t yarn_orig_max_pos;         /* yarn_original_max_position_embeddings */
+    double yarn_beta_fast, yarn_beta_slow;
+    int yarn_round;                    /* yarn_correction_range_round_to_int (HF: truncate) */
     /* MTP */
     int64_t mtp_layers;                /* in the checkpoint */
     int64_t mtp_shown;                 /* 0 with skip_mtp */

@@ -23,9 +23,11 @@ typedef enum {
     MF_SPLIT_GLU_UP,
     MF_SPLIT_VOCAB,     /* dim 0 concat, trimmed to the shown vocab */
     MF_SPLIT_AUTO0,     /* replicated if a shard already has the full rows, else dim 0 (MLA down-proj) */
-    MF_SPLIT_DIM1_T,    /* row-parallel (concat on dim 1), shown transposed: HF [cols, rows] */
+    MF_SPLIT_DIM1_T,    /* row-parallel (concat on dim 1), shown transposed: HF [cols, rows];
+                           a 1-D source is shown as one row (an expert's bias in a stacked [E, N]) */
     MF_SPLIT_GLU_INTERLEAVE_T, /* gated fc1 [gate; up] shown transposed with gate and up columns
-                                  interleaved: HF [H, 2F], (h, 2f) = gate (f, h), (h, 2f+1) = up */
+                                  interleaved: HF [H, 2F], (h, 2f) = gate (f, h), (h, 2f+1) = up;
+                                  a 1-D [gate; up] bias is shown as one row [2F], interleaved alike */
 } mf_split;
 
 typedef enum {
@@ -59,6 +61,7 @@ typedef enum {
     MF_D_KV_LORA,     /* kv_lora_rank */
     MF_D_MLA_Q,       /* heads x (qk_head_dim + qk_pos_emb_head_dim) */
     MF_D_MLA_KV,      /* heads x (qk_head_dim + v_head_dim) */
+    MF_D_HEADS,       /* num_attention_heads (gpt-oss attention sinks) */
 } mf_dim;
 
 /* HF and source names are templates: {L} = layer index (HF numbering, MTP layers follow the
@@ -102,6 +105,12 @@ enum {
     MF_FEAT_DENSE_LAYERS = 1 << 9, /* dense layers in a MoE model */
     MF_FEAT_DENSE_AFTER_MOE = 1 << 10, /* a dense layer after a MoE layer */
     MF_FEAT_WINDOW_SET = 1 << 11,  /* window_size given (detection only: Mistral's sign) */
+    MF_FEAT_SINKS = 1 << 12,       /* learnable attention sinks (softmax_type=learnable) */
+    MF_FEAT_CLAMPED_GEGLU = 1 << 13, /* gpt-oss MLP: quick_geglu, glu_linear_offset 1, a clamp */
+    MF_FEAT_LINEAR_BIAS = 1 << 14, /* biases on every linear layer (add_bias_linear) */
+    MF_FEAT_PRE_SOFTMAX = 1 << 15, /* router softmax before top-k (moe_router_pre_softmax) */
+    MF_FEAT_TOPK_SCALING = 1 << 16, /* routing weights scaled (moe_router_topk_scaling_factor) */
+    MF_FEAT_GROUP_ROUTING = 1 << 17, /* group-limited routing (moe_router_num_groups) */
     MF_FEAT_SHARED_PARTIAL = 1 << 20, /* shared-expert size not a whole number of routed experts */
 };
 
@@ -110,7 +119,7 @@ enum {
 enum {
     MF_ARGF_NORM_NOT_RMS = 1 << 0,        /* normalization other than RMSNorm */
     MF_ARGF_POS_NOT_ROPE = 1 << 1,        /* position embeddings other than rope / yarn */
-    MF_ARGF_NO_SWIGLU = 1 << 2,           /* a non-gated MLP */
+    MF_ARGF_NO_SWIGLU = 1 << 2,           /* a non-gated MLP (neither swiglu nor quick_geglu) */
     MF_ARGF_ROTARY_INTERLEAVED = 1 << 3,
     MF_ARGF_ZERO_CENTERED_GAMMA = 1 << 4,
     MF_ARGF_LAYERNORM_1P = 1 << 5,
@@ -125,6 +134,10 @@ enum {
     MF_ARGF_MOE_LATENT = 1 << 14,         /* moe_latent_size */
     MF_ARGF_ATTN_VARIANT = 1 << 15,       /* experimental_attention_variant */
     MF_ARGF_PARTIAL_ROTARY = 1 << 16,     /* rotary_percent < 1 */
+    MF_ARGF_SOFTMAX_TYPE = 1 << 17,       /* softmax_type other than vanilla (attention sinks) */
+    MF_ARGF_WINDOW_SKIP = 1 << 18,        /* window_attn_skip_freq: full-attention layers among windowed */
+    MF_ARGF_QUICK_GEGLU = 1 << 19,        /* gated MLP with quick-GELU (gpt-oss) */
+    MF_ARGF_PROBS_ON_INPUT = 1 << 20,     /* moe_apply_probs_on_input: routing weight before fc1 */
 };
 
 typedef struct mf_family {

@@ -95,6 +95,10 @@ static const arg glm4_moe_args[] = { INT("num_experts", 8), INT("moe_ffn_hidden_
                                      { "rotary_percent", 'f', 0, 0.5, NULL }, INT("mtp_num_layers", 1), END };
 static const arg dsv3_args[] = { ON("multi_latent_attention"), INT("num_experts", 8), ON("moe_router_enable_expert_bias"),
                                  { "moe_router_score_function", 's', 0, 0, "sigmoid" }, END };
+static const arg gptoss_args[] = { INT("num_experts", 4), { "swiglu", 'b', 0, 0, NULL }, ON("quick_geglu"),
+                                   { "glu_linear_offset", 'f', 0, 1.0, NULL }, { "activation_func_clamp_value", 'f', 0, 7.0, NULL },
+                                   ON("add_bias_linear"), { "softmax_type", 's', 0, 0, "learnable" },
+                                   { "window_size", 'w', 4, 0, NULL }, INT("window_attn_skip_freq", 2), END };
 
 static const struct {
     const char *family;
@@ -103,6 +107,7 @@ static const struct {
     { "llama", llama_args }, { "mistral", mistral_args }, { "qwen2", qwen2_args }, { "qwen3", qwen3_args },
     { "mixtral", mixtral_args }, { "qwen2_moe", qwen2_moe_args }, { "qwen3_moe", qwen3_moe_args },
     { "deepseek_v2", dsv2_args }, { "deepseek_v3", dsv3_args }, { "glm4_moe", glm4_moe_args },
+    { "gpt_oss", gptoss_args },
 };
 #define N_FAMILIES (sizeof(each_family) / sizeof(each_family[0]))
 
@@ -433,6 +438,84 @@ static void test_mixer_layers_from_args(void **state)
     free(m.mixer_layer);
 }
 
+/* gpt-oss: the row's needs refuse by name what GptOssForCausalLM cannot express, other rows
+ * refuse its settings, and the config carries the per-layer window, the clamp and YaRN. */
+static void test_gptoss(void **state)
+{
+    (void)state;
+    static const arg sinks_on_llama[] = { { "softmax_type", 's', 0, 0, "learnable" }, END };
+    static const arg skip_on_mistral[] = { { "window_size", 'w', 64, 0, NULL }, INT("window_attn_skip_freq", 2), END };
+    mf_model m;
+    assert_int_equal(mf_model_from_args(&m, make_args(sinks_on_llama), "llama", "args.pt"), MF_ERR_UNSUPPORTED);
+    assert_string_equal(mf_error(), "args.pt: unsupported by LlamaForCausalLM: softmax_type=learnable");
+    assert_int_equal(mf_model_from_args(&m, make_args(skip_on_mistral), "mistral", "args.pt"), MF_ERR_UNSUPPORTED);
+    assert_string_equal(mf_error(), "args.pt: unsupported by MistralForCausalLM: window_attn_skip_freq is set");
+    static const arg geglu_on_llama[] = { { "swiglu", 'b', 0, 0, NULL }, ON("quick_geglu"), END };
+    assert_int_equal(mf_model_from_args(&m, make_args(geglu_on_llama), "llama", "args.pt"), MF_ERR_UNSUPPORTED);
+    assert_string_equal(mf_error(), "args.pt: unsupported by LlamaForCausalLM: quick_geglu is set");
+
+    /* each need in turn taken away: refused naming it */
+    static const struct {
+        arg a;
+        const char *what;
+    } needs[] = {
+        { { "softmax_type", 's', 0, 0, "vanilla" }, "needs learnable attention sinks" },
+        { { "activation_func_clamp_value", 'n', 0, 0, NULL }, "needs the clamped quick-GeGLU" },
+        { { "quick_geglu", 'b', 0, 0, NULL }, "unsupported model: swiglu is off" },
+        { ON("swiglu"), "needs the clamped quick-GeGLU" },
+        { { "add_bias_linear", 'b', 0, 0, NULL }, "needs linear-layer biases" },
+        { { "window_size", 'n', 0, 0, NULL }, "needs sliding-window attention" },
+        { INT("moe_layer_freq", 2), "cannot express dense layers in a MoE model" },
+        { ON("moe_router_pre_softmax"), "cannot express a softmax before the top-k choice" },
+        { { "moe_router_topk_scaling_factor", 'f', 0, 2.5, NULL }, "cannot express scaled routing weights" },
+        { INT("moe_router_num_groups", 2), "cannot express group-limited routing" },
+        { ON("moe_apply_probs_on_input"), "unsupported model: moe_apply_probs_on_input is set" },
+    };
+    for (size_t i = 0; i < sizeof(needs) / sizeof(needs[0]); i++) {
+        arg extra[16];
+        size_t n = 0;
+        for (const arg *a = gptoss_args; a->key; a++)
+            extra[n++] = *a;
+        extra[n++] = needs[i].a;
+        extra[n] = (arg)END;
+        mf_error_clear();
+        assert_int_equal(mf_model_from_args(&m, make_args(extra), "gpt_oss", "args.pt"), MF_ERR_UNSUPPORTED);
+        if (!strstr(mf_error(), needs[i].what))
+            fail_msg("%s: %s", needs[i].a.key, mf_error());
+    }
+
+    static const arg yarn[] = { { "position_embedding_type", 's', 0, 0, "yarn" }, { "rotary_scaling_factor", 'f', 0, 32.0, NULL },
+                                INT("yarn_original_max_position_embeddings", 4096), { "yarn_beta_fast", 'f', 0, 32.0, NULL },
+                                { "yarn_beta_slow", 'f', 0, 1.0, NULL }, { "yarn_correction_range_round_to_int", 'b', 0, 0, NULL }, END };
+    arg both[24];
+    size_t n = 0;
+    for (const arg *a = gptoss_args; a->key; a++)
+        both[n++] = *a;
+    for (const arg *a = yarn; a->key; a++)
+        both[n++] = *a;
+    both[n] = (arg)END;
+    assert_int_equal(mf_model_from_args(&m, make_args(both), NULL, "args.pt"), MF_OK);
+    assert_string_equal(m.family->name, "gpt_oss");
+    cJSON *c = config_of(&m);
+    assert_true(num_of(c, "sliding_window") == 5);   /* Megatron (4, 0): 4 earlier tokens + itself */
+    assert_true(num_of(c, "swiglu_limit") == 7.0);
+    assert_true(num_of(c, "num_local_experts") == 4);
+    assert_true(num_of(c, "intermediate_size") == 128);
+    assert_true(num_of(c, "max_position_embeddings") == 32 * 4096);
+    const cJSON *types = cJSON_GetObjectItemCaseSensitive(c, "layer_types");
+    assert_int_equal(cJSON_GetArraySize(types), 4);
+    static const char *const want[] = { "sliding_attention", "full_attention", "sliding_attention", "full_attention" };
+    for (int l = 0; l < 4; l++)
+        assert_string_equal(cJSON_GetArrayItem(types, l)->valuestring, want[l]);
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(c, "rope_scaling");
+    assert_string_equal(str_of(rs, "rope_type"), "yarn");
+    assert_true(num_of(rs, "factor") == 32.0 && num_of(rs, "original_max_position_embeddings") == 4096);
+    assert_true(num_of(rs, "beta_fast") == 32.0 && num_of(rs, "beta_slow") == 1.0);
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(rs, "truncate")));
+    cJSON_Delete(c);
+    mf_model_free(&m);
+}
+
 static void test_docs_list_every_family(void **state)
 {
     (void)state;
@@ -481,6 +564,7 @@ int main(void)
         cmocka_unit_test(test_config_writer_pieces_from_row),
         cmocka_unit_test(test_model_apply_options),
         cmocka_unit_test(test_mixer_layers_from_args),
+        cmocka_unit_test(test_gptoss),
         cmocka_unit_test(test_docs_list_every_family),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -15,6 +15,10 @@
 
 static uint8_t layers[4];
 
+/* the highest MF_FEAT_* bit, and the router features that only a MoE model has */
+#define MF_FEAT_LAST MF_FEAT_GROUP_ROUTING
+#define MOE_ROUTING (MF_FEAT_PRE_SOFTMAX | MF_FEAT_TOPK_SCALING | MF_FEAT_GROUP_ROUTING)
+
 /* A model with exactly the features in `feat` (MF_FEAT_*). */
 static mf_model model_with(unsigned feat)
 {
@@ -27,6 +31,17 @@ static mf_model model_with(unsigned feat)
     m.qk_norm = !!(feat & MF_FEAT_QK_NORM);
     m.qkv_bias = !!(feat & MF_FEAT_QKV_BIAS);
     m.window = feat & MF_FEAT_WINDOW ? 4096 : 0;
+    m.window_set = !!(feat & MF_FEAT_WINDOW_SET);
+    m.learnable_sinks = !!(feat & MF_FEAT_SINKS);
+    if (feat & MF_FEAT_CLAMPED_GEGLU) {   /* gpt-oss's activation */
+        m.quick_geglu = 1;
+        m.glu_offset = 1.0;
+        m.glu_clamp = 7.0;
+    }
+    m.add_bias_linear = !!(feat & MF_FEAT_LINEAR_BIAS);
+    m.moe_pre_softmax = !!(feat & MF_FEAT_PRE_SOFTMAX);
+    m.moe_scaling_factor = feat & MF_FEAT_TOPK_SCALING ? 2.5 : 1.0;
+    m.moe_num_groups = feat & MF_FEAT_GROUP_ROUTING ? 2 : 0;
     m.shared_ffn = feat & MF_FEAT_SHARED ? 64 : 0;
     m.moe_shared_gate = !!(feat & MF_FEAT_SHARED_GATE);
     m.moe_expert_bias = !!(feat & MF_FEAT_EXPERT_BIAS);
@@ -43,9 +58,9 @@ static mf_model model_with(unsigned feat)
 static void test_features_of_model(void **state)
 {
     (void)state;
-    for (unsigned bit = 1; bit <= MF_FEAT_DENSE_AFTER_MOE; bit <<= 1) {
+    for (unsigned bit = 1; bit <= MF_FEAT_LAST; bit <<= 1) {
         unsigned want = bit;
-        if (bit & (MF_FEAT_SHARED | MF_FEAT_EXPERT_BIAS | MF_FEAT_SIGMOID | MF_FEAT_DENSE_LAYERS))
+        if (bit & (MF_FEAT_SHARED | MF_FEAT_EXPERT_BIAS | MF_FEAT_SIGMOID | MF_FEAT_DENSE_LAYERS | MOE_ROUTING))
             want |= MF_FEAT_MOE;       /* meaningful in a MoE model only */
         if (bit == MF_FEAT_SHARED_GATE)
             want |= MF_FEAT_MOE | MF_FEAT_SHARED;
@@ -73,7 +88,7 @@ static void test_each_family_each_feature(void **state)
         mf_error_clear();
         if (mf_family_check(*f, &m, (*f)->architecture, "args.pt") != MF_OK)
             fail_msg("%s refuses its own features: %s", (*f)->name, mf_error());
-        for (unsigned bit = 1; bit <= MF_FEAT_DENSE_AFTER_MOE; bit <<= 1) {
+        for (unsigned bit = 1; bit <= MF_FEAT_LAST; bit <<= 1) {
             if (!(((*f)->needs | (*f)->forbids) & bit))
                 continue;
             unsigned feat = base ^ bit;
@@ -81,11 +96,11 @@ static void test_each_family_each_feature(void **state)
                 feat |= MF_FEAT_SHARED;
             if (feat & MF_FEAT_DENSE_AFTER_MOE)
                 feat |= MF_FEAT_DENSE_LAYERS;
-            if (feat & (MF_FEAT_SHARED | MF_FEAT_EXPERT_BIAS | MF_FEAT_SIGMOID | MF_FEAT_DENSE_LAYERS))
+            if (feat & (MF_FEAT_SHARED | MF_FEAT_EXPERT_BIAS | MF_FEAT_SIGMOID | MF_FEAT_DENSE_LAYERS | MOE_ROUTING))
                 feat |= MF_FEAT_MOE;
             if ((feat & MF_FEAT_MOE) == 0)
                 feat &= ~(MF_FEAT_SHARED | MF_FEAT_SHARED_GATE | MF_FEAT_EXPERT_BIAS | MF_FEAT_SIGMOID |
-                          MF_FEAT_DENSE_LAYERS | MF_FEAT_DENSE_AFTER_MOE);
+                          MF_FEAT_DENSE_LAYERS | MF_FEAT_DENSE_AFTER_MOE | MOE_ROUTING);
             if (feat == base)
                 continue;
             m = model_with(feat);
@@ -100,7 +115,7 @@ static void test_each_family_each_feature(void **state)
             refusals++;
         }
     }
-    assert_int_equal(families, 10);
+    assert_int_equal(families, 11);
     assert_true(refusals >= 40);
 }
 

@@ -538,6 +538,87 @@ static void test_stacked_experts(void **state)
     synth_free(&s);
 }
 
+/* gpt-oss's stacked expert biases: a 1-D source per expert becomes one row of [E, N] — fc1's
+ * [gate; up] bias interleaved (gate_up_proj_bias), fc2's bias as it is (down_proj_bias). */
+static const mf_rule stacked_bias[] = {
+    { "model.layers.{L}.mlp.experts.gate_up_proj_bias", { "decoder.layers.{L}.mlp.experts.{E}.linear_fc1.bias" },
+      MF_SPLIT_GLU_INTERLEAVE_T, MF_WHEN_ALWAYS, MF_D_MOE_FC1, MF_D_NONE, MF_DTYPE_SHOWN },
+    { "model.layers.{L}.mlp.experts.down_proj_bias", { "decoder.layers.{L}.mlp.experts.{E}.linear_fc2.bias" },
+      MF_SPLIT_DIM1_T, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE, MF_DTYPE_SHOWN },
+    { NULL, { NULL }, 0, 0, 0, 0, 0 },
+};
+
+static void test_stacked_expert_biases(void **state)
+{
+    (void)state;
+    mf_family fam = { .name = "stacked_test", .architecture = "StackedForCausalLM", .model_type = "stacked",
+                      .attn = no_rules, .dense_mlp = no_rules, .moe_mlp = stacked_router, .expert = stacked_bias };
+    synth s;
+    synth_init(&s, "llama", 1);
+    mf_model *m = &s.c.model;
+    m->family = &fam;
+    set_moe(&s);
+    m->etp = 1;
+    const int F = MOE_FFN;
+    size_t n_el = 1 + (size_t)E * H + (size_t)E * (2 * F + H);
+    float *data = calloc(n_el, sizeof(float));
+    size_t at = 1;
+    for (long long e = 0; e < E; e++) {
+        char name[128];
+        mf_shard sh = { .file = 0 };
+        sh.t = (mf_tensor){ .dtype = MF_DT_F32, .ndim = 1, .shape = { 2 * F }, .stride = { 1 }, .offset = at * 4 };
+        for (int r = 0; r < 2 * F; r++)
+            data[at++] = val(e, 0, r, 0);
+        snprintf(name, sizeof(name), "decoder.layers.0.mlp.experts.%lld.linear_fc1.bias", e);
+        assert_int_equal(mf_source_add(&s.c, name, 1, 1, 0, &sh), MF_OK);
+        sh.t = (mf_tensor){ .dtype = MF_DT_F32, .ndim = 1, .shape = { H }, .stride = { 1 }, .offset = at * 4 };
+        for (int r = 0; r < H; r++)
+            data[at++] = val(e, 1, r, 0);
+        snprintf(name, sizeof(name), "decoder.layers.0.mlp.experts.%lld.linear_fc2.bias", e);
+        assert_int_equal(mf_source_add(&s.c, name, 1, 1, 0, &sh), MF_OK);
+    }
+    mf_shard rsh = { .file = 0 };
+    rsh.t = (mf_tensor){ .dtype = MF_DT_F32, .ndim = 2, .shape = { E, H }, .stride = { H, 1 }, .offset = at * 4 };
+    at += (size_t)E * H;
+    assert_int_equal(mf_source_add(&s.c, "decoder.layers.0.mlp.router.weight", 0, 1, 0, &rsh), MF_OK);
+    top(&s);
+    const char *path = us_tmp("stacked_bias.bin");
+    assert_int_equal(us_write_file(path, data, at * 4), 0);
+    free(data);
+
+    build_ok(&s, 3 + 3);
+    const mf_hf_tensor *gu = find(&s, "model.layers.0.mlp.experts.gate_up_proj_bias");
+    const mf_hf_tensor *dn = find(&s, "model.layers.0.mlp.experts.down_proj_bias");
+    assert_non_null(gu);
+    assert_non_null(dn);
+    assert_int_equal(gu->ndim, 2);
+    assert_int_equal(gu->shape[0], E);
+    assert_int_equal(gu->shape[1], 2 * F);
+    assert_int_equal(dn->ndim, 2);
+    assert_int_equal(dn->shape[0], E);
+    assert_int_equal(dn->shape[1], H);
+
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    mf_io io = { .fds = &fd };
+    float got[E * 2 * MOE_FFN], want[E * 2 * MOE_FFN];
+    for (int e = 0; e < E; e++)
+        for (int f = 0; f < F; f++) {
+            want[e * 2 * F + 2 * f] = val(e, 0, f, 0);          /* gate */
+            want[e * 2 * F + 2 * f + 1] = val(e, 0, F + f, 0);  /* up */
+        }
+    assert_int_equal(mf_gather(gu, &io, 0, (size_t)gu->nbytes, (uint8_t *)got), 0);
+    assert_memory_equal(got, want, gu->nbytes);
+    float got2[E * H], want2[E * H];
+    for (int e = 0; e < E; e++)
+        for (int c = 0; c < H; c++)
+            want2[e * H + c] = val(e, 1, c, 0);
+    assert_int_equal(mf_gather(dn, &io, 0, (size_t)dn->nbytes, (uint8_t *)got2), 0);
+    assert_memory_equal(got2, want2, dn->nbytes);
+    close(fd);
+    synth_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -547,6 +628,7 @@ int main(void)
         cmocka_unit_test(test_glm4_moe),
         cmocka_unit_test(test_layer_kinds_and_refusals),
         cmocka_unit_test(test_stacked_experts),
+        cmocka_unit_test(test_stacked_expert_biases),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -297,8 +297,9 @@ static void test_cut_refusals(void **state)
     close(f.fd);
 }
 
-/* Showing a 1-D source transposed is refused, not guessed. */
-static void test_cut_transposed_1d_refused(void **state)
+/* A 1-D source shown transposed is one row (an expert's bias in a stacked [E, N] tensor): one
+ * transposed piece, destination row 0, its values along the columns. */
+static void test_cut_transposed_1d_is_a_row(void **state)
 {
     (void)state;
     fixture f;
@@ -312,7 +313,15 @@ static void test_cut_transposed_1d_refused(void **state)
     mf_piece_vec v = { 0 };
     int64_t rows, cols;
     assert_int_equal(mf_place(&f.c, &rule, &f.src, &pl), MF_OK);
-    assert_int_equal(mf_cut(&f.c.model, MF_SPLIT_DIM1_T, &pl, f.src.name, &v, &rows, &cols), MF_ERR_UNSUPPORTED);
+    assert_int_equal(mf_cut(&f.c.model, MF_SPLIT_DIM1_T, &pl, f.src.name, &v, &rows, &cols), MF_OK);
+    assert_int_equal(rows, 1);
+    assert_int_equal(cols, R);
+    assert_int_equal(v.n, 1);
+    assert_int_equal(v.p[0].transposed, 1);
+    assert_int_equal(v.p[0].dst_row, 0);
+    assert_int_equal(v.p[0].dst_col, 0);
+    assert_int_equal(v.p[0].rows, 1);
+    assert_int_equal(v.p[0].cols, R);
     mf_placed_free(&pl);
     free(v.p);
     close(f.fd);
@@ -325,7 +334,7 @@ int main(void)
         cmocka_unit_test(test_every_split_dist),
         cmocka_unit_test(test_glu_halves_placed),
         cmocka_unit_test(test_cut_refusals),
-        cmocka_unit_test(test_cut_transposed_1d_refused),
+        cmocka_unit_test(test_cut_transposed_1d_is_a_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
