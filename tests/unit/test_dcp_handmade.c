@@ -11,53 +11,24 @@
 
 /* --------------------------------------------- hand-made .metadata pickles */
 
-typedef struct {
-    uint8_t *b;
-    size_t n, cap;
-} pbuf;
-
-static void raw(pbuf *p, const void *d, size_t n)
+static void glob(us_pickle *p, const char *mod, const char *name)
 {
-    if (p->n + n > p->cap) {
-        p->cap = (p->n + n) * 2 + 256;
-        p->b = realloc(p->b, p->cap);
-    }
-    memcpy(p->b + p->n, d, n);
-    p->n += n;
+    us_pk_ops(p, "c"), us_pk_ops(p, mod), us_pk_ops(p, "\n"), us_pk_ops(p, name), us_pk_ops(p, "\n");
 }
-static void ops(pbuf *p, const char *s) { raw(p, s, strlen(s)); }
-static void str(pbuf *p, const char *s)
-{
-    uint32_t n = (uint32_t)strlen(s);
-    uint8_t h[5] = {'X', (uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), (uint8_t)(n >> 24)};
-    raw(p, h, 5);
-    raw(p, s, n);
-}
-static void pint(pbuf *p, int64_t v) /* LONG1, 8 bytes */
-{
-    uint8_t h[10] = {0x8a, 8};
-    for (int i = 0; i < 8; i++)
-        h[2 + i] = (uint8_t)((uint64_t)v >> (8 * i));
-    raw(p, h, 10);
-}
-static void glob(pbuf *p, const char *mod, const char *name)
-{
-    ops(p, "c"), ops(p, mod), ops(p, "\n"), ops(p, name), ops(p, "\n");
-}
-static void size_tuple(pbuf *p, int nd, const int64_t *v) /* torch.Size((...)) */
+static void size_tuple(us_pickle *p, int nd, const int64_t *v) /* torch.Size((...)) */
 {
     glob(p, "torch", "Size");
-    ops(p, "(");
+    us_pk_ops(p, "(");
     for (int i = 0; i < nd; i++)
-        pint(p, v[i]);
-    ops(p, "t\x85R");
+        us_pk_long(p, v[i]);
+    us_pk_ops(p, "t\x85R");
 }
-static void obj_begin(pbuf *p, const char *mod, const char *cls)
+static void obj_begin(us_pickle *p, const char *mod, const char *cls)
 {
     glob(p, mod, cls);
-    ops(p, ")\x81}(");
+    us_pk_ops(p, ")\x81}(");
 }
-static void obj_end(pbuf *p) { ops(p, "ub"); }
+static void obj_end(us_pickle *p) { us_pk_ops(p, "ub"); }
 
 #define META_MOD "torch.distributed.checkpoint.metadata"
 
@@ -80,65 +51,65 @@ typedef struct {
     int64_t foff, flen;
 } sitem;
 
-static void storage_entry(pbuf *p, const char *fqn, int nd, const int64_t *off, const char *file, int64_t foff,
+static void storage_entry(us_pickle *p, const char *fqn, int nd, const int64_t *off, const char *file, int64_t foff,
                           int64_t flen, const char *transform)
 {
     obj_begin(p, META_MOD, "MetadataIndex");
-    str(p, "fqn"), str(p, fqn);
+    us_pk_str(p, "fqn"), us_pk_str(p, fqn);
     if (nd >= 0)
-        str(p, "offset"), size_tuple(p, nd, off);
-    str(p, "index"), ops(p, "N");
+        us_pk_str(p, "offset"), size_tuple(p, nd, off);
+    us_pk_str(p, "index"), us_pk_ops(p, "N");
     obj_end(p);
     obj_begin(p, "torch.distributed.checkpoint.filesystem", "_StorageInfo");
-    str(p, "relative_path"), str(p, file);
-    str(p, "offset"), pint(p, foff);
-    str(p, "length"), pint(p, flen);
+    us_pk_str(p, "relative_path"), us_pk_str(p, file);
+    us_pk_str(p, "offset"), us_pk_long(p, foff);
+    us_pk_str(p, "length"), us_pk_long(p, flen);
     if (transform)
-        str(p, "transform_descriptors"), ops(p, "]("), str(p, transform), ops(p, "e");
+        us_pk_str(p, "transform_descriptors"), us_pk_ops(p, "]("), us_pk_str(p, transform), us_pk_ops(p, "e");
     obj_end(p);
 }
 
-static void metadata_pickle(pbuf *p, const sitem *items, size_t n)
+static void metadata_pickle(us_pickle *p, const sitem *items, size_t n)
 {
-    ops(p, "\x80\x04");
+    us_pk_ops(p, "\x80\x04");
     obj_begin(p, META_MOD, "Metadata");
-    str(p, "state_dict_metadata");
-    ops(p, "}(");
+    us_pk_str(p, "state_dict_metadata");
+    us_pk_ops(p, "}(");
     for (size_t i = 0; i < n; i++) {
         const sitem *it = &items[i];
-        str(p, it->fqn);
+        us_pk_str(p, it->fqn);
         if (!it->dtype) {
             glob(p, META_MOD, "BytesStorageMetadata");
-            ops(p, ")\x81");
+            us_pk_ops(p, ")\x81");
             continue;
         }
         obj_begin(p, META_MOD, "TensorStorageMetadata");
-        str(p, "properties");
+        us_pk_str(p, "properties");
         glob(p, META_MOD, "TensorProperties");
-        ops(p, ")\x81(");
+        us_pk_ops(p, ")\x81(");
         glob(p, "torch", it->dtype);
         glob(p, "torch.serialization", "_get_layout");
-        str(p, "torch.strided");
-        ops(p, "\x85R\x89N\x89tb");
-        str(p, "size"), size_tuple(p, it->nd, it->size);
-        str(p, "chunks");
-        ops(p, "](");
+        us_pk_str(p, "torch.strided");
+        us_pk_ops(p, "\x85R\x89N\x89tb");
+        us_pk_str(p, "size"), size_tuple(p, it->nd, it->size);
+        us_pk_str(p, "chunks");
+        us_pk_ops(p, "](");
         for (size_t j = 0; j < it->n; j++) {
             obj_begin(p, META_MOD, "ChunkStorageMetadata");
-            str(p, "offsets"), size_tuple(p, it->nd, it->chunks[j].off);
-            str(p, "sizes"), size_tuple(p, it->nd, it->chunks[j].size);
+            us_pk_str(p, "offsets"), size_tuple(p, it->nd, it->chunks[j].off);
+            us_pk_str(p, "sizes"), size_tuple(p, it->nd, it->chunks[j].size);
             obj_end(p);
         }
-        ops(p, "e");
+        us_pk_ops(p, "e");
         obj_end(p);
     }
-    ops(p, "u");
-    str(p, "planner_data"), ops(p, "N");
-    str(p, "storage_data");
-    ops(p, "}");
+    us_pk_ops(p, "u");
+    us_pk_str(p, "planner_data"), us_pk_ops(p, "N");
+    us_pk_str(p, "storage_data");
+    us_pk_ops(p, "}");
     for (size_t i = 0; i < n; i++) {
         const sitem *it = &items[i];
-        ops(p, "(");
+        us_pk_ops(p, "(");
         if (!it->dtype) {
             storage_entry(p, it->fqn, -1, NULL, it->file, it->foff, it->flen, NULL);
         } else {
@@ -149,11 +120,11 @@ static void metadata_pickle(pbuf *p, const sitem *items, size_t n)
                                   c->transform);
             }
         }
-        ops(p, "u"); /* one SETITEMS batch per item */
+        us_pk_ops(p, "u"); /* one SETITEMS batch per item */
     }
-    str(p, "version"), str(p, "1.0.0");
+    us_pk_str(p, "version"), us_pk_str(p, "1.0.0");
     obj_end(p);
-    ops(p, ".");
+    us_pk_ops(p, ".");
 }
 
 /* A fresh folder with .metadata for items and __0_0.distcp of fsize bytes. */
@@ -164,7 +135,7 @@ static const char *write_ckpt(const char *name, const sitem *items, size_t n, si
     char cmd[8300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", dir, dir);
     assert_int_equal(system(cmd), 0);
-    pbuf p = {0};
+    us_pickle p = {0};
     metadata_pickle(&p, items, n);
     assert_int_equal(us_write_file(path_in(dir, ".metadata"), p.b, p.n), 0);
     free(p.b);
@@ -341,47 +312,47 @@ static void test_memo_amplified_tables(void **state)
     (void)state;
     schunk g[4];
     sitem w = grid_item("w", 4, 8, 2, 4, g);
-    pbuf p = {0};
-    ops(&p, "\x80\x04");
+    us_pickle p = {0};
+    us_pk_ops(&p, "\x80\x04");
     obj_begin(&p, META_MOD, "Metadata");
-    str(&p, "state_dict_metadata");
-    ops(&p, "}(");
-    str(&p, "w"), ops(&p, "q\x01");
+    us_pk_str(&p, "state_dict_metadata");
+    us_pk_ops(&p, "}(");
+    us_pk_str(&p, "w"), us_pk_ops(&p, "q\x01");
     obj_begin(&p, META_MOD, "TensorStorageMetadata");
-    str(&p, "properties");
+    us_pk_str(&p, "properties");
     glob(&p, META_MOD, "TensorProperties");
-    ops(&p, ")\x81(");
+    us_pk_ops(&p, ")\x81(");
     glob(&p, "torch", "float32");
     glob(&p, "torch.serialization", "_get_layout");
-    str(&p, "torch.strided");
-    ops(&p, "\x85R\x89N\x89tb");
-    str(&p, "size"), size_tuple(&p, 2, w.size);
-    str(&p, "chunks");
-    ops(&p, "](");
+    us_pk_str(&p, "torch.strided");
+    us_pk_ops(&p, "\x85R\x89N\x89tb");
+    us_pk_str(&p, "size"), size_tuple(&p, 2, w.size);
+    us_pk_str(&p, "chunks");
+    us_pk_ops(&p, "](");
     for (size_t j = 0; j < w.n; j++) {
         obj_begin(&p, META_MOD, "ChunkStorageMetadata");
-        str(&p, "offsets"), size_tuple(&p, 2, g[j].off);
-        str(&p, "sizes"), size_tuple(&p, 2, g[j].size);
+        us_pk_str(&p, "offsets"), size_tuple(&p, 2, g[j].off);
+        us_pk_str(&p, "sizes"), size_tuple(&p, 2, g[j].size);
         obj_end(&p);
     }
-    ops(&p, "e");
+    us_pk_ops(&p, "e");
     obj_end(&p);
-    ops(&p, "q\x02u");
+    us_pk_ops(&p, "q\x02u");
     for (int b = 0; b < 2000; b++) { /* the same key and value again, 1000 per SETITEMS */
-        ops(&p, "(");
+        us_pk_ops(&p, "(");
         for (int k = 0; k < 1000; k++)
-            ops(&p, "h\x01h\x02");
-        ops(&p, "u");
+            us_pk_ops(&p, "h\x01h\x02");
+        us_pk_ops(&p, "u");
     }
-    str(&p, "planner_data"), ops(&p, "N");
-    str(&p, "storage_data");
-    ops(&p, "}(");
+    us_pk_str(&p, "planner_data"), us_pk_ops(&p, "N");
+    us_pk_str(&p, "storage_data");
+    us_pk_ops(&p, "}(");
     for (size_t j = 0; j < w.n; j++)
         storage_entry(&p, "w", 2, g[j].off, "__0_0.distcp", g[j].foff, g[j].flen, NULL);
-    ops(&p, "u");
-    str(&p, "version"), str(&p, "1.0.0");
+    us_pk_ops(&p, "u");
+    us_pk_str(&p, "version"), us_pk_str(&p, "1.0.0");
     obj_end(&p);
-    ops(&p, ".");
+    us_pk_ops(&p, ".");
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", write_ckpt("amplified", NULL, 0, 64));
     assert_int_equal(us_write_file(path_in(dir, ".metadata"), p.b, p.n), 0);
@@ -431,33 +402,33 @@ static void test_many_chunks(void **state)
 static const char *write_archive(const char *name, int nd, const int64_t *shape, const char *storage, size_t esize,
                                  uint8_t fill)
 {
-    pbuf p = {0};
+    us_pickle p = {0};
     int64_t numel = 1;
     for (int i = 0; i < nd; i++)
         numel *= shape[i];
-    ops(&p, "\x80\x02");
+    us_pk_ops(&p, "\x80\x02");
     glob(&p, "torch._utils", "_rebuild_tensor_v2");
-    ops(&p, "((");
-    str(&p, "storage");
+    us_pk_ops(&p, "((");
+    us_pk_str(&p, "storage");
     glob(&p, "torch", storage);
-    str(&p, "0");
-    str(&p, "cpu");
-    pint(&p, numel);
-    ops(&p, "tQ");
-    pint(&p, 0);
-    ops(&p, "(");
+    us_pk_str(&p, "0");
+    us_pk_str(&p, "cpu");
+    us_pk_long(&p, numel);
+    us_pk_ops(&p, "tQ");
+    us_pk_long(&p, 0);
+    us_pk_ops(&p, "(");
     for (int i = 0; i < nd; i++)
-        pint(&p, shape[i]);
-    ops(&p, "t(");
+        us_pk_long(&p, shape[i]);
+    us_pk_ops(&p, "t(");
     int64_t st = 1;
     int64_t strides[MF_MAX_DIMS];
     for (int i = nd - 1; i >= 0; i--)
         strides[i] = st, st *= shape[i];
     for (int i = 0; i < nd; i++)
-        pint(&p, strides[i]);
-    ops(&p, "t\x89");
+        us_pk_long(&p, strides[i]);
+    us_pk_ops(&p, "t\x89");
     glob(&p, "collections", "OrderedDict");
-    ops(&p, ")RtR.");
+    us_pk_ops(&p, ")RtR.");
     size_t bytes = (size_t)numel * esize;
     uint8_t *data = malloc(bytes + 1);
     for (size_t i = 0; i < bytes; i++)

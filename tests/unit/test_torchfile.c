@@ -272,37 +272,9 @@ static void test_generated_dtypes_and_views(void **state)
 
 /* ---- hand-made archives with broken tensor records ---- */
 
-typedef struct {
-    char b[8192];
-    size_t n;
-} pbuf;
-
-static void raw(pbuf *p, const void *d, size_t n)
+static void glob(us_pickle *p, const char *mod, const char *name)
 {
-    assert_true(p->n + n <= sizeof p->b);
-    memcpy(p->b + p->n, d, n);
-    p->n += n;
-}
-static void ops(pbuf *p, const char *s) { raw(p, s, strlen(s)); }
-static void str(pbuf *p, const char *s)
-{
-    uint32_t n = (uint32_t)strlen(s);
-    uint8_t h[5] = {'X', (uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), (uint8_t)(n >> 24)};
-    raw(p, h, 5);
-    raw(p, s, n);
-}
-static void i64(pbuf *p, int64_t v) /* LONG1 with 8 bytes */
-{
-    uint64_t u;
-    memcpy(&u, &v, 8);
-    uint8_t h[10] = {0x8a, 8};
-    for (int i = 0; i < 8; i++)
-        h[2 + i] = (uint8_t)(u >> (8 * i));
-    raw(p, h, 10);
-}
-static void glob(pbuf *p, const char *mod, const char *name)
-{
-    ops(p, "c"), ops(p, mod), ops(p, "\n"), ops(p, name), ops(p, "\n");
+    us_pk_ops(p, "c"), us_pk_ops(p, mod), us_pk_ops(p, "\n"), us_pk_ops(p, name), us_pk_ops(p, "\n");
 }
 
 typedef struct {
@@ -314,34 +286,34 @@ typedef struct {
 } tspec;
 
 /* {'w': _rebuild_tensor_v2/v3(...)} as torch.save pickles it. */
-static void tensor_pickle(pbuf *p, const tspec *s)
+static void tensor_pickle(us_pickle *p, const tspec *s)
 {
-    ops(p, "\x80\x02}");
-    str(p, "w");
+    us_pk_ops(p, "\x80\x02}");
+    us_pk_str(p, "w");
     glob(p, "torch._utils", s->v3 ? "_rebuild_tensor_v3" : "_rebuild_tensor_v2");
-    ops(p, "((");
-    str(p, "storage");
+    us_pk_ops(p, "((");
+    us_pk_str(p, "storage");
     glob(p, s->smod ? s->smod : "torch", s->storage ? s->storage : "FloatStorage");
-    str(p, s->key ? s->key : "0");
-    str(p, "cpu");
-    i64(p, s->numel);
-    ops(p, "tQ");
-    i64(p, s->off);
-    ops(p, "(");
+    us_pk_str(p, s->key ? s->key : "0");
+    us_pk_str(p, "cpu");
+    us_pk_long(p, s->numel);
+    us_pk_ops(p, "tQ");
+    us_pk_long(p, s->off);
+    us_pk_ops(p, "(");
     for (int i = 0; i < s->nd; i++)
-        i64(p, s->shape[i]);
-    ops(p, "t(");
+        us_pk_long(p, s->shape[i]);
+    us_pk_ops(p, "t(");
     for (int i = 0; i < s->nd; i++)
-        i64(p, s->stride[i]);
-    ops(p, "t\x89");
+        us_pk_long(p, s->stride[i]);
+    us_pk_ops(p, "t\x89");
     glob(p, "collections", "OrderedDict");
-    ops(p, ")R");
+    us_pk_ops(p, ")R");
     if (s->v3)
         glob(p, "torch", s->dtype);
-    ops(p, "tRs.");
+    us_pk_ops(p, "tRs.");
 }
 
-static const char *write_pt(const char *name, const pbuf *pk, size_t record, const char *byteorder)
+static const char *write_pt(const char *name, const us_pickle *pk, size_t record, const char *byteorder)
 {
     static uint8_t zeros[4096];
     const char *path = us_tmp(name);
@@ -356,9 +328,10 @@ static const char *write_pt(const char *name, const pbuf *pk, size_t record, con
 /* Open a hand-made file and resolve 'w'; expect `code` and a message naming file and key. */
 static void expect_tensor(const tspec *s, size_t record, int code, const char *needle)
 {
-    pbuf pk = {.n = 0};
+    us_pickle pk = {0};
     tensor_pickle(&pk, s);
     const char *path = write_pt("hand.pt", &pk, record, NULL);
+    free(pk.b);
     mf_torchfile tf;
     open_ok(&tf, path);
     mf_tensor t;
@@ -438,11 +411,12 @@ static void test_bad_files(void **state)
 {
     (void)state;
     tspec ok = {.numel = 6, .nd = 2, .shape = {2, 3}, .stride = {3, 1}};
-    pbuf pk = {.n = 0};
+    us_pickle pk = {0};
     tensor_pickle(&pk, &ok);
     expect_open_fail(write_pt("big.pt", &pk, 24, "big"), MF_ERR_UNSUPPORTED, "big-endian");
     mf_torchfile tf;
     open_ok(&tf, write_pt("little.pt", &pk, 24, "little"));
+    free(pk.b);
     mf_torchfile_close(&tf);
     /* legacy (pre-1.6) torch.save */
     const char *legacy = us_tmp("legacy.pt");
@@ -454,9 +428,10 @@ static void test_bad_files(void **state)
     us_zip_item only[] = {{"arc/data/0", "abcd", 4, 0, 0}};
     assert_int_equal(us_write_zip(p, only, 1, 1), 0);
     expect_open_fail(p, MF_ERR_MISSING, "data.pkl");
-    pbuf bad = {.n = 0};
-    ops(&bad, "\x80\x02(((((I0\n.");
+    us_pickle bad = {0};
+    us_pk_ops(&bad, "\x80\x02(((((I0\n.");
     expect_open_fail(write_pt("badpkl.pt", &bad, 0, NULL), MF_ERR_UNSUPPORTED, "opcode 0x49");
+    free(bad.b);
     /* pickle size cap */
     assert_int_equal(mf_torchfile_open(&tf, us_data(SAMPLE), 100), MF_ERR_LIMIT);
     assert_int_equal(tf.fd, -1);

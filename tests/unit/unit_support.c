@@ -249,3 +249,37 @@ uint8_t *us_gather_strided(int fd, const mf_tensor *t, size_t *len)
     *len = cnt * es;
     return out;
 }
+
+void us_pk_raw(us_pickle *p, const void *d, size_t n)
+{
+    if (p->n + n > p->cap) {
+        size_t cap = (p->n + n) * 2 + 256;
+        uint8_t *b = realloc(p->b, cap);
+        if (!b)
+            abort();
+        p->b = b;
+        p->cap = cap;
+    }
+    memcpy(p->b + p->n, d, n);
+    p->n += n;
+}
+
+void us_pk_ops(us_pickle *p, const char *s) { us_pk_raw(p, s, strlen(s)); }
+
+void us_pk_str(us_pickle *p, const char *s)
+{
+    uint32_t n = (uint32_t)strlen(s);
+    uint8_t h[5] = {'X', (uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), (uint8_t)(n >> 24)};
+    us_pk_raw(p, h, 5);
+    us_pk_raw(p, s, n);
+}
+
+void us_pk_long(us_pickle *p, int64_t v)
+{
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    uint8_t h[10] = {0x8a, 8};
+    for (int i = 0; i < 8; i++)
+        h[2 + i] = (uint8_t)(u >> (8 * i));
+    us_pk_raw(p, h, 10);
+}

@@ -41,4 +41,14 @@ int us_write_zip(const char *path, const us_zip_item *items, size_t n, int zip64
 #include "mcorefs/torchfile.h"
 uint8_t *us_gather_strided(int fd, const mf_tensor *t, size_t *len);
 
+/* A pickle written by hand, opcode by opcode (grows as needed; free(p.b) when done). */
+typedef struct {
+    uint8_t *b;
+    size_t n, cap;
+} us_pickle;
+void us_pk_raw(us_pickle *p, const void *d, size_t n);
+void us_pk_ops(us_pickle *p, const char *s);   /* opcodes and their text arguments, as given */
+void us_pk_str(us_pickle *p, const char *s);   /* BINUNICODE */
+void us_pk_long(us_pickle *p, int64_t v);      /* LONG1 with 8 bytes */
+
 #endif
