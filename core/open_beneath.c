@@ -43,10 +43,17 @@ static int open_fallback(const char *base, const char *rel)
     return fd < 0 ? -errno : fd;
 }
 
+/* Set once openat2 answered ENOSYS: the kernel (or valgrind) lacks it; later opens skip the call. */
+static int no_openat2;
+
 int mf_openat_beneath(int dirfd, const char *rel)
 {
+    if (__atomic_load_n(&no_openat2, __ATOMIC_RELAXED))
+        return -ENOSYS;
     struct open_how how = { .flags = OPEN_FLAGS, .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
     long fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
+    if (fd < 0 && errno == ENOSYS)
+        __atomic_store_n(&no_openat2, 1, __ATOMIC_RELAXED);
     return fd >= 0 ? (int)fd : -errno;
 }
 
