@@ -86,15 +86,15 @@ static int check_unchanged(const mf_io *io, int file)
     return mf_file_id_check(io->fds[file], &f->id, f->path) == MF_OK ? MF_OK : MF_ERR_CHANGED;
 }
 
-/* Read exactly len bytes of rank file `file`, then make sure they came from the file as it was
- * at mount: the fstat after the pread sees any write that could have reached these bytes. A
- * failed read leaves a message naming the file; one from a file that changed is MF_ERR_CHANGED. */
+/* Read exactly len bytes of rank file `file`. A failed read leaves a message naming the file;
+ * one from a file that changed (e.g. shrank after mount) is MF_ERR_CHANGED. A successful read is
+ * checked once per piece, after its last pread (gather_piece). */
 static int pread_full(const mf_io *io, int file, void *buf, size_t len, uint64_t off)
 {
     const char *path = io->files ? io->files[file].path : NULL;
     if (mf_pread_full(io->fds[file], path, buf, len, off) != MF_OK)
-        return check_unchanged(io, file) ? MF_ERR_CHANGED : MF_ERR_IO;   /* e.g. the rank file shrank after mount */
-    return check_unchanged(io, file);
+        return check_unchanged(io, file) ? MF_ERR_CHANGED : MF_ERR_IO;
+    return MF_OK;
 }
 
 typedef struct {
@@ -215,7 +215,8 @@ static int gather_reordered(const request *q, const mf_piece *p, const mf_tensor
     return 0;
 }
 
-static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, scratch *sc)
+/* The reads of one piece: MF_OK, 1 when the piece lies outside the request, or an error. */
+static int read_piece(const request *q, const mf_piece *p, const mf_io *io, scratch *sc)
 {
     mf_tensor located;
     int ready = mf_shard_locate(p->src, &located);
@@ -234,7 +235,7 @@ static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, sc
     if (r1 > (int64_t)p->dst_row + p->rows)
         r1 = (int64_t)p->dst_row + p->rows;
     if (r0 >= r1)
-        return 0;
+        return 1;   /* outside the request: nothing read */
     if (io->file_bytes)
         __atomic_fetch_add(&io->file_bytes[p->src->file], (uint64_t)(r1 - r0) * p->cols * es, __ATOMIC_RELAXED);
 
@@ -281,6 +282,15 @@ static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, sc
         r += n;
     }
     return 0;
+}
+
+/* One piece of a request, then one fstat of its rank file: a file changes size, mtime or ctime
+ * before any write lands in it, so a check after the piece's last pread sees every write that
+ * could have reached the bytes it read (one syscall per piece, not per pread). */
+static int gather_piece(const request *q, const mf_piece *p, const mf_io *io, scratch *sc)
+{
+    int rc = read_piece(q, p, io, sc);
+    return rc == MF_OK ? check_unchanged(io, p->src->file) : rc > 0 ? MF_OK : rc;
 }
 
 /* A piece whose destination is whole rows and whose source rows are contiguous maps a byte
