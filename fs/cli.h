@@ -10,6 +10,7 @@ typedef struct {
     char *mountpoint;        /* as given */
     char *log_file;          /* -o log=FILE, absolute (the daemon changes to /) */
     int show_help, show_version, foreground;
+    fs_cache_opts cache;     /* -o entry_timeout=, attr_timeout=, negative_timeout= (ours now) */
     struct fuse_args fuse;   /* what goes on to libfuse: argv[0], flags, accepted -o options */
 } fs_cli;
 

@@ -11,26 +11,24 @@
 #include "ops.h"
 
 /* SIGTERM, SIGINT and SIGHUP end the loop the way an unmount does, so fs_run unmounts and returns 0
- * (libfuse's own handlers make it return 8). The loop is known once init has run. */
-static struct fuse *volatile running;
+ * (libfuse's own handlers make it return 8). The session is known once fs_run created it. */
+static struct fuse_session *volatile running;
 static volatile sig_atomic_t stop_requested;
-static struct fuse_operations ops_with_hook;
 
 static void on_stop_signal(int sig)
 {
     (void)sig;
     stop_requested = 1;
-    if (running)
-        fuse_exit(running);
+    struct fuse_session *se = running;
+    if (se)
+        fuse_session_exit(se);
 }
 
-static void *init_hook(struct fuse_conn_info *conn, struct fuse_config *cfg)
+static void serving(struct fuse_session *se)
 {
-    void *data = mcorefs_ops.init ? mcorefs_ops.init(conn, cfg) : fuse_get_context()->private_data;
-    running = fuse_get_context()->fuse;
-    if (stop_requested)
-        fuse_exit(running);
-    return data;
+    running = se;
+    if (se && stop_requested)   /* a signal that came before the session existed */
+        fuse_session_exit(se);
 }
 
 static void install_stop_handlers(void)
@@ -48,6 +46,7 @@ int main(int argc, char *argv[])
 {
     fs_cli c;
     mf_session *s = NULL;
+    fs_tree tree;
     char *mountpoint = NULL, *fsname = NULL;
     int rc = 1;
     if (fs_cli_parse(&c, argc, argv) != 0) {
@@ -89,10 +88,10 @@ int main(int argc, char *argv[])
         goto out;
     }   /* -oro last, so nothing can turn it off */
     fs_set_mountpoint(mountpoint);
-    ops_with_hook = mcorefs_ops;
-    ops_with_hook.init = init_hook;
+    fs_set_cache_opts(&c.cache);
+    tree.view0 = s;
     install_stop_handlers();
-    rc = fs_run(&c.fuse, &ops_with_hook, s);
+    rc = fs_run(&c.fuse, &mcorefs_ll_ops, &tree, serving);
 out:
     mf_session_close(s);
     free(mountpoint);
