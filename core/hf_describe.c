@@ -1,0 +1,298 @@
+/* HF config.json -> the Megatron args of the same model (see hf_describe.h). The args are
+ * written as a small pickle (a dict of plain values) and read back by the safe pickle VM, so
+ * the description, family choice and checks are exactly those of a checkpoint with args. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+#include "hf_describe.h"
+#include "mcorefs/error.h"
+#include "mcorefs/recipe.h"
+#include "small_file.h"
+
+/* ---- a pickle (protocol 2) of a dict of str -> int / float / bool / str / tuple / list ---- */
+
+typedef struct {
+    uint8_t *b;
+    size_t n, cap;
+    int oom;
+} pk_out;
+
+static void put(pk_out *o, const void *p, size_t n)
+{
+    if (o->oom)
+        return;
+    if (o->n + n > o->cap) {
+        size_t cap = o->cap ? o->cap * 2 : 1024;
+        while (cap < o->n + n)
+            cap *= 2;
+        uint8_t *b = realloc(o->b, cap);
+        if (!b) {
+            o->oom = 1;
+            return;
+        }
+        o->b = b;
+        o->cap = cap;
+    }
+    memcpy(o->b + o->n, p, n);
+    o->n += n;
+}
+
+static void put_byte(pk_out *o, uint8_t c) { put(o, &c, 1); }
+
+static void put_str(pk_out *o, const char *s)
+{
+    uint32_t n = (uint32_t)strlen(s);
+    uint8_t len[4] = { (uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), (uint8_t)(n >> 24) };
+    put_byte(o, 'X'); /* BINUNICODE */
+    put(o, len, 4);
+    put(o, s, n);
+}
+
+static void put_int(pk_out *o, int64_t v)
+{
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)((uint64_t)v >> (8 * i));
+    put_byte(o, 0x8a); /* LONG1: 8 bytes, little-endian two's complement */
+    put_byte(o, 8);
+    put(o, b, 8);
+}
+
+static void put_float(pk_out *o, double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(u >> (56 - 8 * i));
+    put_byte(o, 'G'); /* BINFLOAT: big-endian */
+    put(o, b, 8);
+}
+
+static void put_bool(pk_out *o, int v) { put_byte(o, v ? 0x88 : 0x89); }
+
+/* ---- reading the HF config ---- */
+
+typedef struct {
+    const cJSON *root;
+    const char *path;
+} hf;
+
+static const cJSON *get(const hf *h, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(h->root, key);
+    return cJSON_IsNull(v) ? NULL : v;
+}
+
+/* 1 and *out when key is a whole number; 0 when absent (*out = def); -1 (message) otherwise. */
+static int get_int(const hf *h, const char *key, int64_t def, int64_t *out)
+{
+    const cJSON *v = get(h, key);
+    *out = def;
+    if (!v)
+        return 0;
+    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble || v->valuedouble < 0)
+        return mf_fail(MF_ERR_FORMAT, "%s: hf_config '%s' is not a non-negative whole number", h->path, key), -1;
+    *out = (int64_t)v->valuedouble;
+    return 1;
+}
+
+static int need_int(const hf *h, const char *key, int64_t *out)
+{
+    int r = get_int(h, key, 0, out);
+    if (r == 0)
+        mf_fail(MF_ERR_MISSING, "%s: hf_config lacks '%s' (needed to describe a save without Megatron's args)", h->path, key);
+    return r == 1 ? 0 : -1;
+}
+
+static double get_float(const hf *h, const char *key, double def)
+{
+    const cJSON *v = get(h, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : def;
+}
+
+static int get_bool(const hf *h, const char *key, int def)
+{
+    const cJSON *v = get(h, key);
+    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : def;
+}
+
+static const char *get_str(const hf *h, const char *key)
+{
+    const cJSON *v = get(h, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static const char *const described[] = { "llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe", NULL };
+
+const char *mf_hf_describe_families(void)
+{
+    return "llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe";
+}
+
+static const mf_family *pick_family(const hf *h, const char *arch)
+{
+    const cJSON *archs = get(h, "architectures");
+    const char *name = arch && *arch ? arch : NULL;
+    if (!name && cJSON_IsArray(archs) && cJSON_IsString(cJSON_GetArrayItem(archs, 0)))
+        name = cJSON_GetArrayItem(archs, 0)->valuestring;
+    if (!name)
+        name = get_str(h, "model_type");
+    if (!name) {
+        mf_fail(MF_ERR_MISSING, "%s: hf_config has neither 'architectures' nor 'model_type'", h->path);
+        return NULL;
+    }
+    const mf_family *f = mf_family_find(name);
+    if (!f && !arch && get_str(h, "model_type"))
+        f = mf_family_find(get_str(h, "model_type"));
+    for (int i = 0; f && described[i]; i++)
+        if (strcmp(f->name, described[i]) == 0)
+            return f;
+    mf_fail(MF_ERR_UNSUPPORTED, "%s: describing '%s' from an HF config is not supported (supported: %s); "
+            "mount a save that carries Megatron's args", h->path, name, mf_hf_describe_families());
+    return NULL;
+}
+
+/* HF's rope_scaling -> Megatron's rope args (llama3 and linear are what the families write). */
+static int rope_args(const hf *h, pk_out *o)
+{
+    const cJSON *rs = get(h, "rope_scaling");
+    if (!rs)
+        return MF_OK;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    if (!cJSON_IsString(t))
+        t = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    const cJSON *factor = cJSON_GetObjectItemCaseSensitive(rs, "factor");
+    const char *type = cJSON_IsString(t) ? t->valuestring : "?";
+    if (!cJSON_IsNumber(factor) || (strcmp(type, "llama3") != 0 && strcmp(type, "linear") != 0))
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: hf_config rope_scaling of type '%s' cannot be described as Megatron args", h->path, type);
+    if (strcmp(type, "llama3") == 0) {
+        put_str(o, "use_rope_scaling"), put_bool(o, 1);
+        put_str(o, "rope_scaling_factor"), put_float(o, factor->valuedouble);
+    } else {
+        put_str(o, "rotary_seq_len_interpolation_factor"), put_float(o, factor->valuedouble);
+    }
+    return MF_OK;
+}
+
+/* The MoE args; moe_layer_freq from Qwen's decoder_sparse_step and mlp_only_layers. */
+static int moe_args(const hf *h, const char *family, int64_t layers, pk_out *o)
+{
+    int mixtral = strcmp(family, "mixtral") == 0, qwen2 = strcmp(family, "qwen2_moe") == 0;
+    int64_t experts, topk, moe_ffn, step = 1, shared = 0;
+    if (need_int(h, mixtral ? "num_local_experts" : "num_experts", &experts) || need_int(h, "num_experts_per_tok", &topk) ||
+        need_int(h, mixtral ? "intermediate_size" : "moe_intermediate_size", &moe_ffn) ||
+        get_int(h, "decoder_sparse_step", 1, &step) < 0 || (qwen2 && need_int(h, "shared_expert_intermediate_size", &shared)))
+        return MF_ERR_MISSING;
+    put_str(o, "num_experts"), put_int(o, experts);
+    put_str(o, "moe_router_topk"), put_int(o, topk);
+    put_str(o, "moe_ffn_hidden_size"), put_int(o, moe_ffn);
+    put_str(o, "moe_aux_loss_coeff"), put_float(o, get_float(h, "router_aux_loss_coef", 0.0));
+    /* Qwen: norm_topk_prob = top-k after softmax renormalised, Megatron's default order */
+    put_str(o, "moe_router_pre_softmax"), put_bool(o, !mixtral && !get_bool(h, "norm_topk_prob", 0));
+    if (qwen2) {
+        put_str(o, "moe_shared_expert_intermediate_size"), put_int(o, shared);
+        put_str(o, "moe_shared_expert_gate"), put_bool(o, 1);
+    }
+    const cJSON *dense = get(h, "mlp_only_layers");
+    if (step <= 0)
+        return mf_fail(MF_ERR_FORMAT, "%s: hf_config decoder_sparse_step must be positive", h->path);
+    put_str(o, "moe_layer_freq");
+    put_byte(o, ']'), put_byte(o, '('); /* EMPTY_LIST, MARK ... APPENDS */
+    for (int64_t l = 0; l < layers; l++) {
+        int moe = (l + 1) % step == 0;
+        for (const cJSON *d = cJSON_IsArray(dense) ? dense->child : NULL; d; d = d->next)
+            moe &= !(cJSON_IsNumber(d) && d->valuedouble == (double)l);
+        put_int(o, moe);
+    }
+    put_byte(o, 'e');
+    return MF_OK;
+}
+
+/* The args pickle for the HF config; MF_OK or an error (message set). */
+static int write_args(const hf *h, const mf_family *f, int64_t embed_rows, pk_out *o)
+{
+    const char *fam = f->name;
+    int64_t layers, hidden, heads, vocab, ffn, groups, head_dim, max_pos, window;
+    if (need_int(h, "num_hidden_layers", &layers) || need_int(h, "hidden_size", &hidden) ||
+        need_int(h, "num_attention_heads", &heads) || need_int(h, "vocab_size", &vocab) ||
+        need_int(h, "intermediate_size", &ffn) || get_int(h, "num_key_value_heads", heads, &groups) < 0 ||
+        get_int(h, "head_dim", heads ? hidden / heads : 0, &head_dim) < 0 ||
+        get_int(h, "max_position_embeddings", 0, &max_pos) < 0 || get_int(h, "sliding_window", 0, &window) < 0)
+        return MF_ERR_MISSING;
+    const char *act = get_str(h, "hidden_act");
+    if (act && strcmp(act, "silu") != 0)
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: hf_config hidden_act '%s': %s uses silu", h->path, act, f->architecture);
+    const char *dt = get_str(h, "torch_dtype") ? get_str(h, "torch_dtype") : get_str(h, "dtype");
+    put_byte(o, 0x80), put_byte(o, 2), put_byte(o, '}'), put_byte(o, '('); /* PROTO 2, EMPTY_DICT, MARK */
+    put_str(o, "num_layers"), put_int(o, layers);
+    put_str(o, "hidden_size"), put_int(o, hidden);
+    put_str(o, "num_attention_heads"), put_int(o, heads);
+    put_str(o, "group_query_attention"), put_bool(o, 1);
+    put_str(o, "num_query_groups"), put_int(o, groups);
+    put_str(o, "kv_channels"), put_int(o, head_dim);
+    put_str(o, "ffn_hidden_size"), put_int(o, ffn);
+    put_str(o, "padded_vocab_size"), put_int(o, embed_rows >= vocab ? embed_rows : vocab);
+    put_str(o, "vocab_size"), put_int(o, vocab);
+    put_str(o, "max_position_embeddings"), put_int(o, max_pos);
+    put_str(o, "norm_epsilon"), put_float(o, get_float(h, "rms_norm_eps", 1e-6));
+    put_str(o, "rotary_base"), put_float(o, get_float(h, "rope_theta", 10000.0));
+    put_str(o, "init_method_std"), put_float(o, get_float(h, "initializer_range", 0.02));
+    put_str(o, "attention_dropout"), put_float(o, get_float(h, "attention_dropout", 0.0));
+    put_str(o, "untie_embeddings_and_output_weights"), put_bool(o, !get_bool(h, "tie_word_embeddings", 0));
+    put_str(o, "normalization"), put_str(o, "RMSNorm");
+    put_str(o, "position_embedding_type"), put_str(o, "rope");
+    put_str(o, "swiglu"), put_bool(o, 1);
+    put_str(o, "tensor_model_parallel_size"), put_int(o, 1);
+    put_str(o, "bf16"), put_bool(o, dt && strcmp(dt, "bfloat16") == 0);
+    put_str(o, "fp16"), put_bool(o, dt && strcmp(dt, "float16") == 0);
+    int qwen2 = strncmp(fam, "qwen2", 5) == 0, qwen3 = strncmp(fam, "qwen3", 5) == 0;
+    put_str(o, "add_qkv_bias"), put_bool(o, qwen2 || get_bool(h, "attention_bias", 0) || get_bool(h, "qkv_bias", 0));
+    put_str(o, "qk_layernorm"), put_bool(o, qwen3);
+    if (strcmp(fam, "mistral") == 0 && window > 0) {   /* HF sliding_window = Megatron (left, 0) + 1 */
+        put_str(o, "window_size");
+        put_int(o, window - 1), put_int(o, 0), put_byte(o, 0x86); /* TUPLE2 */
+    }
+    int rc = rope_args(h, o);
+    if (rc == MF_OK && (strcmp(fam, "mixtral") == 0 || strcmp(fam, "qwen2_moe") == 0 || strcmp(fam, "qwen3_moe") == 0))
+        rc = moe_args(h, fam, layers, o);
+    put_byte(o, 'u'), put_byte(o, '.'); /* SETITEMS, STOP */
+    if (rc == MF_OK && o->oom)
+        rc = mf_fail(MF_ERR_NOMEM, "out of memory (hf_config)");
+    return rc;
+}
+
+int mf_model_from_hf_config(mf_model *m, mf_pickle **pk, const mf_pv **args, const char *path, const char *arch,
+                            int64_t embed_rows, const char *src)
+{
+    char *text = NULL;
+    size_t len = 0;
+    struct stat st;
+    memset(m, 0, sizeof *m);
+    *args = NULL;
+    int rc = mf_small_file_load(AT_FDCWD, path, path, &text, &len, &st);
+    if (rc)
+        return rc;
+    cJSON *root = strlen(text) == len ? cJSON_Parse(text) : NULL;
+    free(text);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return mf_fail(MF_ERR_FORMAT, "%s: hf_config must be a JSON object", path);
+    }
+    hf h = { root, path };
+    pk_out o = { 0 };
+    const mf_family *f = pick_family(&h, arch);
+    rc = f ? write_args(&h, f, embed_rows, &o) : MF_ERR_UNSUPPORTED;
+    cJSON_Delete(root);
+    mf_pv *a = NULL;
+    if (rc == MF_OK && (rc = mf_pickle_load(o.b, o.n, path, NULL, pk, &a)) == MF_OK) {
+        char where[4400];
+        snprintf(where, sizeof where, "%s (described by hf_config %s)", src, path);
+        *args = a;
+        rc = mf_model_from_args(m, a, f->name, where);
+    }
+    free(o.b);
+    return rc;
+}
