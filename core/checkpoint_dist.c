@@ -14,6 +14,7 @@
 #include "dist_chunks.h"
 #include "file_io.h"
 #include "hf_describe.h"
+#include "nemo_context.h"
 #include "mcorefs/dcp.h"
 #include "mcorefs/error.h"
 #include "open_beneath.h"
@@ -99,12 +100,15 @@ struct mf_dist_reader {
     mf_dcp dcp;
     mf_dist_chunks *chunks;
     mf_dcp_layout layout;    /* torch_dist, or a DCP save of the plain state dict */
+    int nemo;                /* a NeMo 2.0 weights/ folder described by ../context/model.yaml */
 };
 
 const char *mf_checkpoint_format_name(const mf_checkpoint *c)
 {
     if (c->format == MF_FORMAT_TORCH)
         return "torch";
+    if (c->dist && c->dist->nemo)
+        return "nemo2";
     return mf_dcp_layout_name(c->dist ? c->dist->layout : MF_DCP_TORCH_DIST);
 }
 
@@ -239,7 +243,10 @@ static int index_dist_keys(mf_checkpoint *c)
     for (size_t i = 0; i < dcp->n_tensors; i++) {
         const mf_dcp_tensor *t = &dcp->tensors[i];
         dist_key k;
-        if (parse_key(t->fqn, &c->model, &k) != 0)
+        const char *fqn = t->fqn;
+        while (strncmp(fqn, "module.", 7) == 0)   /* NeMo's MegatronParallel wrapper prefix */
+            fqn += 7;
+        if (parse_key(fqn, &c->model, &k) != 0)
             return mf_fail(MF_ERR_INCONSISTENT, "%s/.metadata: key '%s' does not fit %lld layers and %lld MTP layers",
                            c->iter_dir, t->fqn, (long long)c->model.num_layers, (long long)c->model.mtp_layers);
         if (k.skip)
@@ -274,6 +281,11 @@ static int describe_model(mf_checkpoint *c, const mf_options *o)
     char where[4200];
     snprintf(where, sizeof(where), "%s/.metadata", c->iter_dir);
     int rc = mf_dcp_load_args(dcp, &c->args_pk, &args);
+    char yaml[4200];
+    if (rc == MF_ERR_MISSING && mf_nemo_model_yaml(c->iter_dir, yaml, sizeof yaml)) {
+        c->dist->nemo = 1;
+        return mf_model_from_nemo_yaml(&c->model, &c->args_pk, &c->args, yaml, o->arch, embedding_rows(dcp), where);
+    }
     if (rc == MF_ERR_MISSING && o->hf_config)
         return mf_model_from_hf_config(&c->model, &c->args_pk, &c->args, o->hf_config, o->arch, embedding_rows(dcp), where);
     if (rc == MF_ERR_MISSING && !strstr(mf_error(), "hf_config")) {

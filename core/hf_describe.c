@@ -1,77 +1,17 @@
 /* HF config.json -> the Megatron args of the same model (see hf_describe.h). The args are
  * written as a small pickle (a dict of plain values) and read back by the safe pickle VM, so
- * the description, family choice and checks are exactly those of a checkpoint with args. */
+ * the description, family choice and checks are exactly those of a checkpoint with args
+ * (args_pickle.h). */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
+#include "args_pickle.h"
 #include "hf_describe.h"
 #include "mcorefs/error.h"
 #include "mcorefs/recipe.h"
 #include "small_file.h"
-
-/* ---- a pickle (protocol 2) of a dict of str -> int / float / bool / str / tuple / list ---- */
-
-typedef struct {
-    uint8_t *b;
-    size_t n, cap;
-    int oom;
-} pk_out;
-
-static void put(pk_out *o, const void *p, size_t n)
-{
-    if (o->oom)
-        return;
-    if (o->n + n > o->cap) {
-        size_t cap = o->cap ? o->cap * 2 : 1024;
-        while (cap < o->n + n)
-            cap *= 2;
-        uint8_t *b = realloc(o->b, cap);
-        if (!b) {
-            o->oom = 1;
-            return;
-        }
-        o->b = b;
-        o->cap = cap;
-    }
-    memcpy(o->b + o->n, p, n);
-    o->n += n;
-}
-
-static void put_byte(pk_out *o, uint8_t c) { put(o, &c, 1); }
-
-static void put_str(pk_out *o, const char *s)
-{
-    uint32_t n = (uint32_t)strlen(s);
-    uint8_t len[4] = { (uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), (uint8_t)(n >> 24) };
-    put_byte(o, 'X'); /* BINUNICODE */
-    put(o, len, 4);
-    put(o, s, n);
-}
-
-static void put_int(pk_out *o, int64_t v)
-{
-    uint8_t b[8];
-    for (int i = 0; i < 8; i++)
-        b[i] = (uint8_t)((uint64_t)v >> (8 * i));
-    put_byte(o, 0x8a); /* LONG1: 8 bytes, little-endian two's complement */
-    put_byte(o, 8);
-    put(o, b, 8);
-}
-
-static void put_float(pk_out *o, double v)
-{
-    uint64_t u;
-    memcpy(&u, &v, 8);
-    uint8_t b[8];
-    for (int i = 0; i < 8; i++)
-        b[i] = (uint8_t)(u >> (56 - 8 * i));
-    put_byte(o, 'G'); /* BINFLOAT: big-endian */
-    put(o, b, 8);
-}
-
-static void put_bool(pk_out *o, int v) { put_byte(o, v ? 0x88 : 0x89); }
 
 /* ---- reading the HF config ---- */
 
@@ -169,10 +109,10 @@ static int rope_args(const hf *h, pk_out *o)
     if (!cJSON_IsNumber(factor) || (strcmp(type, "llama3") != 0 && strcmp(type, "linear") != 0))
         return mf_fail(MF_ERR_UNSUPPORTED, "%s: hf_config rope_scaling of type '%s' cannot be described as Megatron args", h->path, type);
     if (strcmp(type, "llama3") == 0) {
-        put_str(o, "use_rope_scaling"), put_bool(o, 1);
-        put_str(o, "rope_scaling_factor"), put_float(o, factor->valuedouble);
+        mf_pk_str(o, "use_rope_scaling"), mf_pk_bool(o, 1);
+        mf_pk_str(o, "rope_scaling_factor"), mf_pk_float(o, factor->valuedouble);
     } else {
-        put_str(o, "rotary_seq_len_interpolation_factor"), put_float(o, factor->valuedouble);
+        mf_pk_str(o, "rotary_seq_len_interpolation_factor"), mf_pk_float(o, factor->valuedouble);
     }
     return MF_OK;
 }
@@ -186,28 +126,28 @@ static int moe_args(const hf *h, const char *family, int64_t layers, pk_out *o)
         need_int(h, mixtral ? "intermediate_size" : "moe_intermediate_size", &moe_ffn) ||
         get_int(h, "decoder_sparse_step", 1, &step) < 0 || (qwen2 && need_int(h, "shared_expert_intermediate_size", &shared)))
         return MF_ERR_MISSING;
-    put_str(o, "num_experts"), put_int(o, experts);
-    put_str(o, "moe_router_topk"), put_int(o, topk);
-    put_str(o, "moe_ffn_hidden_size"), put_int(o, moe_ffn);
-    put_str(o, "moe_aux_loss_coeff"), put_float(o, get_float(h, "router_aux_loss_coef", 0.0));
+    mf_pk_str(o, "num_experts"), mf_pk_int(o, experts);
+    mf_pk_str(o, "moe_router_topk"), mf_pk_int(o, topk);
+    mf_pk_str(o, "moe_ffn_hidden_size"), mf_pk_int(o, moe_ffn);
+    mf_pk_str(o, "moe_aux_loss_coeff"), mf_pk_float(o, get_float(h, "router_aux_loss_coef", 0.0));
     /* Qwen: norm_topk_prob = top-k after softmax renormalised, Megatron's default order */
-    put_str(o, "moe_router_pre_softmax"), put_bool(o, !mixtral && !get_bool(h, "norm_topk_prob", 0));
+    mf_pk_str(o, "moe_router_pre_softmax"), mf_pk_bool(o, !mixtral && !get_bool(h, "norm_topk_prob", 0));
     if (qwen2) {
-        put_str(o, "moe_shared_expert_intermediate_size"), put_int(o, shared);
-        put_str(o, "moe_shared_expert_gate"), put_bool(o, 1);
+        mf_pk_str(o, "moe_shared_expert_intermediate_size"), mf_pk_int(o, shared);
+        mf_pk_str(o, "moe_shared_expert_gate"), mf_pk_bool(o, 1);
     }
     const cJSON *dense = get(h, "mlp_only_layers");
     if (step <= 0)
         return mf_fail(MF_ERR_FORMAT, "%s: hf_config decoder_sparse_step must be positive", h->path);
-    put_str(o, "moe_layer_freq");
-    put_byte(o, ']'), put_byte(o, '('); /* EMPTY_LIST, MARK ... APPENDS */
+    mf_pk_str(o, "moe_layer_freq");
+    MF_PK_LIST_BEGIN(o);
     for (int64_t l = 0; l < layers; l++) {
         int moe = (l + 1) % step == 0;
         for (const cJSON *d = cJSON_IsArray(dense) ? dense->child : NULL; d; d = d->next)
             moe &= !(cJSON_IsNumber(d) && d->valuedouble == (double)l);
-        put_int(o, moe);
+        mf_pk_int(o, moe);
     }
-    put_byte(o, 'e');
+    MF_PK_LIST_END(o);
     return MF_OK;
 }
 
@@ -226,39 +166,39 @@ static int write_args(const hf *h, const mf_family *f, int64_t embed_rows, pk_ou
     if (act && strcmp(act, "silu") != 0)
         return mf_fail(MF_ERR_UNSUPPORTED, "%s: hf_config hidden_act '%s': %s uses silu", h->path, act, f->architecture);
     const char *dt = get_str(h, "torch_dtype") ? get_str(h, "torch_dtype") : get_str(h, "dtype");
-    put_byte(o, 0x80), put_byte(o, 2), put_byte(o, '}'), put_byte(o, '('); /* PROTO 2, EMPTY_DICT, MARK */
-    put_str(o, "num_layers"), put_int(o, layers);
-    put_str(o, "hidden_size"), put_int(o, hidden);
-    put_str(o, "num_attention_heads"), put_int(o, heads);
-    put_str(o, "group_query_attention"), put_bool(o, 1);
-    put_str(o, "num_query_groups"), put_int(o, groups);
-    put_str(o, "kv_channels"), put_int(o, head_dim);
-    put_str(o, "ffn_hidden_size"), put_int(o, ffn);
-    put_str(o, "padded_vocab_size"), put_int(o, embed_rows >= vocab ? embed_rows : vocab);
-    put_str(o, "vocab_size"), put_int(o, vocab);
-    put_str(o, "max_position_embeddings"), put_int(o, max_pos);
-    put_str(o, "norm_epsilon"), put_float(o, get_float(h, "rms_norm_eps", 1e-6));
-    put_str(o, "rotary_base"), put_float(o, get_float(h, "rope_theta", 10000.0));
-    put_str(o, "init_method_std"), put_float(o, get_float(h, "initializer_range", 0.02));
-    put_str(o, "attention_dropout"), put_float(o, get_float(h, "attention_dropout", 0.0));
-    put_str(o, "untie_embeddings_and_output_weights"), put_bool(o, !get_bool(h, "tie_word_embeddings", 0));
-    put_str(o, "normalization"), put_str(o, "RMSNorm");
-    put_str(o, "position_embedding_type"), put_str(o, "rope");
-    put_str(o, "swiglu"), put_bool(o, 1);
-    put_str(o, "tensor_model_parallel_size"), put_int(o, 1);
-    put_str(o, "bf16"), put_bool(o, dt && strcmp(dt, "bfloat16") == 0);
-    put_str(o, "fp16"), put_bool(o, dt && strcmp(dt, "float16") == 0);
+    MF_PK_DICT_BEGIN(o);
+    mf_pk_str(o, "num_layers"), mf_pk_int(o, layers);
+    mf_pk_str(o, "hidden_size"), mf_pk_int(o, hidden);
+    mf_pk_str(o, "num_attention_heads"), mf_pk_int(o, heads);
+    mf_pk_str(o, "group_query_attention"), mf_pk_bool(o, 1);
+    mf_pk_str(o, "num_query_groups"), mf_pk_int(o, groups);
+    mf_pk_str(o, "kv_channels"), mf_pk_int(o, head_dim);
+    mf_pk_str(o, "ffn_hidden_size"), mf_pk_int(o, ffn);
+    mf_pk_str(o, "padded_vocab_size"), mf_pk_int(o, embed_rows >= vocab ? embed_rows : vocab);
+    mf_pk_str(o, "vocab_size"), mf_pk_int(o, vocab);
+    mf_pk_str(o, "max_position_embeddings"), mf_pk_int(o, max_pos);
+    mf_pk_str(o, "norm_epsilon"), mf_pk_float(o, get_float(h, "rms_norm_eps", 1e-6));
+    mf_pk_str(o, "rotary_base"), mf_pk_float(o, get_float(h, "rope_theta", 10000.0));
+    mf_pk_str(o, "init_method_std"), mf_pk_float(o, get_float(h, "initializer_range", 0.02));
+    mf_pk_str(o, "attention_dropout"), mf_pk_float(o, get_float(h, "attention_dropout", 0.0));
+    mf_pk_str(o, "untie_embeddings_and_output_weights"), mf_pk_bool(o, !get_bool(h, "tie_word_embeddings", 0));
+    mf_pk_str(o, "normalization"), mf_pk_str(o, "RMSNorm");
+    mf_pk_str(o, "position_embedding_type"), mf_pk_str(o, "rope");
+    mf_pk_str(o, "swiglu"), mf_pk_bool(o, 1);
+    mf_pk_str(o, "tensor_model_parallel_size"), mf_pk_int(o, 1);
+    mf_pk_str(o, "bf16"), mf_pk_bool(o, dt && strcmp(dt, "bfloat16") == 0);
+    mf_pk_str(o, "fp16"), mf_pk_bool(o, dt && strcmp(dt, "float16") == 0);
     int qwen2 = strncmp(fam, "qwen2", 5) == 0, qwen3 = strncmp(fam, "qwen3", 5) == 0;
-    put_str(o, "add_qkv_bias"), put_bool(o, qwen2 || get_bool(h, "attention_bias", 0) || get_bool(h, "qkv_bias", 0));
-    put_str(o, "qk_layernorm"), put_bool(o, qwen3);
+    mf_pk_str(o, "add_qkv_bias"), mf_pk_bool(o, qwen2 || get_bool(h, "attention_bias", 0) || get_bool(h, "qkv_bias", 0));
+    mf_pk_str(o, "qk_layernorm"), mf_pk_bool(o, qwen3);
     if (strcmp(fam, "mistral") == 0 && window > 0) {   /* HF sliding_window = Megatron (left, 0) + 1 */
-        put_str(o, "window_size");
-        put_int(o, window - 1), put_int(o, 0), put_byte(o, 0x86); /* TUPLE2 */
+        mf_pk_str(o, "window_size");
+        mf_pk_int(o, window - 1), mf_pk_int(o, 0), MF_PK_TUPLE2(o);
     }
     int rc = rope_args(h, o);
     if (rc == MF_OK && (strcmp(fam, "mixtral") == 0 || strcmp(fam, "qwen2_moe") == 0 || strcmp(fam, "qwen3_moe") == 0))
         rc = moe_args(h, fam, layers, o);
-    put_byte(o, 'u'), put_byte(o, '.'); /* SETITEMS, STOP */
+    MF_PK_DICT_END(o);
     if (rc == MF_OK && o->oom)
         rc = mf_fail(MF_ERR_NOMEM, "out of memory (hf_config)");
     return rc;
@@ -292,6 +232,8 @@ int mf_model_from_hf_config(mf_model *m, mf_pickle **pk, const mf_pv **args, con
         snprintf(where, sizeof where, "%s (described by hf_config %s)", src, path);
         *args = a;
         rc = mf_model_from_args(m, a, f->name, where);
+        if (rc == MF_OK)
+            snprintf(m->args_from, sizeof m->args_from, "hf_config %s", path);
     }
     free(o.b);
     return rc;

@@ -151,7 +151,8 @@ def t_argless_torch_dist():
         T.assert_same_tensors(v.tensors, g.tensors, "args-less mount", "reference")
         T.assert_config(v.config_text, g.ref["config"], g.ref["derivable_config_keys"])
     bad = _hf_config_file(g, "hf-bad.json", moe_intermediate_size=g.ref["config"]["moe_intermediate_size"] * 2)
-    T.expect_mount_failure(g.ckpt, ["hf_config=" + bad], ["linear_fc1.weight", "global shape"])
+    T.expect_mount_failure(g.ckpt, ["hf_config=" + bad], ["linear_fc1.weight", "has shape [64, 64]",
+                                                           "hf_config %s implies [128, 64]" % bad])
     nothing = _hf_config_file(g, "hf-none.json", num_hidden_layers=None)
     T.expect_mount_failure(g.ckpt, ["hf_config=" + nothing], ["lacks 'num_hidden_layers'"])
 
