@@ -26,7 +26,7 @@ static const cJSON *get(const hf *h, const char *key)
     return cJSON_IsNull(v) ? NULL : v;
 }
 
-/* 1 and *out when key is a whole number; 0 when absent (*out = def); -1 (message) otherwise. */
+/* 1 and *out when key is a whole number; 0 when absent (*out = def); MF_ERR_FORMAT (message). */
 static int get_int(const hf *h, const char *key, int64_t def, int64_t *out)
 {
     const cJSON *v = get(h, key);
@@ -34,17 +34,25 @@ static int get_int(const hf *h, const char *key, int64_t def, int64_t *out)
     if (!v)
         return 0;
     if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble || v->valuedouble < 0)
-        return mf_fail(MF_ERR_FORMAT, "%s: hf_config '%s' is not a non-negative whole number", h->path, key), -1;
+        return mf_fail(MF_ERR_FORMAT, "%s: hf_config '%s' is not a non-negative whole number", h->path, key);
     *out = (int64_t)v->valuedouble;
     return 1;
 }
 
+/* MF_OK and *out, or an error (message set) when absent or not a whole number. */
 static int need_int(const hf *h, const char *key, int64_t *out)
 {
     int r = get_int(h, key, 0, out);
     if (r == 0)
-        mf_fail(MF_ERR_MISSING, "%s: hf_config lacks '%s' (needed to describe a save without Megatron's args)", h->path, key);
-    return r == 1 ? 0 : -1;
+        return mf_fail(MF_ERR_MISSING, "%s: hf_config lacks '%s' (needed to describe a save without Megatron's args)", h->path, key);
+    return r < 0 ? r : MF_OK;
+}
+
+/* get_int's status as an error: MF_OK when present or absent. */
+static int opt_int(const hf *h, const char *key, int64_t def, int64_t *out)
+{
+    int r = get_int(h, key, def, out);
+    return r < 0 ? r : MF_OK;
 }
 
 static double get_float(const hf *h, const char *key, double def)
@@ -72,7 +80,7 @@ const char *mf_hf_describe_families(void)
     return "llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe";
 }
 
-static const mf_family *pick_family(const hf *h, const char *arch)
+static const mf_family *pick_family(const hf *h, const char *arch, int *rc)
 {
     const cJSON *archs = get(h, "architectures");
     const char *name = arch && *arch ? arch : NULL;
@@ -81,7 +89,7 @@ static const mf_family *pick_family(const hf *h, const char *arch)
     if (!name)
         name = get_str(h, "model_type");
     if (!name) {
-        mf_fail(MF_ERR_MISSING, "%s: hf_config has neither 'architectures' nor 'model_type'", h->path);
+        *rc = mf_fail(MF_ERR_MISSING, "%s: hf_config has neither 'architectures' nor 'model_type'", h->path);
         return NULL;
     }
     const mf_family *f = mf_family_find(name);
@@ -90,8 +98,8 @@ static const mf_family *pick_family(const hf *h, const char *arch)
     for (int i = 0; f && described[i]; i++)
         if (strcmp(f->name, described[i]) == 0)
             return f;
-    mf_fail(MF_ERR_UNSUPPORTED, "%s: describing '%s' from an HF config is not supported (supported: %s); "
-            "mount a save that carries Megatron's args", h->path, name, mf_hf_describe_families());
+    *rc = mf_fail(MF_ERR_UNSUPPORTED, "%s: describing '%s' from an HF config is not supported (supported: %s); "
+                  "mount a save that carries Megatron's args", h->path, name, mf_hf_describe_families());
     return NULL;
 }
 
@@ -122,10 +130,11 @@ static int moe_args(const hf *h, const char *family, int64_t layers, pk_out *o)
 {
     int mixtral = strcmp(family, "mixtral") == 0, qwen2 = strcmp(family, "qwen2_moe") == 0;
     int64_t experts, topk, moe_ffn, step = 1, shared = 0;
-    if (need_int(h, mixtral ? "num_local_experts" : "num_experts", &experts) || need_int(h, "num_experts_per_tok", &topk) ||
-        need_int(h, mixtral ? "intermediate_size" : "moe_intermediate_size", &moe_ffn) ||
-        get_int(h, "decoder_sparse_step", 1, &step) < 0 || (qwen2 && need_int(h, "shared_expert_intermediate_size", &shared)))
-        return MF_ERR_MISSING;
+    int rc;
+    if ((rc = need_int(h, mixtral ? "num_local_experts" : "num_experts", &experts)) || (rc = need_int(h, "num_experts_per_tok", &topk)) ||
+        (rc = need_int(h, mixtral ? "intermediate_size" : "moe_intermediate_size", &moe_ffn)) ||
+        (rc = opt_int(h, "decoder_sparse_step", 1, &step)) || (qwen2 && (rc = need_int(h, "shared_expert_intermediate_size", &shared))))
+        return rc;
     mf_pk_str(o, "num_experts"), mf_pk_int(o, experts);
     mf_pk_str(o, "moe_router_topk"), mf_pk_int(o, topk);
     mf_pk_str(o, "moe_ffn_hidden_size"), mf_pk_int(o, moe_ffn);
@@ -156,12 +165,13 @@ static int write_args(const hf *h, const mf_family *f, int64_t embed_rows, pk_ou
 {
     const char *fam = f->name;
     int64_t layers, hidden, heads, vocab, ffn, groups, head_dim, max_pos, window;
-    if (need_int(h, "num_hidden_layers", &layers) || need_int(h, "hidden_size", &hidden) ||
-        need_int(h, "num_attention_heads", &heads) || need_int(h, "vocab_size", &vocab) ||
-        need_int(h, "intermediate_size", &ffn) || get_int(h, "num_key_value_heads", heads, &groups) < 0 ||
-        get_int(h, "head_dim", heads ? hidden / heads : 0, &head_dim) < 0 ||
-        get_int(h, "max_position_embeddings", 0, &max_pos) < 0 || get_int(h, "sliding_window", 0, &window) < 0)
-        return MF_ERR_MISSING;
+    int rc;
+    if ((rc = need_int(h, "num_hidden_layers", &layers)) || (rc = need_int(h, "hidden_size", &hidden)) ||
+        (rc = need_int(h, "num_attention_heads", &heads)) || (rc = need_int(h, "vocab_size", &vocab)) ||
+        (rc = need_int(h, "intermediate_size", &ffn)) || (rc = opt_int(h, "num_key_value_heads", heads, &groups)) ||
+        (rc = opt_int(h, "head_dim", heads ? hidden / heads : 0, &head_dim)) ||
+        (rc = opt_int(h, "max_position_embeddings", 0, &max_pos)) || (rc = opt_int(h, "sliding_window", 0, &window)))
+        return rc;
     const char *act = get_str(h, "hidden_act");
     if (act && strcmp(act, "silu") != 0)
         return mf_fail(MF_ERR_UNSUPPORTED, "%s: hf_config hidden_act '%s': %s uses silu", h->path, act, f->architecture);
@@ -195,7 +205,7 @@ static int write_args(const hf *h, const mf_family *f, int64_t embed_rows, pk_ou
         mf_pk_str(o, "window_size");
         mf_pk_int(o, window - 1), mf_pk_int(o, 0), MF_PK_TUPLE2(o);
     }
-    int rc = rope_args(h, o);
+    rc = rope_args(h, o);
     if (rc == MF_OK && (strcmp(fam, "mixtral") == 0 || strcmp(fam, "qwen2_moe") == 0 || strcmp(fam, "qwen3_moe") == 0))
         rc = moe_args(h, fam, layers, o);
     MF_PK_DICT_END(o);
@@ -223,8 +233,9 @@ int mf_model_from_hf_config(mf_model *m, mf_pickle **pk, const mf_pv **args, con
     }
     hf h = { root, path };
     pk_out o = { 0 };
-    const mf_family *f = pick_family(&h, arch);
-    rc = f ? write_args(&h, f, embed_rows, &o) : MF_ERR_UNSUPPORTED;
+    const mf_family *f = pick_family(&h, arch, &rc);
+    if (f)
+        rc = write_args(&h, f, embed_rows, &o);
     cJSON_Delete(root);
     mf_pv *a = NULL;
     if (rc == MF_OK && (rc = mf_pickle_load(o.b, o.n, path, NULL, pk, &a)) == MF_OK) {
