@@ -217,23 +217,37 @@ static int index_model_keys(mf_checkpoint *c)
     if (m->pp > 1 || m->vpp > 1)   /* each stage numbers its layers from 0 under the same keys */
         return mf_fail(MF_ERR_UNSUPPORTED, "%s/.metadata: a %s save with pipeline parallelism (pp=%lld, vpp=%lld) is not "
                        "supported: its layer keys are numbered per stage", c->iter_dir, fmt, (long long)m->pp, (long long)m->vpp);
-    int rc;
-    for (size_t i = 0; i < dcp->n_tensors; i++) {
+    /* how many keys feed each source: one, or the two halves of a gated fc1 (two spellings of
+     * one expert, or a fused fc1 beside its halves, would overlap: refused) */
+    uint8_t *feeds = calloc(c->cap_sources + 1, 1);
+    if (!feeds)
+        return mf_fail(MF_ERR_NOMEM, "out of memory");
+    int rc = MF_OK;
+    for (size_t i = 0; i < dcp->n_tensors && rc == MF_OK; i++) {
         const mf_dcp_tensor *t = &dcp->tensors[i];
         mf_dcp_model_key k;
         char name[600];
-        if (mf_dcp_model_canon(t->fqn, m, name, sizeof name, &k) != 0)
-            return mf_fail(MF_ERR_INCONSISTENT, "%s/.metadata: %s key '%s' does not fit %lld layers, %lld experts and %lld MTP layers",
-                           c->iter_dir, fmt, t->fqn, (long long)m->num_layers, (long long)m->num_experts, (long long)m->mtp_layers);
-        if (k.skip)
+        if (mf_dcp_model_canon(t->fqn, m, name, sizeof name, &k) != 0) {
+            rc = mf_fail(MF_ERR_INCONSISTENT, "%s/.metadata: %s key '%s' does not fit %lld layers, %lld experts and %lld MTP layers",
+                         c->iter_dir, fmt, t->fqn, (long long)m->num_layers, (long long)m->num_experts, (long long)m->mtp_layers);
+            break;
+        }
+        if (k.skip || t->n_chunks == 0)
             continue;
         if (k.half && (rc = check_partner(c, t)) != 0)
-            return rc;
-        for (size_t j = 0; j < t->n_chunks; j++)
-            if ((rc = add_model_chunk(c, t, &t->chunks[j], name, &k)) != 0)
-                return rc;
+            break;
+        for (size_t j = 0; j < t->n_chunks && rc == MF_OK; j++)
+            rc = add_model_chunk(c, t, &t->chunks[j], name, &k);
+        if (rc != MF_OK && !strstr(mf_error(), c->iter_dir))
+            rc = mf_fail_ctx(rc, "%s/.metadata: %s key '%s'", c->iter_dir, fmt, t->fqn);
+        const mf_source *src = rc == MF_OK ? mf_checkpoint_find(c, name) : NULL;
+        size_t at = src ? (size_t)(src - c->sources) : 0;
+        if (src && at < c->cap_sources && ++feeds[at] > (k.half ? 2 : 1))
+            rc = mf_fail(MF_ERR_INCONSISTENT, "%s/.metadata: %s key '%s' holds weights another key holds too ('%s')",
+                         c->iter_dir, fmt, t->fqn, name);
     }
-    return MF_OK;
+    free(feeds);
+    return rc;
 }
 
 static int index_dist_keys(mf_checkpoint *c)

@@ -33,8 +33,10 @@ static int get_int(const hf *h, const char *key, int64_t def, int64_t *out)
     *out = def;
     if (!v)
         return 0;
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble || v->valuedouble < 0)
-        return mf_fail(MF_ERR_FORMAT, "%s: hf_config '%s' is not a non-negative whole number", h->path, key);
+    /* whole numbers up to 2^40: sizes beyond any model (and no overflowing casts) are refused */
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 1099511627776.0 ||
+        v->valuedouble != (double)(int64_t)v->valuedouble)
+        return mf_fail(MF_ERR_FORMAT, "%s: hf_config '%s' is not a whole number in [0, 2^40]", h->path, key);
     *out = (int64_t)v->valuedouble;
     return 1;
 }
@@ -146,6 +148,8 @@ static int moe_args(const hf *h, const char *family, int64_t layers, pk_out *o)
         mf_pk_str(o, "moe_shared_expert_gate"), mf_pk_bool(o, 1);
     }
     const cJSON *dense = get(h, "mlp_only_layers");
+    if (layers > 100000)   /* model.c refuses it too; bound the list written here */
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: hf_config num_hidden_layers=%lld is impossible", h->path, (long long)layers);
     if (step <= 0)
         return mf_fail(MF_ERR_FORMAT, "%s: hf_config decoder_sparse_step must be positive", h->path);
     mf_pk_str(o, "moe_layer_freq");

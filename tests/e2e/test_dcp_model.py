@@ -122,6 +122,22 @@ def t_fsdp_layer_out_of_range_refused():
     T.expect_mount_failure(g.ckpt, opts(g), ["fsdp_dtensor key '%s'" % bad, "does not fit 4 layers"])
 
 
+def t_fsdp_one_tensor_two_keys_refused():
+    key = "model.module.decoder.layers.0.mlp.experts.local_experts.1.linear_fc2.weight"
+    other = "model.module.decoder.layers.0.mlp.experts.linear_fc2.weight1"     # its TEGroupedMLP spelling
+    g = generate("mixtral", "fsdp-twokeys", flavor="fsdp_dtensor", tp=1, ep=2, dp=2, damage=("copy", key, other))
+    T.expect_mount_failure(g.ckpt, opts(g), ["holds weights another key holds too",
+                                             "decoder.layers.0.mlp.experts.1.linear_fc2.weight"])
+
+
+def t_fsdp_fused_beside_halves_refused():
+    g = generate("llama", "fsdp-fused", flavor="fsdp_dtensor", tp=1, dp=2,
+                 damage=("copy", "model.module.decoder.layers.2.mlp.linear_fc1.weight_w",
+                         "model.module.decoder.layers.2.mlp.linear_fc1.weight"))
+    T.expect_mount_failure(g.ckpt, opts(g), ["model.module.decoder.layers.2.mlp.linear_fc1.weight",
+                                             ("holds weights another key holds too", "different global shapes")])
+
+
 def t_pipeline_refused():
     g = generate("llama", "fsdp-pp", flavor="fsdp_dtensor", tp=1, dp=2,
                  args_overrides=dict(pipeline_model_parallel_size=2))

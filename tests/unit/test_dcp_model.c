@@ -204,7 +204,12 @@ static void test_hf_refused(void **state)
     expect_hf_error("{\"hidden_size\": 64}", MF_ERR_MISSING, "neither 'architectures' nor 'model_type'");
     expect_hf_error("{\"model_type\": \"deepseek_v3\"}", MF_ERR_UNSUPPORTED, "describing 'deepseek_v3'");
     expect_hf_error("{\"model_type\": \"llama\", \"num_hidden_layers\": 2, \"hidden_size\": 64.5}", MF_ERR_FORMAT,
-                    "'hidden_size' is not");
+                    "'hidden_size' is not a whole number");
+    expect_hf_error("{\"model_type\": \"llama\", \"num_hidden_layers\": 1e300}", MF_ERR_FORMAT,
+                    "'num_hidden_layers' is not a whole number");
+    expect_hf_error("{\"model_type\": \"mixtral\", \"hidden_size\": 64, \"intermediate_size\": 128, \"num_hidden_layers\": 1099511627776,"
+                    " \"num_attention_heads\": 4, \"vocab_size\": 10, \"num_local_experts\": 2, \"num_experts_per_tok\": 1}",
+                    MF_ERR_INCONSISTENT, "num_hidden_layers=1099511627776 is impossible");
     expect_hf_error("[1, 2]", MF_ERR_FORMAT, "must be a JSON object");
     expect_hf_error("{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 128, \"num_hidden_layers\": 2,"
                     " \"num_attention_heads\": 4, \"vocab_size\": 10, \"hidden_act\": \"gelu\"}",
