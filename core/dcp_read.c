@@ -127,6 +127,20 @@ static int take_args(mf_torchfile *tf, const char *what, int listed, mf_pickle *
     return MF_OK;
 }
 
+/* The bytes item "args" of a torch_dcp / fsdp_dtensor save: the Namespace itself. */
+static int take_args_item(mf_torchfile *tf, const char *what, mf_pickle **pk, const mf_pv **args)
+{
+    const mf_pv *a = tf->root;
+    if (!a || a->kind == MF_PV_NONE)
+        return mf_fail(MF_ERR_MISSING, "%s: %s is None (saved without training arguments?)", tf->path, what);
+    if (a->kind != MF_PV_DICT && !(a->kind == MF_PV_OBJECT && mf_pv_obj_state(a)))
+        return mf_fail(MF_ERR_FORMAT, "%s: %s is not an argparse Namespace", tf->path, what);
+    *args = a;
+    *pk = tf->pk;
+    tf->pk = NULL;
+    return MF_OK;
+}
+
 int mf_dcp_load_args(const mf_dcp *d, mf_pickle **pk, const mf_pv **args)
 {
     *pk = NULL;
@@ -134,9 +148,15 @@ int mf_dcp_load_args(const mf_dcp *d, mf_pickle **pk, const mf_pv **args)
     if (!d || !d->dir)
         return mf_fail(MF_ERR_INVALID, "mf_dcp_load_args: checkpoint not open");
     const mf_dcp_bytes *b = NULL;
+    int own_item = 0;   /* torch_dcp / fsdp_dtensor: torch.save(args) as the bytes item "args" */
     for (size_t i = 0; i < d->n_bytes && !b; i++)
         if (strncmp(d->bytes[i].fqn, "common_state", 12) == 0 && (d->bytes[i].fqn[12] == '/' || d->bytes[i].fqn[12] == '\0'))
             b = &d->bytes[i];
+    for (size_t i = 0; i < d->n_bytes && !b; i++)
+        if (strcmp(d->bytes[i].fqn, "args") == 0) {
+            b = &d->bytes[i];
+            own_item = 1;
+        }
     mf_torchfile tf;
     int rc;
     if (b) { /* core >= 0.19: torch.save([common_state_dict]) as a bytes item */
@@ -156,7 +176,7 @@ int mf_dcp_load_args(const mf_dcp *d, mf_pickle **pk, const mf_pv **args)
         }
         char what[300];
         snprintf(what, sizeof what, "bytes item '%s'", b->fqn);
-        rc = take_args(&tf, what, 1, pk, args);
+        rc = own_item ? take_args_item(&tf, what, pk, args) : take_args(&tf, what, 1, pk, args);
         mf_torchfile_close(&tf);
         close(fd); /* borrowed by tf */
         return rc;
@@ -167,8 +187,9 @@ int mf_dcp_load_args(const mf_dcp *d, mf_pickle **pk, const mf_pv **args)
             return mf_fail(MF_ERR_NOMEM, "%s: out of memory", d->dir);
         rc = mf_open_beneath(d->dir, "common.pt", &fd);
         if (rc == MF_ERR_MISSING)
-            rc = mf_fail(MF_ERR_MISSING, "%s: a plain PyTorch DCP checkpoint, not a Megatron-Core one: no common.pt and no common_state item "
-                         "in .metadata, so no training args; give the save folder of a Megatron-Core torch_dist checkpoint",
+            rc = mf_fail(MF_ERR_MISSING, "%s: a plain PyTorch DCP checkpoint, not a Megatron-Core one: no common.pt and no common_state "
+                         "or args item in .metadata, so no training args; give the save folder of a Megatron-Core checkpoint, "
+                         "or describe the model with -o hf_config=FILE (an HF config.json with architectures and sizes)",
                          d->dir);
         else if (rc == 0 && (rc = mf_torchfile_open_window(&tf, fd, path, 0, 0, MAX_ARGS_PKL)) != 0)
             close(fd);

@@ -205,6 +205,19 @@ int mf_find_iteration(const char *given, int64_t want, char **iter_dir, int64_t 
         *iter_dir = strdup(path);
         return *iter_dir ? MF_OK : mf_fail(MF_ERR_NOMEM, "out of memory");
     }
+    snprintf(buf, sizeof(buf), "%s/weights", path);
+    char ctx[PATH_MAX + 64];
+    snprintf(ctx, sizeof(ctx), "%s/context", path);
+    if (is_iter_dir(buf) && is_dir(ctx)) {
+        /* a NeMo 2.0 checkpoint: weights/ (torch_dist) beside context/; "...-step=N-..." names it */
+        const char *base = strrchr(path, '/'), *step = strstr(base ? base : path, "step=");
+        *iter = step ? strtoll(step + 5, NULL, 10) : 0;
+        *release = 0;
+        if (want >= 0 && *iter != want)
+            return mf_fail(MF_ERR_INVALID, "%s: is one NeMo checkpoint (step %lld); iteration=%lld does not apply", given,
+                           (long long)*iter, (long long)want);
+        return resolve_beneath(path, buf, iter_dir);
+    }
     if (want >= 0) {
         *iter = want;
         *release = 0;

@@ -144,14 +144,14 @@ static void explain(char *out, size_t n, const mf_rule *r, mf_split split, int r
 }
 
 static int mismatch(const char *file, const char *name, const char *which, int ndim, const int64_t *seen,
-                    const mf_shape *want, const mf_rule *r, mf_split split, int ranks)
+                    const mf_shape *want, const mf_rule *r, mf_split split, int ranks, const char *who)
 {
     char a[96], b[96], why[256];
     fmt_shape(a, sizeof(a), ndim, seen);
     fmt_shape(b, sizeof(b), want->ndim, want->d);
     explain(why, sizeof(why), r, split, ranks);
-    return mf_fail(MF_ERR_INCONSISTENT, "%s: tensor '%s'%s has shape %s, the args imply %s (%s)",
-                   file, name, which, a, b, why);
+    return mf_fail(MF_ERR_INCONSISTENT, "%s: tensor '%s'%s has shape %s, %s %s (%s)",
+                   file, name, which, a, who, b, why);
 }
 
 /* torch_dist: .metadata gives the global shape, chunks are placed inside it. */
@@ -163,7 +163,12 @@ static int check_positioned(const mf_checkpoint *c, const mf_rule *r, const mf_s
     if (!same_shape(&g, ndim, seen)) {
         char where[4200];
         snprintf(where, sizeof(where), "%s/.metadata", c->iter_dir);
-        return mismatch(where, s->name, " (global shape)", ndim, seen, &g, r, MF_SPLIT_REPL, 1);
+        char who[300];   /* a save without args: the file that described the model */
+        if (c->model.args_from[0])
+            snprintf(who, sizeof who, "%s implies", c->model.args_from);
+        else
+            snprintf(who, sizeof who, "the args imply");
+        return mismatch(where, s->name, " (global shape)", ndim, seen, &g, r, MF_SPLIT_REPL, 1, who);
     }
     return MF_OK;
 }
@@ -195,7 +200,8 @@ int mf_shape_check_source(const mf_checkpoint *c, const mf_rule *r, const mf_sou
         if (!same_shape(&want, sh->t.ndim, sh->t.shape)) {
             char which[48];
             snprintf(which, sizeof(which), " (%s rank %d of %d)", s->expert ? "expert-tp" : "tp", k, n);
-            return mismatch(c->files[sh->file].path, s->name, which, sh->t.ndim, sh->t.shape, &want, r, split, n);
+            return mismatch(c->files[sh->file].path, s->name, which, sh->t.ndim, sh->t.shape, &want, r, split, n,
+                            "the args imply");
         }
     }
     return MF_OK;

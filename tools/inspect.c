@@ -88,7 +88,7 @@ static cJSON *summary_json(const mf_session *s, int with_tensors)
     else
         cJSON_AddNumberToObject(o, "iteration", (double)c->iteration);
     int dist = c->format == MF_FORMAT_TORCH_DIST;
-    cJSON_AddStringToObject(o, "format", dist ? "torch_dist" : "torch");
+    cJSON_AddStringToObject(o, "format", mf_checkpoint_format_name(c));
     if (dist) {
         size_t keys, chunks;
         mf_checkpoint_dist_counts(c, &keys, &chunks);
@@ -148,7 +148,7 @@ static void print_summary(const mf_session *s)
     if (c->format == MF_FORMAT_TORCH_DIST) {
         size_t keys, chunks;
         mf_checkpoint_dist_counts(c, &keys, &chunks);
-        printf("format       torch_dist (PyTorch DCP: %zu global keys in %zu chunks)\n", keys, chunks);
+        printf("format       %s (PyTorch DCP: %zu global keys in %zu chunks)\n", mf_checkpoint_format_name(c), keys, chunks);
     } else {
         printf("format       torch (legacy, one torch.save file per rank)\n");
     }

@@ -66,6 +66,9 @@ mf_source *mf_checkpoint_find(const mf_checkpoint *c, const char *name);
 
 /* torch_dist: the global keys of .metadata and their chunks (0, 0 for torch). */
 void mf_checkpoint_dist_counts(const mf_checkpoint *c, size_t *keys, size_t *chunks);
+/* The save's format: "torch", "torch_dist", or a DCP save of the plain state dict: "torch_dcp",
+ * "fsdp_dtensor". */
+const char *mf_checkpoint_format_name(const mf_checkpoint *c);
 
 /* First global layer of model chunk (pp, vp) and its layer count (mcore-format.md §5.6). */
 int mf_layer_offset(const mf_model *m, int64_t pp, int64_t vp, int64_t *offset, int64_t *count);

@@ -51,8 +51,10 @@ int mf_dcp_detect(const char *dir);
 int mf_dcp_open(mf_dcp *d, const char *dir);
 void mf_dcp_close(mf_dcp *d);
 const mf_dcp_tensor *mf_dcp_find(const mf_dcp *d, const char *fqn);
-/* The training args: from dir/common.pt (core <= 0.18) or the bytes item "common_state/..."
- * (a torch.save of [common_state_dict], core >= 0.19). *pk owns the tree. */
+/* The training args: from dir/common.pt (core <= 0.18), the bytes item "common_state/..."
+ * (a torch.save of [common_state_dict], core >= 0.19) or the bytes item "args" (torch_dcp and
+ * fsdp_dtensor saves: a torch.save of the Namespace). *pk owns the tree. MF_ERR_MISSING when
+ * the save carries none. */
 int mf_dcp_load_args(const mf_dcp *d, mf_pickle **pk, const mf_pv **args);
 /* Locate the bytes of one chunk: parse the embedded archive at [offset, offset+length) of the
  * open file fd and resolve its single tensor (absolute file offsets in *out). */

@@ -64,6 +64,9 @@ typedef struct mf_model_s {
     int64_t mtp_layers;                /* in the checkpoint */
     int64_t mtp_shown;                 /* 0 with skip_mtp */
     int mtp_head_copies;               /* also show embed_tokens / shared_head.head per MTP layer */
+    /* a save without Megatron's args: what described the model ("hf_config FILE", a NeMo
+     * model.yaml), for messages; "" when the args did */
+    char args_from[256];
 } mf_model;
 
 /* Read args (the argparse Namespace state dict) into m. `arch` (may be NULL) overrides
