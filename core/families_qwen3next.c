@@ -37,12 +37,14 @@ const mf_rule mf_qwen3next_attn[] = {
     END,
 };
 
-/* gated delta net (Megatron's GatedDeltaNet; TE fuses the input norm into in_proj) */
+/* gated delta net (Megatron's GatedDeltaNet; TE fuses the input norm into in_proj). torch_dist
+ * stores in_proj and conv1d as one key per section (`.query`, `.key`, ...): the second spelling
+ * finds them so the mount is refused naming the format, not a missing tensor. */
 const mf_rule mf_qwen3next_linear_attn[] = {
     { HL "input_layernorm.weight", { DL "self_attention.in_proj.layer_norm_weight", DL "input_layernorm.weight" }, MF_SPLIT_NORM_1P, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE, MF_DTYPE_SHOWN },
-    { HL "linear_attn.in_proj_qkvz.weight", { DL "self_attention.in_proj.weight" }, MF_SPLIT_GDN_QKVZ, MF_WHEN_ALWAYS, MF_D_GDN_IN, MF_D_HIDDEN, MF_DTYPE_SHOWN },
-    { HL "linear_attn.in_proj_ba.weight", { DL "self_attention.in_proj.weight" }, MF_SPLIT_GDN_BA, MF_WHEN_ALWAYS, MF_D_GDN_IN, MF_D_HIDDEN, MF_DTYPE_SHOWN },
-    { HL "linear_attn.conv1d.weight", { DL "self_attention.conv1d.weight" }, MF_SPLIT_GDN_CONV, MF_WHEN_ALWAYS, MF_D_GDN_CONV, MF_D_GDN_KERNEL, MF_DTYPE_SHOWN },
+    { HL "linear_attn.in_proj_qkvz.weight", { DL "self_attention.in_proj.weight", DL "self_attention.in_proj.weight.query" }, MF_SPLIT_GDN_QKVZ, MF_WHEN_ALWAYS, MF_D_GDN_IN, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "linear_attn.in_proj_ba.weight", { DL "self_attention.in_proj.weight", DL "self_attention.in_proj.weight.query" }, MF_SPLIT_GDN_BA, MF_WHEN_ALWAYS, MF_D_GDN_IN, MF_D_HIDDEN, MF_DTYPE_SHOWN },
+    { HL "linear_attn.conv1d.weight", { DL "self_attention.conv1d.weight", DL "self_attention.conv1d.weight.query" }, MF_SPLIT_GDN_CONV, MF_WHEN_ALWAYS, MF_D_GDN_CONV, MF_D_GDN_KERNEL, MF_DTYPE_SHOWN },
     { HL "linear_attn.dt_bias", { DL "self_attention.dt_bias" }, MF_SPLIT_DIM0, MF_WHEN_ALWAYS, MF_D_GDN_VHEADS, MF_D_NONE, MF_DTYPE_SHOWN },
     { HL "linear_attn.A_log", { DL "self_attention.A_log" }, MF_SPLIT_DIM0, MF_WHEN_ALWAYS, MF_D_GDN_VHEADS, MF_D_NONE, MF_DTYPE_SHOWN },
     { HL "linear_attn.norm.weight", { DL "self_attention.out_norm.weight" }, MF_SPLIT_NORM_PLAIN, MF_WHEN_ALWAYS, MF_D_GDN_VHEAD, MF_D_NONE, MF_DTYPE_SHOWN },

@@ -117,6 +117,9 @@ static void finish_tensor(const builder *b, const mf_rule *r, const mf_source *s
 static int cut_source(builder *b, const mf_rule *r, const mf_source *s, mf_piece_vec *v, int64_t dst_row0,
                       int64_t *rows, int64_t *cols, const mf_tensor **t0)
 {
+    if (s->positioned && mf_split_tp(r->split) == MF_TP_SECTIONS)   /* pitfalls.md 14: one key per section */
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: '%s': gated delta net tensors in torch_dist are not supported yet "
+                       "(use the legacy torch format)", b->c->iter_dir, s->name);
     int rc = mf_shape_check_source(b->c, r, s);
     if (rc)
         return rc;

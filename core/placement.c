@@ -195,9 +195,6 @@ mf_tp_kind mf_split_tp(mf_split split)
 int mf_place(const mf_checkpoint *c, const mf_rule *r, const mf_source *s, mf_placed *out)
 {
     *out = (mf_placed){ 0 };
-    if (s->positioned && mf_split_tp(r->split) == MF_TP_SECTIONS)   /* pitfalls.md 14: per-section keys */
-        return mf_fail(MF_ERR_UNSUPPORTED, "%s: '%s': gated delta net tensors in torch_dist are not supported yet "
-                       "(use the legacy torch format)", c->iter_dir, s->name);
     int rc = s->positioned ? place_chunks(c, s, out) : place_shards(c, r, s, out);
     if (rc)
         mf_placed_free(out);

@@ -337,6 +337,23 @@ static void test_sections_refused(void **state)
     synth_free(&s);
 }
 
+/* torch_dist stores in_proj as one key per section (Megatron's _split_tensor_factory): refused
+ * naming the format, never cut as if it were the whole tensor. */
+static void test_torch_dist_sections_refused(void **state)
+{
+    (void)state;
+    synth s;
+    synth_init(&s);
+    add(&s, "embedding.word_embeddings.weight", VOCAB, H, '0', NULL, 0);
+    add(&s, "decoder.layers.0.input_layernorm.weight", H, 0, 'r', NULL, 0);
+    mf_shard sh = { .file = 0 };
+    sh.t = (mf_tensor){ .dtype = MF_DT_F32, .ndim = 2, .shape = { QK, H }, .stride = { H, 1 }, .offset = 4 };
+    assert_int_equal(mf_source_add_chunk(&s.c, "decoder.layers.0.self_attention.in_proj.weight.query", 0, QK, H, &sh), MF_OK);
+    assert_int_equal(mf_mapping_build(&s.mp, &s.c, &s.o), MF_ERR_UNSUPPORTED);
+    assert_non_null(strstr(mf_error(), "'decoder.layers.0.self_attention.in_proj.weight.query': gated delta net tensors in torch_dist"));
+    synth_free(&s);
+}
+
 /* The norm shift rounds once, as torch's `w - 1` does: bf16 through float32. */
 static void test_convert_add(void **state)
 {
@@ -360,6 +377,7 @@ int main(void)
         cmocka_unit_test(test_gated_delta_net_sections),
         cmocka_unit_test(test_gated_attention_q_proj),
         cmocka_unit_test(test_sections_refused),
+        cmocka_unit_test(test_torch_dist_sections_refused),
         cmocka_unit_test(test_convert_add),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
