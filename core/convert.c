@@ -109,3 +109,25 @@ void mf_convert(mf_dtype from, const void *src, mf_dtype to, void *dst, size_t n
     for (size_t i = 0; i < n; i++)
         store(to, d + i * ts, load(from, s + i * fs));
 }
+
+/* A norm weight shown in another convention (w - 1, w + 1): the sum is taken in float32 (in
+ * float64 for a float64 source) and rounded once to the shown dtype, as torch computes `w + c`
+ * for bf16 / f16 / f32 tensors on the CPU. */
+void mf_convert_add(mf_dtype from, const void *src, mf_dtype to, void *dst, size_t n, float add)
+{
+    size_t fs = mf_dtype_size(from), ts = mf_dtype_size(to);
+    const uint8_t *s = src;
+    uint8_t *d = dst;
+    if (add == 0.0f) {
+        mf_convert(from, src, to, dst, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        double v = load(from, s + i * fs);
+        if (from == MF_DT_F64)
+            v += (double)add;
+        else
+            v = (double)((float)v + add);
+        store(to, d + i * ts, v);
+    }
+}

@@ -83,27 +83,90 @@ static int cut_vocab(const mf_model *m, const mf_placed *pl, const char *name, m
     return mf_cut_rect(v, pl, 0, 0, m->vocab, pl->cols, 0, 0);
 }
 
-/* Fused QKV: per query group g the global rows are [q (heads/groups heads), k, v]. */
+/* Fused QKV: per query group g the global rows are [q (heads/groups heads), k, v]; with the
+ * output gate [q heads, gate heads, k, v], and HF's q_proj holds [q_j; gate_j] per head j. */
 static int cut_qkv(const mf_model *m, mf_split split, const mf_placed *pl, const char *name, mf_piece_vec *v,
                    int64_t *rows)
 {
-    int64_t d = m->head_dim, ng = m->groups, rq = m->heads / m->groups, want = (m->heads + 2 * ng) * d;
+    int64_t d = m->head_dim, ng = m->groups, rq = m->heads / m->groups, nq = m->attn_output_gate ? 2 : 1;
+    int64_t want = (nq * m->heads + 2 * ng) * d;
     if (pl->rows != want)
-        return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has %lld rows, args say (heads %lld + 2 x groups %lld) x head_dim %lld = %lld",
-                       pl->where, name, (long long)pl->rows, (long long)m->heads, (long long)ng, (long long)d,
-                       (long long)want);
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has %lld rows, args say (%sheads %lld + 2 x groups %lld) x head_dim %lld = %lld",
+                       pl->where, name, (long long)pl->rows, nq == 2 ? "2 x " : "", (long long)m->heads, (long long)ng,
+                       (long long)d, (long long)want);
+    if (split == MF_SPLIT_QKV_QG && nq != 2)
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s': q_proj with the output gate needs attention_output_gate", pl->where, name);
+    if (split == MF_SPLIT_QKV_Q && nq == 2)
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: '%s' holds an attention output gate this family has no place for",
+                       pl->where, name);
     int rc = MF_OK;
     for (int64_t g = 0; g < ng && rc == MF_OK; g++) {
-        int64_t blk = g * (rq + 2) * d;
+        int64_t blk = g * (nq * rq + 2) * d;
         if (split == MF_SPLIT_QKV_Q)
             rc = mf_cut_rect(v, pl, blk, 0, rq * d, pl->cols, g * rq * d, 0);
+        else if (split == MF_SPLIT_QKV_QG)
+            for (int64_t j = 0; j < rq && rc == MF_OK; j++) {   /* head h = g x rq + j: [q_h; gate_h] */
+                int64_t h = g * rq + j;
+                rc = mf_cut_rect(v, pl, blk + j * d, 0, d, pl->cols, h * 2 * d, 0);
+                if (rc == MF_OK)
+                    rc = mf_cut_rect(v, pl, blk + (rq + j) * d, 0, d, pl->cols, h * 2 * d + d, 0);
+            }
         else if (split == MF_SPLIT_QKV_K)
-            rc = mf_cut_rect(v, pl, blk + rq * d, 0, d, pl->cols, g * d, 0);
+            rc = mf_cut_rect(v, pl, blk + nq * rq * d, 0, d, pl->cols, g * d, 0);
         else
-            rc = mf_cut_rect(v, pl, blk + (rq + 1) * d, 0, d, pl->cols, g * d, 0);
+            rc = mf_cut_rect(v, pl, blk + (nq * rq + 1) * d, 0, d, pl->cols, g * d, 0);
     }
-    *rows = (split == MF_SPLIT_QKV_Q ? m->heads : ng) * d;
+    *rows = (split == MF_SPLIT_QKV_Q ? m->heads : split == MF_SPLIT_QKV_QG ? 2 * m->heads : ng) * d;
     return rc;
+}
+
+/* Gated delta net in_proj, globally [q; k; v; z; beta; alpha] (placed section by section): HF
+ * regroups it per key head g (fix_query_key_value_ordering), in_proj_qkvz [q_g; k_g; v_g; z_g]
+ * and in_proj_ba [beta_g; alpha_g], with value_heads / key_heads value heads per group. */
+static int cut_gdn_in(const mf_model *m, mf_split split, const mf_placed *pl, const char *name, mf_piece_vec *v,
+                      int64_t *rows)
+{
+    int64_t sec[MF_MAX_SECTIONS], want = 0, off[MF_MAX_SECTIONS + 1] = { 0 };
+    int ns = mf_sections(m, split, sec);
+    for (int i = 0; i < ns; i++) {
+        want += sec[i];
+        off[i + 1] = off[i] + sec[i];
+    }
+    if (pl->rows != want)
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has %lld rows, the linear_* args give %lld", pl->where, name,
+                       (long long)pl->rows, (long long)want);
+    int64_t nk = m->gdn.key_heads, dk = m->gdn.key_head_dim, vpg = m->gdn.value_heads / nk, dvg = vpg * m->gdn.value_head_dim;
+    int rc = MF_OK;
+    for (int64_t g = 0; g < nk && rc == MF_OK; g++) {
+        if (split == MF_SPLIT_GDN_QKVZ) {
+            int64_t at = g * (2 * dk + 2 * dvg);
+            rc = mf_cut_rect(v, pl, off[0] + g * dk, 0, dk, pl->cols, at, 0);
+            if (rc == MF_OK)
+                rc = mf_cut_rect(v, pl, off[1] + g * dk, 0, dk, pl->cols, at + dk, 0);
+            if (rc == MF_OK)
+                rc = mf_cut_rect(v, pl, off[2] + g * dvg, 0, dvg, pl->cols, at + 2 * dk, 0);
+            if (rc == MF_OK)
+                rc = mf_cut_rect(v, pl, off[3] + g * dvg, 0, dvg, pl->cols, at + 2 * dk + dvg, 0);
+        } else {
+            rc = mf_cut_rect(v, pl, off[4] + g * vpg, 0, vpg, pl->cols, g * 2 * vpg, 0);
+            if (rc == MF_OK)
+                rc = mf_cut_rect(v, pl, off[5] + g * vpg, 0, vpg, pl->cols, g * 2 * vpg + vpg, 0);
+        }
+    }
+    *rows = split == MF_SPLIT_GDN_QKVZ ? off[4] : sec[4] + sec[5];
+    return rc;
+}
+
+/* conv1d channels [q; k; v] (placed section by section): HF keeps that order. */
+static int cut_gdn_conv(const mf_model *m, const mf_placed *pl, const char *name, mf_piece_vec *v, int64_t *rows)
+{
+    int64_t sec[MF_MAX_SECTIONS];
+    mf_sections(m, MF_SPLIT_GDN_CONV, sec);
+    if (pl->rows != sec[0] + sec[1] + sec[2] || pl->cols != m->gdn.conv_kernel)
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' is %lld x %lld, the linear_* args give %lld channels x kernel %lld",
+                       pl->where, name, (long long)pl->rows, (long long)pl->cols, (long long)(sec[0] + sec[1] + sec[2]),
+                       (long long)m->gdn.conv_kernel);
+    return cut_whole(pl, v, rows);
 }
 
 /* Gated fc1: the global tensor is [gate; up]. */
@@ -149,9 +212,15 @@ int mf_cut(const mf_model *m, mf_split split, const mf_placed *pl, const char *n
     case MF_SPLIT_VOCAB:
         return cut_vocab(m, pl, name, v, rows);
     case MF_SPLIT_QKV_Q:
+    case MF_SPLIT_QKV_QG:
     case MF_SPLIT_QKV_K:
     case MF_SPLIT_QKV_V:
         return cut_qkv(m, split, pl, name, v, rows);
+    case MF_SPLIT_GDN_QKVZ:
+    case MF_SPLIT_GDN_BA:
+        return cut_gdn_in(m, split, pl, name, v, rows);
+    case MF_SPLIT_GDN_CONV:
+        return cut_gdn_conv(m, pl, name, v, rows);
     case MF_SPLIT_GLU_GATE:
     case MF_SPLIT_GLU_UP:
         return cut_glu(split, pl, name, v, rows);
@@ -159,6 +228,8 @@ int mf_cut(const mf_model *m, mf_split split, const mf_placed *pl, const char *n
         return cut_transposed(pl, v, rows, cols);
     case MF_SPLIT_GLU_INTERLEAVE_T:
         return cut_glu_interleave_t(pl, name, v, rows, cols);
+    case MF_SPLIT_NORM_1P:
+    case MF_SPLIT_NORM_PLAIN:
     case MF_SPLIT_REPL:
     case MF_SPLIT_DIM0:
     case MF_SPLIT_DIM1:

@@ -2,6 +2,7 @@
  * family-specific config.json fields. Adding a family = adding tables here. */
 #include <pthread.h>
 #include <string.h>
+#include "families_qwen3next.h"
 #include "json_util.h"
 #include "mcorefs/error.h"
 #include "mcorefs/model.h"
@@ -412,6 +413,19 @@ static const mf_family families[] = {
       .detect_all = MF_FEAT_MOE | MF_FEAT_SINKS, .detect_none = MF_FEAT_MLA,
       .supports_args = MF_ARGF_QUICK_GEGLU | MF_ARGF_SOFTMAX_TYPE | MF_ARGF_WINDOW_SKIP,
       .hidden_act = "silu", .rope_scaling = rope_gptoss },
+    /* Qwen3-Next: gated delta net + gated attention layers, zero-centred or plain norms shown in
+     * HF's conventions, MoE with a gated shared expert (core/families_qwen3next.c) */
+    { .name = "qwen3_next", .architecture = "Qwen3NextForCausalLM", .model_type = "qwen3_next",
+      .attn = mf_qwen3next_attn, .linear_attn = mf_qwen3next_linear_attn, .top = mf_qwen3next_top,
+      .dense_mlp = mf_qwen3next_dense_mlp, .moe_mlp = mf_qwen3next_moe, .expert = mf_qwen3next_expert,
+      .config = mf_qwen3next_config,
+      .needs = MF_FEAT_MOE | MF_FEAT_SHARED | MF_FEAT_SHARED_GATE | MF_FEAT_QK_NORM | MF_FEAT_ATTN_GATE,
+      .forbids = MF_FEAT_MLA | MF_FEAT_WINDOW | MF_FEAT_QKV_BIAS | MF_FEAT_LINEAR_BIAS | MF_FEAT_EXPERT_BIAS |
+                 MF_FEAT_SIGMOID | MF_FEAT_SINKS | MF_FEAT_CLAMPED_GEGLU | MF_FEAT_TOPK_SCALING | MF_FEAT_GROUP_ROUTING,
+      .detect_all = MF_FEAT_ATTN_GATE, .detect_none = MF_FEAT_MLA | MF_FEAT_SINKS,
+      .supports_args = MF_ARGF_ATTN_OUTPUT_GATE | MF_ARGF_ATTN_VARIANT | MF_ARGF_PARTIAL_ROTARY |
+                       MF_ARGF_ZERO_CENTERED_GAMMA | MF_ARGF_LAYERNORM_1P,
+      .hidden_act = "silu", .rope_scaling = mf_config_rope_megatron },
 };
 
 unsigned mf_model_features(const mf_model *m)
@@ -436,6 +450,9 @@ unsigned mf_model_features(const mf_model *m)
     f |= m->num_experts > 0 && m->moe_pre_softmax ? MF_FEAT_PRE_SOFTMAX : 0;
     f |= m->num_experts > 0 && m->moe_scaling_factor != 1.0 ? MF_FEAT_TOPK_SCALING : 0;
     f |= m->num_experts > 0 && m->moe_num_groups > 1 ? MF_FEAT_GROUP_ROUTING : 0;
+    f |= m->attn_output_gate ? MF_FEAT_ATTN_GATE : 0;
+    for (int64_t l = 0; m->mixer_layer && l < m->num_layers; l++)
+        f |= m->mixer_layer[l] == MF_MIXER_LINEAR_ATTENTION ? MF_FEAT_LINEAR_ATTN : 0;
     for (int64_t l = 0; m->num_experts > 0 && m->moe_layer && l < m->num_layers; l++) {
         if (!m->moe_layer[l])
             f |= MF_FEAT_DENSE_LAYERS | (seen_moe ? MF_FEAT_DENSE_AFTER_MOE : 0);
@@ -466,6 +483,8 @@ static const struct {
     { MF_FEAT_PRE_SOFTMAX, "a softmax before the top-k choice", "moe_router_pre_softmax" },
     { MF_FEAT_TOPK_SCALING, "scaled routing weights", "moe_router_topk_scaling_factor" },
     { MF_FEAT_GROUP_ROUTING, "group-limited routing", "moe_router_num_groups" },
+    { MF_FEAT_ATTN_GATE, "an attention output gate", "attention_output_gate" },
+    { MF_FEAT_LINEAR_ATTN, "gated delta net layers", "experimental_attention_variant=gated_delta_net" },
 };
 
 int mf_family_check(const mf_family *f, const mf_model *m, const char *arch, const char *src)

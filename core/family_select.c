@@ -43,6 +43,8 @@ static const struct {
     { MF_ARGF_GLU_INTERLEAVE, "moe_mlp_glu_interleave_size", ARG_GIVEN, NULL, NULL, NULL },
     { MF_ARGF_GLU_INTERLEAVE, "moe_shared_expert_glu_interleave_size", ARG_GIVEN, NULL, NULL, NULL },
     { MF_ARGF_MOE_LATENT, "moe_latent_size", ARG_GIVEN, NULL, NULL, NULL },
+    { MF_ARGF_ATTN_VARIANT_OTHER, "experimental_attention_variant", ARG_STR_NOT, "gated_delta_net", NULL,
+      "(only gated_delta_net layers have an HF class: Qwen3-Next)" },
     { MF_ARGF_ATTN_VARIANT, "experimental_attention_variant", ARG_GIVEN, NULL, NULL, NULL },
     { MF_ARGF_PARTIAL_ROTARY, "rotary_percent", ARG_BELOW_ONE, NULL, NULL, NULL },
     { MF_ARGF_SOFTMAX_TYPE, "softmax_type", ARG_STR_NOT, "vanilla", NULL, NULL },

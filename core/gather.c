@@ -309,7 +309,7 @@ int mf_gather_segments(const mf_hf_tensor *t, const mf_io *io, uint64_t off, siz
     size_t es = mf_dtype_size(t->src_dtype);
     uint64_t rowbytes = (uint64_t)mf_hf_cols(t) * es, end = off + len, next = off;
     int n = 0;
-    if (t->dtype != t->src_dtype)
+    if (t->dtype != t->src_dtype || t->add != 0.0f)
         return 0;
     for (uint32_t i = 0; i < t->n_pieces; i++) {
         const mf_piece *p = &t->pieces[i];
@@ -361,7 +361,7 @@ int mf_gather(const mf_hf_tensor *t, const mf_io *io, uint64_t off, size_t len, 
         return mf_fail(MF_ERR_NOMEM, "out of memory for the gather scratch");
     if (off > t->nbytes || len > t->nbytes - off)
         return mf_fail(MF_ERR_INVALID, "%s: bytes %llu+%zu outside the tensor", t->name, (unsigned long long)off, len);
-    if (t->dtype == t->src_dtype)
+    if (t->dtype == t->src_dtype && t->add == 0.0f)
         return gather_raw(t, io, off, len, dst, sc);
 
     /* Converting: gather whole source elements in chunks, convert, copy the asked bytes. */
@@ -376,7 +376,7 @@ int mf_gather(const mf_hf_tensor *t, const mf_io *io, uint64_t off, size_t len, 
         /* convert in place from the end would clobber; convert element by element into dst */
         for (uint64_t k = 0; k < n; k++) {
             uint64_t b = (e + k) * ds;
-            mf_convert(t->src_dtype, sc->conv + k * ss, t->dtype, tmp, 1);
+            mf_convert_add(t->src_dtype, sc->conv + k * ss, t->dtype, tmp, 1, t->add);
             uint64_t a0 = b > off ? b : off, a1 = b + ds < off + len ? b + ds : off + len;
             memcpy(dst + (a0 - off), tmp + (a0 - b), (size_t)(a1 - a0));
         }

@@ -65,6 +65,18 @@ static int split_transposes(mf_split s)
     return s == MF_SPLIT_DIM1_T || s == MF_SPLIT_GLU_INTERLEAVE_T;
 }
 
+/* What a norm weight needs added to go from Megatron's convention to HF's (pitfalls.md 15):
+ * HF's x * (1 + w) norms take w - 1 from a plain Megatron norm, HF's plain gated norm takes
+ * w + 1 from a zero-centred one. */
+static float norm_offset(const mf_model *m, mf_split split)
+{
+    if (split == MF_SPLIT_NORM_1P)
+        return m->zero_centered_norm ? 0.0f : -1.0f;
+    if (split == MF_SPLIT_NORM_PLAIN)
+        return m->zero_centered_norm ? 1.0f : 0.0f;
+    return 0.0f;
+}
+
 /* Shape, dtype and size of a built HF tensor; the recipe's pieces move into it. stack > 0:
  * the tensor stacks that many experts in front ([stack, rows, cols]). */
 static void finish_tensor(const builder *b, const mf_rule *r, const mf_source *s, const mf_tensor *t0,
@@ -76,7 +88,11 @@ static void finish_tensor(const builder *b, const mf_rule *r, const mf_source *s
     t->n_pieces = v->n;
     if (stack > 0)
         t->shape[d++] = stack;
-    if (t0->ndim >= 2) {
+    if (r->split == MF_SPLIT_GDN_CONV) {   /* conv1d weight [channels, 1, kernel] */
+        t->shape[d++] = rows;
+        t->shape[d++] = 1;
+        t->shape[d++] = cols;
+    } else if (t0->ndim >= 2) {
         t->shape[d++] = rows;
         t->shape[d++] = cols;
     } else {   /* a 1-D source shown transposed is one row (rows == 1) of cols values */
@@ -84,6 +100,7 @@ static void finish_tensor(const builder *b, const mf_rule *r, const mf_source *s
     }
     t->ndim = d;
     t->split = r->split;
+    t->add = norm_offset(&b->c->model, r->split);
     t->source = s;
     t->src_dtype = t->dtype = t0->dtype;
     if (b->o->dtype != MF_DT_INVALID && mf_dtype_is_float(t0->dtype) && r->dtype == MF_DTYPE_SHOWN)
@@ -100,6 +117,9 @@ static void finish_tensor(const builder *b, const mf_rule *r, const mf_source *s
 static int cut_source(builder *b, const mf_rule *r, const mf_source *s, mf_piece_vec *v, int64_t dst_row0,
                       int64_t *rows, int64_t *cols, const mf_tensor **t0)
 {
+    if (s->positioned && mf_split_tp(r->split) == MF_TP_SECTIONS)   /* pitfalls.md 14: one key per section */
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: '%s': gated delta net tensors in torch_dist are not supported yet "
+                       "(use the legacy torch format)", b->c->iter_dir, s->name);
     int rc = mf_shape_check_source(b->c, r, s);
     if (rc)
         return rc;
@@ -276,7 +296,7 @@ static const char *mixer_name(mf_mixer k)
 /* The family's rules for a layer's token mixer (NULL: the family has none of that kind). */
 static const mf_rule *mixer_rules(const mf_family *f, mf_mixer k)
 {
-    return k == MF_MIXER_ATTENTION ? f->attn : NULL;
+    return k == MF_MIXER_ATTENTION ? f->attn : k == MF_MIXER_LINEAR_ATTENTION ? f->linear_attn : NULL;
 }
 
 /* One layer, part by part as its kind says: mixer, MLP (dense, or router + experts), MTP. */
@@ -335,8 +355,9 @@ int mf_mapping_build(mf_mapping *mp, mf_checkpoint *c, const mf_options *o)
     builder b = { mp, c, o, 0 };
     const mf_model *m = &c->model;
     int rc;
+    const mf_rule *top = m->family->top ? m->family->top : mf_rules_top;
     memset(mp, 0, sizeof(*mp));
-    rc = emit(&b, &mf_rules_top[0], -1, 0, 1, 0);                 /* embed_tokens first */
+    rc = emit(&b, &top[0], -1, 0, 1, 0);                          /* embed_tokens first */
     for (long long l = 0; rc == 0 && l < m->num_layers; l++)
         rc = emit_layer(&b, l, mf_layer_kind_of(m, l), 1);
     if (rc == 0 && m->mtp_layers > 0 && o->skip_mtp)
@@ -346,8 +367,8 @@ int mf_mapping_build(mf_mapping *mp, mf_checkpoint *c, const mf_options *o)
                      c->iter_dir, (long long)m->mtp_layers, m->family->name);
     for (long long k = 0; rc == 0 && !o->skip_mtp && k < m->mtp_layers; k++)
         rc = emit_layer(&b, m->num_layers + k, mf_layer_kind_of(m, m->num_layers + k), 1);
-    for (int i = 1; rc == 0 && mf_rules_top[i].hf; i++)
-        rc = emit(&b, &mf_rules_top[i], -1, 0, 1, 0);
+    for (int i = 1; rc == 0 && top[i].hf; i++)
+        rc = emit(&b, &top[i], -1, 0, 1, 0);
     if (rc == 0)
         rc = check_all_used(&b);
     if (rc)
@@ -369,6 +390,7 @@ const char *mf_split_name(mf_split s)
 {
     static const char *const names[] = { "replicated", "concat-dim0", "concat-dim1", "qkv-q", "qkv-k",
                                          "qkv-v", "glu-gate", "glu-up", "vocab-trim", "auto-dim0",
-                                         "concat-dim1-transposed", "glu-interleave-transposed" };
+                                         "concat-dim1-transposed", "glu-interleave-transposed", "gdn-qkvz",
+                                         "gdn-ba", "gdn-conv1d", "qkv-q-gated", "norm-1p", "norm-plain" };
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }

@@ -85,6 +85,26 @@ int mf_model_read_mixers(mf_model *m, const mf_pv *a, const char *src)
     return MF_OK;
 }
 
+/* Gated delta net sizes (only with experimental_attention_variant=gated_delta_net): every head
+ * count splits over TP and the value heads group evenly under the key heads (HF repeats each key
+ * head for value_heads / key_heads value heads, as Megatron does). */
+static int check_gdn_dims(const mf_model *m, const mf_pv *a, const char *src)
+{
+    const char *variant = mf_args_str(a, "experimental_attention_variant");
+    if (variant == NULL || strcmp(variant, "gated_delta_net") != 0)
+        return MF_OK;
+    const mf_gdn_dims *g = &m->gdn;
+    if (g->key_heads <= 0 || g->value_heads <= 0 || g->key_head_dim <= 0 || g->value_head_dim <= 0 ||
+        g->conv_kernel <= 0 || g->key_heads > 65536 || g->value_heads > 65536 || g->key_head_dim > 65536 ||
+        g->value_head_dim > 65536 || g->conv_kernel > 65536 || g->value_heads % g->key_heads != 0 ||
+        g->key_heads % m->tp != 0 || g->value_heads % m->tp != 0)
+        return mf_fail(MF_ERR_INCONSISTENT, "%s: args describe an impossible gated delta net (linear_num_key_heads=%lld "
+                       "linear_num_value_heads=%lld linear_key_head_dim=%lld linear_value_head_dim=%lld "
+                       "linear_conv_kernel_dim=%lld tp=%lld)", src, (long long)g->key_heads, (long long)g->value_heads,
+                       (long long)g->key_head_dim, (long long)g->value_head_dim, (long long)g->conv_kernel, (long long)m->tp);
+    return MF_OK;
+}
+
 static void copy_str(char *dst, size_t n, const char *s, const char *def)
 {
     snprintf(dst, n, "%s", s ? s : def);
@@ -200,6 +220,13 @@ int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const c
     m->yarn.mscale = mf_args_float(a, "mscale", 1.0);
     m->yarn.mscale_all_dim = mf_args_float(a, "mscale_all_dim", 0.0);
     copy_str(m->yarn.rope_type, sizeof(m->yarn.rope_type), mf_args_str(a, "rope_type"), m->mla ? "yarn" : "rope");
+    m->attn_output_gate = mf_args_bool(a, "attention_output_gate", 0);
+    m->zero_centered_norm = mf_args_bool(a, "layernorm_zero_centered_gamma", 0) || mf_args_bool(a, "apply_layernorm_1p", 0);
+    mf_args_int(a, "linear_num_key_heads", 16, &m->gdn.key_heads);
+    mf_args_int(a, "linear_num_value_heads", 32, &m->gdn.value_heads);
+    mf_args_int(a, "linear_key_head_dim", 128, &m->gdn.key_head_dim);
+    mf_args_int(a, "linear_value_head_dim", 128, &m->gdn.value_head_dim);
+    mf_args_int(a, "linear_conv_kernel_dim", 4, &m->gdn.conv_kernel);
     mf_args_int(a, "mtp_num_layers", 0, &m->mtp_layers);
     m->mtp_shown = m->mtp_layers;
     if (m->mla)
@@ -218,6 +245,9 @@ int mf_model_from_args(mf_model *m, const mf_pv *args, const char *arch, const c
 
     if (!(m->rotary_percent > 0.0 && m->rotary_percent <= 1.0))
         return mf_fail(MF_ERR_INCONSISTENT, "%s: rotary_percent=%g is outside (0, 1]", src, m->rotary_percent);
+
+    if ((rc = check_gdn_dims(m, a, src)) != MF_OK)
+        return rc;
 
     m->moe_layer = calloc((size_t)m->num_layers, 1);
     if (m->moe_layer == NULL)

@@ -44,6 +44,54 @@ static void shard_matrix(const mf_shard *sh, int64_t *rows, int64_t *cols)
     mf_tensor_2d(&sh->t, rows, cols, &rs, &cs);
 }
 
+int mf_sections(const mf_model *m, mf_split split, int64_t *rows)
+{
+    int64_t qk = m->gdn.key_heads * m->gdn.key_head_dim, v = m->gdn.value_heads * m->gdn.value_head_dim;
+    int64_t nv = m->gdn.value_heads;
+    if (split == MF_SPLIT_GDN_CONV) {           /* conv1d channels: [q; k; v] */
+        rows[0] = qk, rows[1] = qk, rows[2] = v;
+        return 3;
+    }
+    rows[0] = qk, rows[1] = qk, rows[2] = v, rows[3] = v, rows[4] = nv, rows[5] = nv;   /* [q; k; v; z; beta; alpha] */
+    return 6;
+}
+
+/* Legacy sectioned shards (pitfalls.md 14): rank k holds [s_0 / n; s_1 / n; ...]; section i of
+ * rank k goes to global rows off_i + k x s_i / n, so the global tensor is [s_0; s_1; ...]. */
+static int place_sections(const mf_checkpoint *c, const mf_rule *r, const mf_source *s, mf_placed *pl)
+{
+    int64_t sec[MF_MAX_SECTIONS], want = 0, cols0 = 0;
+    int ns = mf_sections(&c->model, r->split, sec), n = s->n_shards;
+    for (int i = 0; i < ns; i++) {
+        if (sec[i] % n)
+            return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s': a section of %lld rows does not split over %d ranks",
+                           pl->where, s->name, (long long)sec[i], n);
+        want += sec[i];
+    }
+    if (alloc_parts(pl, ns * n))
+        return MF_ERR_NOMEM;
+    for (int k = 0; k < n; k++) {
+        const mf_shard *sh = &s->shards[k];
+        int64_t rows, cols, src_row = 0, off = 0;
+        if (sh->file < 0)
+            return mf_fail(MF_ERR_MISSING, "%s: shard %d of %d of '%s' is missing", c->iter_dir, k, n, s->name);
+        shard_matrix(sh, &rows, &cols);
+        if (k == 0)
+            cols0 = cols;
+        if (rows * n != want || cols != cols0 || sh->t.dtype != s->shards[0].t.dtype)
+            return mf_fail(MF_ERR_INCONSISTENT, "%s: '%s' has %lld rows (x %d ranks), its sections sum to %lld",
+                           c->files[sh->file].path, s->name, (long long)rows, n, (long long)want);
+        for (int i = 0; i < ns; i++) {
+            add_part(pl, sh, off + k * (sec[i] / n), 0, src_row, sec[i] / n, cols);
+            src_row += sec[i] / n;
+            off += sec[i];
+        }
+    }
+    pl->rows = want;
+    pl->cols = cols0;
+    return MF_OK;
+}
+
 /* Legacy torch: shard k is TP (or expert-TP) rank k; the split says how the ranks divide the
  * global tensor. */
 static int place_shards(const mf_checkpoint *c, const mf_rule *r, const mf_source *s, mf_placed *pl)
@@ -71,6 +119,8 @@ static int place_shards(const mf_checkpoint *c, const mf_rule *r, const mf_sourc
     mf_tp_kind tp = mf_split_tp(r->split);
     if (tp == MF_TP_AUTO0)   /* MLA down-projections: full rows in every rank, or split */
         tp = rows0 == mf_dim_size(&c->model, r->rows) ? MF_TP_REPL : MF_TP_DIM0;
+    if (tp == MF_TP_SECTIONS)
+        return place_sections(c, r, s, pl);
     if (alloc_parts(pl, 2 * n))
         return MF_ERR_NOMEM;
     if (tp == MF_TP_REPL) {
@@ -127,6 +177,12 @@ mf_tp_kind mf_split_tp(mf_split split)
     case MF_SPLIT_GLU_UP:
     case MF_SPLIT_GLU_INTERLEAVE_T: return MF_TP_GLU;
     case MF_SPLIT_AUTO0: return MF_TP_AUTO0;
+    case MF_SPLIT_GDN_QKVZ:
+    case MF_SPLIT_GDN_BA:
+    case MF_SPLIT_GDN_CONV: return MF_TP_SECTIONS;
+    case MF_SPLIT_NORM_1P:
+    case MF_SPLIT_NORM_PLAIN: return MF_TP_REPL;
+    case MF_SPLIT_QKV_QG:
     case MF_SPLIT_DIM0:
     case MF_SPLIT_VOCAB:
     case MF_SPLIT_QKV_Q:

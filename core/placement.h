@@ -26,8 +26,14 @@ typedef struct {
 } mf_placed;
 
 /* How tensor parallelism divides the source a split reads (the split's own cut aside). */
-typedef enum { MF_TP_REPL, MF_TP_DIM0, MF_TP_DIM1, MF_TP_GLU, MF_TP_AUTO0 } mf_tp_kind;
+typedef enum { MF_TP_REPL, MF_TP_DIM0, MF_TP_DIM1, MF_TP_GLU, MF_TP_AUTO0, MF_TP_SECTIONS } mf_tp_kind;
 mf_tp_kind mf_split_tp(mf_split split);
+
+/* MF_TP_SECTIONS: the global row count of each section of a sectioned tensor, in storage
+ * order (each TP shard holds 1/tp of every section, in the same order); the count, at most
+ * MF_MAX_SECTIONS. */
+#define MF_MAX_SECTIONS 6
+int mf_sections(const mf_model *m, mf_split split, int64_t *rows);
 
 /* Place the shards of s as rule r shards them (its split says which dimension TP divides).
  * MF_OK, or an error naming the file (missing shard, shards that disagree, a shard that is

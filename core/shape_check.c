@@ -21,7 +21,7 @@ int64_t mf_dim_size(const mf_model *m, mf_dim dim)
     case MF_D_MOE_FFN: return m->moe_ffn;
     case MF_D_SHARED_FC1: return glu * m->shared_ffn;
     case MF_D_SHARED_FFN: return m->shared_ffn;
-    case MF_D_QKV: return (m->heads + 2 * m->groups) * m->head_dim;
+    case MF_D_QKV: return ((m->attn_output_gate ? 2 : 1) * m->heads + 2 * m->groups) * m->head_dim;
     case MF_D_ATTN_OUT: return m->heads * (m->mla ? m->mla_dims.v_head_dim : m->head_dim);
     case MF_D_HEAD_DIM: return m->head_dim;
     case MF_D_VOCAB: return m->padded_vocab;
@@ -32,6 +32,13 @@ int64_t mf_dim_size(const mf_model *m, mf_dim dim)
     case MF_D_MLA_Q: return m->heads * (m->mla_dims.qk_head_dim + m->mla_dims.qk_pos_dim);
     case MF_D_MLA_KV: return m->heads * (m->mla_dims.qk_head_dim + m->mla_dims.v_head_dim);
     case MF_D_HEADS: return m->heads;
+    case MF_D_GDN_IN:
+        return 2 * m->gdn.key_heads * m->gdn.key_head_dim + 2 * mf_dim_size(m, MF_D_GDN_V) + 2 * m->gdn.value_heads;
+    case MF_D_GDN_CONV: return 2 * m->gdn.key_heads * m->gdn.key_head_dim + mf_dim_size(m, MF_D_GDN_V);
+    case MF_D_GDN_V: return m->gdn.value_heads * m->gdn.value_head_dim;
+    case MF_D_GDN_VHEADS: return m->gdn.value_heads;
+    case MF_D_GDN_VHEAD: return m->gdn.value_head_dim;
+    case MF_D_GDN_KERNEL: return m->gdn.conv_kernel;
     }
     return 0;
 }
@@ -61,6 +68,12 @@ static const char *dim_words(mf_dim dim)
     case MF_D_MLA_Q: return "num_attention_heads x (qk_head_dim + qk_pos_emb_head_dim)";
     case MF_D_MLA_KV: return "num_attention_heads x (qk_head_dim + v_head_dim)";
     case MF_D_HEADS: return "num_attention_heads";
+    case MF_D_GDN_IN: return "2 x linear key dim + 2 x linear value dim + 2 x linear_num_value_heads";
+    case MF_D_GDN_CONV: return "2 x linear key dim + linear value dim";
+    case MF_D_GDN_V: return "linear_num_value_heads x linear_value_head_dim";
+    case MF_D_GDN_VHEADS: return "linear_num_value_heads";
+    case MF_D_GDN_VHEAD: return "linear_value_head_dim";
+    case MF_D_GDN_KERNEL: return "linear_conv_kernel_dim";
     }
     return "?";
 }
@@ -70,6 +83,11 @@ mf_shape mf_shape_global(const mf_model *m, const mf_rule *r)
     mf_shape g = { r->cols == MF_D_NONE ? 1 : 2, { mf_dim_size(m, r->rows), 1 } };
     if (g.ndim == 2)
         g.d[1] = mf_dim_size(m, r->cols);
+    if (r->split == MF_SPLIT_GDN_CONV) {   /* conv1d [channels, 1, kernel] */
+        g.ndim = 3;
+        g.d[2] = g.d[1];
+        g.d[1] = 1;
+    }
     return g;
 }
 
@@ -86,6 +104,14 @@ static int split_rows(mf_split split, const mf_model *m, int64_t rows, int n, co
         unit = 2;                                           /* each shard is [gate_t; up_t] */
         what = "gate/up row pairs";
     }
+    if (mf_split_tp(split) == MF_TP_SECTIONS) {             /* every section splits evenly */
+        int64_t sec[MF_MAX_SECTIONS];
+        int ns = mf_sections(m, split, sec);
+        for (int i = 0; i < ns; i++)
+            if (sec[i] % n != 0)
+                return mf_fail(MF_ERR_INCONSISTENT, "'%s': a section of %lld rows does not split into %d equal parts",
+                               name, (long long)sec[i], n);
+    }
     if (unit <= 0 || rows % unit != 0 || (rows / unit) % n != 0)
         return mf_fail(MF_ERR_INCONSISTENT, "'%s': the args give %lld rows, which do not split into %d equal parts of whole %s",
                        name, (long long)rows, n, what);
@@ -96,7 +122,7 @@ static int split_rows(mf_split split, const mf_model *m, int64_t rows, int n, co
 int mf_shape_shard(const mf_model *m, mf_split split, const mf_shape *g, int n, const char *name, mf_shape *out)
 {
     *out = *g;
-    if (n <= 1 || split == MF_SPLIT_REPL)
+    if (n <= 1 || mf_split_tp(split) == MF_TP_REPL)
         return MF_OK;
     if (mf_split_tp(split) == MF_TP_DIM1) {
         if (g->ndim < 2)
@@ -132,7 +158,7 @@ static void fmt_shape(char *out, size_t n, int ndim, const int64_t *shape)
 /* "rows: 2 x ffn_hidden_size / 2 ranks; cols: hidden_size" for the dimensions of the rule. */
 static void explain(char *out, size_t n, const mf_rule *r, mf_split split, int ranks)
 {
-    int div_rows = ranks > 1 && split != MF_SPLIT_REPL && mf_split_tp(split) != MF_TP_DIM1;
+    int div_rows = ranks > 1 && mf_split_tp(split) != MF_TP_REPL && mf_split_tp(split) != MF_TP_DIM1;
     int div_cols = ranks > 1 && mf_split_tp(split) == MF_TP_DIM1;
     char per[32];
     snprintf(per, sizeof(per), " / %d ranks", ranks);
@@ -159,7 +185,7 @@ static int check_positioned(const mf_checkpoint *c, const mf_rule *r, const mf_s
 {
     mf_shape g = mf_shape_global(&c->model, r);
     int ndim = s->n_shards ? s->shards[0].t.ndim : g.ndim;
-    int64_t seen[2] = { s->grows, s->gcols };
+    int64_t seen[3] = { s->grows, s->gcols, 1 };
     if (!same_shape(&g, ndim, seen)) {
         char where[4200];
         snprintf(where, sizeof(where), "%s/.metadata", c->iter_dir);

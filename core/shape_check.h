@@ -9,8 +9,8 @@
 #include "mcorefs/recipe.h"
 
 typedef struct {
-    int ndim;          /* 1 or 2 */
-    int64_t d[2];
+    int ndim;          /* 1 or 2 (3: conv1d [channels, 1, kernel]) */
+    int64_t d[3];
 } mf_shape;
 
 /* Size of one dimension from the args (0 for MF_D_NONE). */

@@ -7,6 +7,7 @@
 #include "mcorefs/error.h"
 #include "mcorefs/gather.h"
 #include "mcorefs/verify.h"
+#include "placement.h"
 
 #define CHUNK (4u << 20)
 
@@ -142,7 +143,7 @@ int mf_verify_replicas(mf_session *s, mf_verify_report *r)
     for (size_t i = 0; i < s->map.n; i++) {
         const mf_hf_tensor *t = &s->map.tensors[i];
         const mf_source *src = t->source;
-        if (t->split != MF_SPLIT_REPL || src->positioned)
+        if (mf_split_tp(t->split) != MF_TP_REPL || src->positioned)
             continue;
         uint64_t h0 = 0, h;
         int first = -1;

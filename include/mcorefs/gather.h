@@ -41,5 +41,8 @@ int mf_gather_segments(const mf_hf_tensor *t, const mf_io *io, uint64_t off, siz
 
 /* Dtype conversion of n elements (round to nearest even when narrowing). */
 void mf_convert(mf_dtype from, const void *src, mf_dtype to, void *dst, size_t n);
+/* mf_convert with `add` added to every value (float arithmetic, one rounding to `to`); add 0:
+ * mf_convert. Only float dtypes. */
+void mf_convert_add(mf_dtype from, const void *src, mf_dtype to, void *dst, size_t n, float add);
 
 #endif

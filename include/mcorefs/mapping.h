@@ -20,6 +20,7 @@ typedef struct {
     int32_t layer;         /* HF layer index, -1 for embed / norm / head */
     uint8_t mtp;
     mf_split split;
+    float add;             /* added to every value on read (norm conventions, MF_SPLIT_NORM_*); 0: none */
     const mf_source *source;  /* where it comes from (for inspect / manifest) */
     /* placement, filled by the view */
     uint32_t file;

@@ -15,6 +15,11 @@ typedef struct {
     int64_t kv_lora_rank, qk_head_dim, qk_pos_dim, v_head_dim;
 } mf_mla_dims;
 
+/* Gated delta net (linear attention) sizes: Megatron's linear_* args. */
+typedef struct {
+    int64_t key_heads, value_heads, key_head_dim, value_head_dim, conv_kernel;
+} mf_gdn_dims;
+
 /* YaRN rope scaling as Megatron's MLA args give it (rope_type "yarn" and factor > 1 to apply). */
 typedef struct {
     double factor, mscale, mscale_all_dim;
@@ -60,6 +65,10 @@ typedef struct mf_model_s {
     int64_t yarn_orig_max_pos;         /* yarn_original_max_position_embeddings */
     double yarn_beta_fast, yarn_beta_slow;
     int yarn_round;                    /* yarn_correction_range_round_to_int (HF: truncate) */
+    /* Qwen3-Next: gated attention, zero-centred norms, gated delta net layers */
+    int attn_output_gate;              /* linear_qkv holds an output gate per query head */
+    int zero_centered_norm;            /* layernorm_zero_centered_gamma / apply_layernorm_1p: x * (1 + w) */
+    mf_gdn_dims gdn;
     /* MTP */
     int64_t mtp_layers;                /* in the checkpoint */
     int64_t mtp_shown;                 /* 0 with skip_mtp */

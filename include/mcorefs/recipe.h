@@ -28,6 +28,19 @@ typedef enum {
     MF_SPLIT_GLU_INTERLEAVE_T, /* gated fc1 [gate; up] shown transposed with gate and up columns
                                   interleaved: HF [H, 2F], (h, 2f) = gate (f, h), (h, 2f+1) = up;
                                   a 1-D [gate; up] bias is shown as one row [2F], interleaved alike */
+    /* Sectioned tensors (Qwen3-Next): each TP shard is [section_0 / tp; section_1 / tp; ...] of
+     * the sections mf_sections gives; the shards are placed section by section into the global
+     * [section_0; section_1; ...] before the cut (pitfalls.md 14). */
+    MF_SPLIT_GDN_QKVZ,  /* gated delta net in_proj [q; k; v; z; beta; alpha]: HF in_proj_qkvz, per
+                           key-head group g [q_g; k_g; v_g; z_g] */
+    MF_SPLIT_GDN_BA,    /* the same in_proj: HF in_proj_ba, per key-head group [beta_g; alpha_g] */
+    MF_SPLIT_GDN_CONV,  /* conv1d [q; k; v] channels x 1 x kernel: the global tensor as it is (3-D) */
+    MF_SPLIT_QKV_QG,    /* fused QKV with the output gate, per group [q heads; gate heads; k; v]:
+                           HF q_proj, per head [q_j; gate_j] (pitfalls.md 16) */
+    MF_SPLIT_NORM_1P,   /* replicated norm weight shown in HF's x * (1 + w) convention: w - 1 unless
+                           Megatron's own norm is zero-centred (pitfalls.md 15) */
+    MF_SPLIT_NORM_PLAIN, /* replicated norm weight shown in HF's plain x * w convention: w + 1 when
+                            Megatron's norm is zero-centred */
 } mf_split;
 
 typedef enum {
@@ -62,6 +75,12 @@ typedef enum {
     MF_D_MLA_Q,       /* heads x (qk_head_dim + qk_pos_emb_head_dim) */
     MF_D_MLA_KV,      /* heads x (qk_head_dim + v_head_dim) */
     MF_D_HEADS,       /* num_attention_heads (gpt-oss attention sinks) */
+    MF_D_GDN_IN,      /* gated delta net in_proj: 2 x key dim + 2 x value dim + 2 x value heads */
+    MF_D_GDN_CONV,    /* its conv1d channels: 2 x key dim + value dim */
+    MF_D_GDN_V,       /* value dim: linear_num_value_heads x linear_value_head_dim */
+    MF_D_GDN_VHEADS,  /* linear_num_value_heads (A_log, dt_bias) */
+    MF_D_GDN_VHEAD,   /* linear_value_head_dim (the gated output norm) */
+    MF_D_GDN_KERNEL,  /* linear_conv_kernel_dim */
 } mf_dim;
 
 /* HF and source names are templates: {L} = layer index (HF numbering, MTP layers follow the
@@ -112,6 +131,8 @@ enum {
     MF_FEAT_TOPK_SCALING = 1 << 16, /* routing weights scaled (moe_router_topk_scaling_factor) */
     MF_FEAT_GROUP_ROUTING = 1 << 17, /* group-limited routing (moe_router_num_groups) */
     MF_FEAT_SHARED_PARTIAL = 1 << 20, /* shared-expert size not a whole number of routed experts */
+    MF_FEAT_ATTN_GATE = 1 << 21,   /* attention output gate (attention_output_gate) */
+    MF_FEAT_LINEAR_ATTN = 1 << 22, /* gated delta net (linear attention) layers */
 };
 
 /* Megatron settings beyond what every family shares (core/family_select.c): refused by name
@@ -138,6 +159,7 @@ enum {
     MF_ARGF_WINDOW_SKIP = 1 << 18,        /* window_attn_skip_freq: full-attention layers among windowed */
     MF_ARGF_QUICK_GEGLU = 1 << 19,        /* gated MLP with quick-GELU (gpt-oss) */
     MF_ARGF_PROBS_ON_INPUT = 1 << 20,     /* moe_apply_probs_on_input: routing weight before fc1 */
+    MF_ARGF_ATTN_VARIANT_OTHER = 1 << 21, /* an experimental_attention_variant other than gated_delta_net */
 };
 
 typedef struct mf_family {
@@ -149,6 +171,8 @@ typedef struct mf_family {
     const mf_rule *moe_mlp;    /* per MoE layer (router, shared experts) */
     const mf_rule *expert;     /* per MoE layer and expert */
     const mf_rule *mtp;        /* extra tensors of an MTP layer */
+    const mf_rule *linear_attn; /* per linear-attention (gated delta net) layer; NULL: none */
+    const mf_rule *top;        /* embed, final norm, lm_head; NULL: mf_rules_top */
     /* family-specific config.json fields (the common ones are written by the caller) */
     void (*config)(const struct mf_model_s *m, struct cJSON *cfg);
     unsigned needs, forbids;   /* MF_FEAT_* the HF class always has / cannot express */

@@ -100,6 +100,15 @@ static const arg gptoss_args[] = { INT("num_experts", 4), { "swiglu", 'b', 0, 0,
                                    ON("add_bias_linear"), { "softmax_type", 's', 0, 0, "learnable" },
                                    { "window_size", 'w', 4, 0, NULL }, INT("window_attn_skip_freq", 2), END };
 
+static const arg qwen3next_args[] = { INT("num_experts", 8), INT("moe_ffn_hidden_size", 32),
+                                      INT("moe_shared_expert_intermediate_size", 64), ON("moe_shared_expert_gate"),
+                                      ON("qk_layernorm"), ON("attention_output_gate"), INT("kv_channels", 32),
+                                      { "rotary_percent", 'f', 0, 0.25, NULL },
+                                      { "experimental_attention_variant", 's', 0, 0, "gated_delta_net" },
+                                      INT("linear_attention_freq", 4), INT("linear_num_key_heads", 2),
+                                      INT("linear_num_value_heads", 4), INT("linear_key_head_dim", 16),
+                                      INT("linear_value_head_dim", 8), INT("linear_conv_kernel_dim", 3), END };
+
 static const struct {
     const char *family;
     const arg *args;
@@ -107,7 +116,7 @@ static const struct {
     { "llama", llama_args }, { "mistral", mistral_args }, { "qwen2", qwen2_args }, { "qwen3", qwen3_args },
     { "mixtral", mixtral_args }, { "qwen2_moe", qwen2_moe_args }, { "qwen3_moe", qwen3_moe_args },
     { "deepseek_v2", dsv2_args }, { "deepseek_v3", dsv3_args }, { "glm4_moe", glm4_moe_args },
-    { "gpt_oss", gptoss_args },
+    { "gpt_oss", gptoss_args }, { "qwen3_next", qwen3next_args },
 };
 #define N_FAMILIES (sizeof(each_family) / sizeof(each_family[0]))
 
@@ -156,7 +165,8 @@ static void test_settings_refused_by_name(void **state)
         { { "position_embedding_type", 's', 0, 0, "learned_absolute" }, "args.pt: unsupported model: position_embedding_type=learned_absolute (need rope)" },
         { { "swiglu", 'b', 0, 0, NULL }, "args.pt: unsupported model: swiglu is off (no supported HF family uses a non-gated MLP)" },
         { ON("rotary_interleaved"), "args.pt: unsupported model: rotary_interleaved is set" },
-        { ON("attention_output_gate"), "args.pt: unsupported model: attention_output_gate is set" },
+        { { "experimental_attention_variant", 's', 0, 0, "dsa" },
+          "args.pt: unsupported model: experimental_attention_variant=dsa (only gated_delta_net layers have an HF class: Qwen3-Next)" },
         { { "hybrid_layer_pattern", 's', 0, 0, "M*M*" }, "args.pt: unsupported model: hybrid_layer_pattern is set" },
         { INT("moe_mlp_glu_interleave_size", 32), "args.pt: unsupported model: moe_mlp_glu_interleave_size is set" },
         /* a setting only some rows express: the class the args point to is named */
@@ -172,6 +182,18 @@ static void test_settings_refused_by_name(void **state)
         assert_int_equal(mf_model_from_args(&m, make_args(extra), "llama", "args.pt"), MF_ERR_UNSUPPORTED);
         assert_string_equal(mf_error(), cases[i].msg);
     }
+    /* Qwen3-Next's settings: refused by every other row, naming it */
+    static const arg gate_only[] = { ON("attention_output_gate"), END };
+    static const arg gdn_only[] = { { "experimental_attention_variant", 's', 0, 0, "gated_delta_net" },
+                                    INT("linear_attention_freq", 4), END };
+    mf_model g;
+    assert_int_equal(mf_model_from_args(&g, make_args(gate_only), "llama", "args.pt"), MF_ERR_UNSUPPORTED);
+    assert_string_equal(mf_error(), "args.pt: unsupported by LlamaForCausalLM: attention_output_gate is set");
+    assert_int_equal(mf_model_from_args(&g, make_args(gdn_only), "qwen3_moe", "args.pt"), MF_ERR_UNSUPPORTED);
+    assert_string_equal(mf_error(), "args.pt: unsupported by Qwen3MoeForCausalLM: experimental_attention_variant is set");
+    /* detected as Qwen3-Next by its gate, then refused by what its class needs */
+    assert_int_equal(mf_model_from_args(&g, make_args(gate_only), NULL, "args.pt"), MF_ERR_UNSUPPORTED);
+    assert_non_null(strstr(mf_error(), "Qwen3NextForCausalLM needs experts"));
     /* the values that are no setting pass */
     static const arg fine[] = { { "position_embedding_type", 's', 0, 0, "yarn" }, { "rotary_percent", 'f', 0, 1.0, NULL },
                                 { "hybrid_layer_pattern", 'n', 0, 0, NULL }, END };
@@ -275,6 +297,20 @@ static void test_config_each_family(void **state)
             assert_true(num_of(c, "num_key_value_heads") == 4);
             assert_string_equal(str_of(c, "scoring_func"), strcmp(fam, "deepseek_v3") == 0 ? "sigmoid" : "softmax");
             assert_string_equal(str_of(c, "topk_method"), strcmp(fam, "deepseek_v3") == 0 ? "noaux_tc" : "greedy");
+        }
+        if (strcmp(fam, "qwen3_next") == 0) {   /* Qwen3NextConfig keys from their args */
+            assert_true(num_of(c, "partial_rotary_factor") == 0.25 && num_of(c, "head_dim") == 32);
+            assert_true(num_of(c, "linear_num_key_heads") == 2 && num_of(c, "linear_num_value_heads") == 4);
+            assert_true(num_of(c, "linear_key_head_dim") == 16 && num_of(c, "linear_value_head_dim") == 8);
+            assert_true(num_of(c, "linear_conv_kernel_dim") == 3 && num_of(c, "full_attention_interval") == 4);
+            assert_true(num_of(c, "shared_expert_intermediate_size") == 64 && num_of(c, "moe_intermediate_size") == 32);
+            assert_true(num_of(c, "num_experts") == 8 && num_of(c, "decoder_sparse_step") == 1);
+            assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "norm_topk_prob")));
+            assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(c, "mlp_only_layers")), 0);
+            const cJSON *types = cJSON_GetObjectItemCaseSensitive(c, "layer_types");
+            assert_int_equal(cJSON_GetArraySize(types), 4);
+            for (int l = 0; l < 4; l++)
+                assert_string_equal(cJSON_GetArrayItem(types, l)->valuestring, l == 3 ? "full_attention" : "linear_attention");
         }
         if (strcmp(fam, "glm4_moe") == 0) {   /* each Glm4MoeConfig key from its arg */
             assert_true(num_of(c, "partial_rotary_factor") == 0.5);

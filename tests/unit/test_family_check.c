@@ -13,11 +13,19 @@
 #include "mcorefs/model.h"
 #include "mcorefs/recipe.h"
 
-static uint8_t layers[4];
+static uint8_t layers[4], mixers[4];
 
 /* the highest MF_FEAT_* bit, and the router features that only a MoE model has */
 #define MF_FEAT_LAST MF_FEAT_GROUP_ROUTING
 #define MOE_ROUTING (MF_FEAT_PRE_SOFTMAX | MF_FEAT_TOPK_SCALING | MF_FEAT_GROUP_ROUTING)
+
+/* The feature bits in turn: 1 .. MF_FEAT_LAST, then Qwen3-Next's two (0 after the last). */
+static unsigned next_bit(unsigned bit)
+{
+    if (bit < MF_FEAT_LAST)
+        return bit << 1;
+    return bit == MF_FEAT_LAST ? MF_FEAT_ATTN_GATE : bit == MF_FEAT_ATTN_GATE ? MF_FEAT_LINEAR_ATTN : 0;
+}
 
 /* A model with exactly the features in `feat` (MF_FEAT_*). */
 static mf_model model_with(unsigned feat)
@@ -52,13 +60,17 @@ static mf_model model_with(unsigned feat)
         layers[0] = 0;                 /* a dense first layer (DeepSeek's first_k_dense) */
     if (feat & MF_FEAT_DENSE_AFTER_MOE)
         layers[2] = 0;
+    m.attn_output_gate = !!(feat & MF_FEAT_ATTN_GATE);
+    for (int l = 0; l < 4; l++)   /* Qwen3-Next's pattern: three gated delta net layers, then attention */
+        mixers[l] = (uint8_t)(l < 3 ? MF_MIXER_LINEAR_ATTENTION : MF_MIXER_ATTENTION);
+    m.mixer_layer = feat & MF_FEAT_LINEAR_ATTN ? mixers : NULL;
     return m;
 }
 
 static void test_features_of_model(void **state)
 {
     (void)state;
-    for (unsigned bit = 1; bit <= MF_FEAT_LAST; bit <<= 1) {
+    for (unsigned bit = 1; bit; bit = next_bit(bit)) {
         unsigned want = bit;
         if (bit & (MF_FEAT_SHARED | MF_FEAT_EXPERT_BIAS | MF_FEAT_SIGMOID | MF_FEAT_DENSE_LAYERS | MOE_ROUTING))
             want |= MF_FEAT_MOE;       /* meaningful in a MoE model only */
@@ -88,7 +100,7 @@ static void test_each_family_each_feature(void **state)
         mf_error_clear();
         if (mf_family_check(*f, &m, (*f)->architecture, "args.pt") != MF_OK)
             fail_msg("%s refuses its own features: %s", (*f)->name, mf_error());
-        for (unsigned bit = 1; bit <= MF_FEAT_LAST; bit <<= 1) {
+        for (unsigned bit = 1; bit; bit = next_bit(bit)) {
             if (!(((*f)->needs | (*f)->forbids) & bit))
                 continue;
             unsigned feat = base ^ bit;
@@ -115,7 +127,7 @@ static void test_each_family_each_feature(void **state)
             refusals++;
         }
     }
-    assert_int_equal(families, 11);
+    assert_int_equal(families, 12);
     assert_true(refusals >= 40);
 }
 

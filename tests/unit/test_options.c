@@ -101,7 +101,7 @@ static void test_arch_checked_at_parse(void **state)
     mf_options_init(&o);
     assert_int_equal(mf_options_apply(&o, "arch=qwen2moe"), MF_ERR_INVALID);
     assert_string_equal(mf_error(), "unknown arch 'qwen2moe' (did you mean qwen2_moe? known: llama, mistral, qwen2, "
-                                    "qwen3, mixtral, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3, glm4_moe, gpt_oss)");
+                                    "qwen3, mixtral, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3, glm4_moe, gpt_oss, qwen3_next)");
     assert_null(o.arch);
     assert_int_equal(mf_options_apply(&o, "arch=gpt2"), MF_ERR_INVALID);
     assert_null(strstr(mf_error(), "did you mean"));
@@ -110,7 +110,7 @@ static void test_arch_checked_at_parse(void **state)
     assert_int_equal(mf_options_apply(&o, "arch="), MF_ERR_INVALID);
     assert_non_null(strstr(mf_error(), "option arch needs a value"));
     assert_non_null(strstr(mf_options_help(), "-o arch=NAME            llama|mistral|qwen2|qwen3|mixtral|qwen2_moe|"
-                                               "qwen3_moe|deepseek_v2|deepseek_v3|glm4_moe|gpt_oss (default: detect)\n"));
+                                               "qwen3_moe|deepseek_v2|deepseek_v3|glm4_moe|gpt_oss|qwen3_next (default: detect)\n"));
     mf_options_free(&o);
 }
 
