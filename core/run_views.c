@@ -18,6 +18,7 @@ typedef struct {
     char name[MF_RUN_NAME_MAX];
     uint64_t fingerprint;
     uint64_t gen;
+    int64_t mtime_ns;
 } shown_iter;
 
 struct mf_run {
@@ -117,6 +118,7 @@ static void apply_scan(mf_run *r, const mf_run_tracker *t, mf_run_dir *dirs, siz
         const shown_iter *old = find_shown(r, dirs[i].name);
         snprintf(s->name, sizeof(s->name), "%s", dirs[i].name);
         s->fingerprint = dirs[i].fingerprint;
+        s->mtime_ns = dirs[i].newest_mtime_ns;
         if (old && old->fingerprint == dirs[i].fingerprint) {
             s->gen = old->gen;
         } else {
@@ -161,6 +163,7 @@ int mf_run_refresh(mf_run *r, int force)
     else
         n_prev = 0;
     mf_run_tracker old_t = r->tracker;
+    mf_run_watch *watch = r->watch;
     pthread_mutex_unlock(&r->lock);
 
     mf_run_read_tracker(r->save_dir, &t);
@@ -170,11 +173,11 @@ int mf_run_refresh(mf_run *r, int force)
     size_t n;
     int rc = mf_run_list_dirs(r->save_dir, &t, prev, n_prev, &dirs, &n);
     free(prev);
-    if (rc == MF_OK && r->watch)
+    if (rc == MF_OK && watch)
         for (size_t i = 0; i < n; i++) {
             char path[PATH_MAX];
             snprintf(path, sizeof(path), "%s/%s", r->save_dir, dirs[i].name);
-            mf_run_watch_add(r->watch, path);
+            mf_run_watch_add(watch, path);
         }
     pthread_mutex_lock(&r->lock);
     r->st.n_scans++;
@@ -226,13 +229,25 @@ int mf_run_open(mf_run **out, const char *save_dir, const mf_options *o, const m
         mf_run_close(r);
         return rc;
     }
-    if (p->watch) {
-        r->watch = mf_run_watch_start(r->save_dir, on_watch_change, r);
-        r->st.watching = r->watch != NULL;
-        mf_run_refresh(r, 1);   /* a save that landed before the watch existed; also adds the folder watches */
-    }
+    if (p->watch)
+        mf_run_watch_begin(r);
     *out = r;
     return MF_OK;
+}
+
+void mf_run_watch_begin(mf_run *r)
+{
+    pthread_mutex_lock(&r->lock);
+    int already = r->watch != NULL;
+    pthread_mutex_unlock(&r->lock);
+    if (already)
+        return;
+    mf_run_watch *w = mf_run_watch_start(r->save_dir, on_watch_change, r);
+    pthread_mutex_lock(&r->lock);
+    r->watch = w;
+    r->st.watching = w != NULL;
+    pthread_mutex_unlock(&r->lock);
+    mf_run_refresh(r, 1);   /* a save that landed before the watch existed; also adds the folder watches */
 }
 
 void mf_run_close(mf_run *r)
@@ -312,6 +327,7 @@ int mf_run_acquire(mf_run *r, const char *name, mf_run_view **out)
     pthread_mutex_lock(&r->lock);
     const shown_iter *it = find_shown(r, name);
     uint64_t gen = it ? it->gen : 0;
+    int64_t mtime_ns = it ? it->mtime_ns : 0;
     mf_run_view *v = it ? pin_built(r, name, gen) : NULL;
     pthread_mutex_unlock(&r->lock);
     if (!it)
@@ -336,6 +352,7 @@ int mf_run_acquire(mf_run *r, const char *name, mf_run_view **out)
         }
         snprintf(v->name, sizeof(v->name), "%s", name);
         v->gen = gen;
+        v->mtime_ns = mtime_ns;
         v->refs = 1;
         if (mf_session_open(&v->s, path, &r->opts) != MF_OK)
             v->error = strdup(mf_error()[0] ? mf_error() : "building the view failed");

@@ -10,6 +10,9 @@ typedef struct {
     char *mountpoint;        /* as given */
     char *log_file;          /* -o log=FILE, absolute (the daemon changes to /) */
     int show_help, show_version, foreground;
+    int all_iterations;      /* -o iterations=all: mount the whole run (fs/run_ops.c) */
+    unsigned max_views;      /* -o max_views=N (run mounts; 0: the default) */
+    unsigned max_read;       /* -o max_read=N as given (0: the default) */
     struct fuse_args fuse;   /* what goes on to libfuse: argv[0], flags, accepted -o options */
 } fs_cli;
 

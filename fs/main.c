@@ -9,12 +9,15 @@
 #include "mcorefs/error.h"
 #include "mountpoint.h"
 #include "ops.h"
+#include "run_ops.h"
+#include "mcorefs/run.h"
 
 /* SIGTERM, SIGINT and SIGHUP end the loop the way an unmount does, so fs_run unmounts and returns 0
  * (libfuse's own handlers make it return 8). The loop is known once init has run. */
 static struct fuse *volatile running;
 static volatile sig_atomic_t stop_requested;
 static struct fuse_operations ops_with_hook;
+static const struct fuse_operations *base_ops = &mcorefs_ops;
 
 static void on_stop_signal(int sig)
 {
@@ -26,7 +29,7 @@ static void on_stop_signal(int sig)
 
 static void *init_hook(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
-    void *data = mcorefs_ops.init ? mcorefs_ops.init(conn, cfg) : fuse_get_context()->private_data;
+    void *data = base_ops->init ? base_ops->init(conn, cfg) : fuse_get_context()->private_data;
     running = fuse_get_context()->fuse;
     if (stop_requested)
         fuse_exit(running);
@@ -48,6 +51,7 @@ int main(int argc, char *argv[])
 {
     fs_cli c;
     mf_session *s = NULL;
+    mf_run *run = NULL;
     char *mountpoint = NULL, *fsname = NULL;
     int rc = 1;
     if (fs_cli_parse(&c, argc, argv) != 0) {
@@ -71,11 +75,26 @@ int main(int argc, char *argv[])
         fprintf(stderr, "mcorefs: %s\n", mf_error());
         goto out;
     }
-    if (mf_session_open(&s, c.ckpt, &c.opts) != 0) {
+    if (c.all_iterations) {   /* a whole training run: fs/run_ops.c */
+        mf_run_params p = { c.max_views, MF_RUN_DEFAULT_RECHECK_MS, 0 };   /* watcher: after the fork, in init */
+        if (c.opts.iteration >= 0) {
+            fprintf(stderr, "mcorefs: iterations=all and iteration=%lld exclude each other\n", (long long)c.opts.iteration);
+            goto out;
+        }
+        if (mf_run_open(&run, c.ckpt, &c.opts, &p) != 0) {
+            fprintf(stderr, "mcorefs: %s\n", mf_error());
+            goto out;
+        }
+        base_ops = &fs_run_ops;
+        fs_run_set_mount(mountpoint, c.max_read ? c.max_read : FS_DEFAULT_MAX_READ, c.opts.read_ahead_kb);
+    } else if (c.max_views) {
+        fprintf(stderr, "mcorefs: max_views applies to iterations=all mounts only\n");
+        goto out;
+    } else if (mf_session_open(&s, c.ckpt, &c.opts) != 0) {
         fprintf(stderr, "mcorefs: %s\n", mf_error());
         goto out;
     }
-    if (c.opts.tokenizer && c.opts.true_vocab_size == 0)
+    if (s && c.opts.tokenizer && c.opts.true_vocab_size == 0)
         fprintf(stderr, "mcorefs: note: tokenizer given without true_vocab_size: config.json says vocab_size %lld (%s); "
                 "pass -o true_vocab_size=N if the tokenizer has fewer tokens\n", (long long)s->ckpt.model.vocab,
                 s->ckpt.model.vocab == s->ckpt.model.padded_vocab ? "the padded size" : "args.vocab_size");
@@ -89,11 +108,12 @@ int main(int argc, char *argv[])
         goto out;
     }   /* -oro last, so nothing can turn it off */
     fs_set_mountpoint(mountpoint);
-    ops_with_hook = mcorefs_ops;
+    ops_with_hook = *base_ops;
     ops_with_hook.init = init_hook;
     install_stop_handlers();
-    rc = fs_run(&c.fuse, &ops_with_hook, s);
+    rc = run ? fs_run(&c.fuse, &ops_with_hook, run) : fs_run(&c.fuse, &ops_with_hook, s);
 out:
+    mf_run_close(run);
     mf_session_close(s);
     free(mountpoint);
     free(fsname);

@@ -59,6 +59,8 @@ typedef struct mf_run mf_run;
 typedef struct mf_run_view {
     char name[MF_RUN_NAME_MAX];
     uint64_t gen;
+    int64_t mtime_ns;        /* newest mtime of the generation's files: shown for its entries, so a
+                              * new generation differs from the old one in the kernel's attributes */
     mf_session *s;           /* NULL when building failed (error kept in `error`) */
     char *error;
     int refs;                /* acquisitions not yet released (open files pin their view) */
@@ -70,7 +72,8 @@ typedef struct mf_run_view {
 typedef struct {
     unsigned max_views;      /* views kept built (LRU); views in use are never closed */
     unsigned recheck_ms;     /* fallback re-scan on lookup/readdir when this much time passed */
-    int watch;               /* 1: inotify watcher thread (falls back to re-checks if unavailable) */
+    int watch;               /* 1: start the inotify watcher in mf_run_open (0: later, with
+                              * mf_run_watch_begin, or never: re-checks only) */
 } mf_run_params;
 
 typedef struct {
@@ -85,6 +88,9 @@ typedef struct {
 /* Open a run at save_dir: one scan, no view built. Fails (one line) if save_dir is no folder. */
 int mf_run_open(mf_run **out, const char *save_dir, const mf_options *o, const mf_run_params *p);
 void mf_run_close(mf_run *r);
+/* Start the inotify watcher now (a daemon calls this after it forked: threads do not survive a
+ * fork). No-op when already watching. Without inotify, re-checks on lookup still follow the run. */
+void mf_run_watch_begin(mf_run *r);
 /* Re-scan now (force) or when the watcher saw a change or recheck_ms passed. */
 int mf_run_refresh(mf_run *r, int force);
 /* The shown iteration names (sorted, release last; caller frees each and the array) and the
