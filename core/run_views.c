@@ -41,7 +41,13 @@ struct mf_run {
     int dirty;                   /* the watcher saw a change */
     mf_run_watch *watch;
     mf_run_stats st;
+    void (*on_gone)(void *, const char *);
+    void *on_gone_arg;
+    char (*gone)[MF_RUN_NAME_MAX];   /* names to hand to on_gone (watcher running only) */
+    size_t n_gone;
 };
+
+#define MAX_PENDING_GONE 1024
 
 static int64_t now_ms(void)
 {
@@ -126,6 +132,17 @@ static void apply_scan(mf_run *r, const mf_run_tracker *t, mf_run_dir *dirs, siz
             r->st.n_generations++;
         }
     }
+    for (size_t k = 0; k < r->n_shown && r->watch && r->on_gone; k++) {
+        int same = 0;
+        for (size_t i = 0; i < n_shown && !same; i++)
+            same = strcmp(shown[i].name, r->shown[k].name) == 0 && shown[i].gen == r->shown[k].gen;
+        if (!same && r->n_gone < MAX_PENDING_GONE) {
+            if (!r->gone)
+                r->gone = calloc(MAX_PENDING_GONE, sizeof(*r->gone));
+            if (r->gone)
+                snprintf(r->gone[r->n_gone++], MF_RUN_NAME_MAX, "%s", r->shown[k].name);
+        }
+    }
     for (mf_run_view *v = r->views; v; v = v->next) {
         int current = 0;
         for (size_t i = 0; i < n_shown && !current; i++)
@@ -199,6 +216,25 @@ static void on_watch_change(void *arg)
     r->dirty = 1;
     pthread_mutex_unlock(&r->lock);
     mf_run_refresh(r, 1);
+    for (;;) {   /* outside the lock: the callback talks to the kernel */
+        char name[MF_RUN_NAME_MAX];
+        pthread_mutex_lock(&r->lock);
+        int have = r->n_gone > 0;
+        if (have)
+            memcpy(name, r->gone[--r->n_gone], sizeof(name));
+        pthread_mutex_unlock(&r->lock);
+        if (!have)
+            break;
+        r->on_gone(r->on_gone_arg, name);
+    }
+}
+
+void mf_run_on_gone(mf_run *r, void (*cb)(void *arg, const char *name), void *arg)
+{
+    pthread_mutex_lock(&r->lock);
+    r->on_gone = cb;
+    r->on_gone_arg = arg;
+    pthread_mutex_unlock(&r->lock);
 }
 
 int mf_run_open(mf_run **out, const char *save_dir, const mf_options *o, const mf_run_params *p)
@@ -256,6 +292,7 @@ void mf_run_close(mf_run *r)
         return;
     mf_run_watch_stop(r->watch);   /* first: its thread calls back into r */
     view_free(r->views);
+    free(r->gone);
     free(r->shown);
     free(r->dirs);
     mf_options_free(&r->opts);

@@ -33,9 +33,25 @@ void fs_run_set_mount(const char *path, unsigned max_read_bytes, long long ra_kb
 
 /* An open file: its view stays built (pinned) until release. */
 typedef struct {
+    int is_dir;            /* 0 */
     mf_run_view *v;
     const mf_vfile *f;
 } open_file;
+
+/* An open folder: its path, for readdir (with nullpath_ok libfuse may pass none). */
+typedef struct {
+    int is_dir;            /* 1 */
+    char path[];
+} open_dir;
+
+/* An iteration deleted or replaced by a new generation: the kernel forgets what it cached of
+ * its folder (called on the watcher's thread, never inside a request: no deadlock). */
+static void drop_entry(void *fuse, const char *name)
+{
+    char path[MF_RUN_NAME_MAX + 2];
+    snprintf(path, sizeof(path), "/%s", name);
+    fuse_invalidate_path(fuse, path);   /* -ENOENT when never looked up: nothing cached */
+}
 
 static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
@@ -48,11 +64,13 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     cfg->attr_timeout = 1.0;
     cfg->negative_timeout = 0;
     cfg->direct_io = 0;
+    cfg->nullpath_ok = 1;   /* reads of an open file need no path: its iteration may be gone */
     conn->max_readahead = 1u << 20;
     conn->max_read = max_read;
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
     fs_tune_readahead(mountpoint, read_ahead_kb);
+    mf_run_on_gone(fuse_get_context()->private_data, drop_entry, fuse_get_context()->fuse);
     mf_run_watch_begin(fuse_get_context()->private_data);   /* here: the daemon has forked */
     return fuse_get_context()->private_data;
 }
@@ -139,6 +157,12 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
     const char *rest;
     struct stat dir;
     memset(st, 0, sizeof(*st));
+    if (!path) {   /* fstat of an open file whose path is gone */
+        const open_file *of = fi ? (const open_file *)(uintptr_t)fi->fh : NULL;
+        if (!of || of->is_dir)
+            return -ENOENT;
+        return view_getattr(of->v, of->f->name, st);
+    }
     if (strcmp(path, "/") == 0) {
         mf_run_refresh(r, 0);
         if (stat(mf_run_save_dir(r), &dir) != 0)
@@ -206,6 +230,10 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
     mf_run *r = R();
     char name[MF_RUN_NAME_MAX], latest[MF_RUN_NAME_MAX];
     const char *rest;
+    if (!path && fi && fi->fh)
+        path = ((const open_dir *)(uintptr_t)fi->fh)->path;
+    if (!path)
+        return -ENOENT;
     if (strcmp(path, "/") == 0) {
         char **names;
         size_t n;
@@ -249,6 +277,23 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
     return rc;
 }
 
+static int op_opendir(const char *path, struct fuse_file_info *fi)
+{
+    open_dir *d = malloc(sizeof(*d) + strlen(path) + 1);
+    if (!d)
+        return -ENOMEM;
+    d->is_dir = 1;
+    strcpy(d->path, path);
+    fi->fh = (uint64_t)(uintptr_t)d;
+    return 0;
+}
+
+static int op_releasedir(const char *path, struct fuse_file_info *fi)
+{
+    free((void *)(uintptr_t)fi->fh);
+    return 0;
+}
+
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
     char name[MF_RUN_NAME_MAX];
@@ -268,6 +313,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         mf_run_release(R(), v);
         return f ? -ENOMEM : -ENOENT;
     }
+    of->is_dir = 0;
     of->v = v;
     of->f = f;
     fi->keep_cache = 0;   /* a new generation may have replaced the one the kernel cached */
@@ -290,7 +336,8 @@ static int op_release(const char *path, struct fuse_file_info *fi)
  * (never bytes of a generation that is no longer the shown one). */
 static int stale_error(const open_file *of, const char *path)
 {
-    fs_log("read of %s failed: iteration %s was deleted or re-saved since the file was opened", path, of->v->name);
+    fs_log("read of %s/%s failed: iteration %s was deleted or re-saved since the file was opened", of->v->name,
+           of->f->name, of->v->name);
     return -EIO;
 }
 
@@ -349,7 +396,9 @@ const struct fuse_operations fs_run_ops = {
     .init = op_init,
     .getattr = op_getattr,
     .readlink = op_readlink,
+    .opendir = op_opendir,
     .readdir = op_readdir,
+    .releasedir = op_releasedir,
     .open = op_open,
     .release = op_release,
     .read = op_read,

@@ -88,6 +88,10 @@ typedef struct {
 /* Open a run at save_dir: one scan, no view built. Fails (one line) if save_dir is no folder. */
 int mf_run_open(mf_run **out, const char *save_dir, const mf_options *o, const mf_run_params *p);
 void mf_run_close(mf_run *r);
+/* Called on the watcher's thread (never inside a request) with each name that stopped being
+ * shown or got a new generation since the last call: the FUSE side drops the kernel's cached
+ * entry for it, so a deleted iteration is not found by name from its cached entry. */
+void mf_run_on_gone(mf_run *r, void (*cb)(void *arg, const char *name), void *arg);
 /* Start the inotify watcher now (a daemon calls this after it forked: threads do not survive a
  * fork). No-op when already watching. Without inotify, re-checks on lookup still follow the run. */
 void mf_run_watch_begin(mf_run *r);
