@@ -211,7 +211,7 @@ def resave_in_place(mnt, run, it20, before, after):
             shutil.copy(os.path.join(T.MEGATRON_FIXTURES, GPT, IT10, rank, RF), base)
             mutate_rank_file(base, lambda t: t * 3 - 1, dst=path)
             T.check(os.stat(path).st_ino == ino, "torch.save replaced the inode")
-            time.sleep(0.2)   # readers run against the half re-saved iteration
+            time.sleep(1.2)   # readers run against the half re-saved iteration (re-checks come every second)
         write_tracker(run, "20")
     finally:
         done.set()
