@@ -21,6 +21,12 @@ typedef struct {
     int64_t mtime_ns;
 } shown_iter;
 
+typedef struct {
+    char name[MF_RUN_NAME_MAX];
+    uint64_t gen;
+    size_t n_files;
+} gone_iter;
+
 struct mf_run {
     char *save_dir;
     mf_options opts;
@@ -41,9 +47,9 @@ struct mf_run {
     int dirty;                   /* the watcher saw a change */
     mf_run_watch *watch;
     mf_run_stats st;
-    void (*on_gone)(void *, const char *);
+    void (*on_gone)(void *, const char *, uint64_t, size_t);
     void *on_gone_arg;
-    char (*gone)[MF_RUN_NAME_MAX];   /* names to hand to on_gone (watcher running only) */
+    gone_iter *gone;             /* to hand to on_gone (watcher running only) */
     size_t n_gone;
 };
 
@@ -139,8 +145,15 @@ static void apply_scan(mf_run *r, const mf_run_tracker *t, mf_run_dir *dirs, siz
         if (!same && r->n_gone < MAX_PENDING_GONE) {
             if (!r->gone)
                 r->gone = calloc(MAX_PENDING_GONE, sizeof(*r->gone));
-            if (r->gone)
-                snprintf(r->gone[r->n_gone++], MF_RUN_NAME_MAX, "%s", r->shown[k].name);
+            if (r->gone) {
+                gone_iter *g = &r->gone[r->n_gone++];
+                snprintf(g->name, sizeof(g->name), "%s", r->shown[k].name);
+                g->gen = r->shown[k].gen;
+                g->n_files = 0;
+                for (mf_run_view *v = r->views; v; v = v->next)
+                    if (v->gen == g->gen && v->s)
+                        g->n_files = v->s->n_files;
+            }
         }
     }
     for (mf_run_view *v = r->views; v; v = v->next) {
@@ -217,19 +230,19 @@ static void on_watch_change(void *arg)
     pthread_mutex_unlock(&r->lock);
     mf_run_refresh(r, 1);
     for (;;) {   /* outside the lock: the callback talks to the kernel */
-        char name[MF_RUN_NAME_MAX];
+        gone_iter g;
         pthread_mutex_lock(&r->lock);
         int have = r->n_gone > 0;
         if (have)
-            memcpy(name, r->gone[--r->n_gone], sizeof(name));
+            g = r->gone[--r->n_gone];
         pthread_mutex_unlock(&r->lock);
         if (!have)
             break;
-        r->on_gone(r->on_gone_arg, name);
+        r->on_gone(r->on_gone_arg, g.name, g.gen, g.n_files);
     }
 }
 
-void mf_run_on_gone(mf_run *r, void (*cb)(void *arg, const char *name), void *arg)
+void mf_run_on_gone(mf_run *r, void (*cb)(void *arg, const char *name, uint64_t gen, size_t n_files), void *arg)
 {
     pthread_mutex_lock(&r->lock);
     r->on_gone = cb;
@@ -305,13 +318,28 @@ void mf_run_close(mf_run *r)
 
 int mf_run_list(mf_run *r, char ***names, size_t *n, char latest[MF_RUN_NAME_MAX])
 {
+    return mf_run_list_gens(r, names, NULL, n, latest);
+}
+
+int mf_run_list_gens(mf_run *r, char ***names, uint64_t **gens, size_t *n, char latest[MF_RUN_NAME_MAX])
+{
     pthread_mutex_lock(&r->lock);
     *names = calloc(r->n_shown ? r->n_shown : 1, sizeof(char *));
+    uint64_t *g = gens ? calloc(r->n_shown ? r->n_shown : 1, sizeof(uint64_t)) : NULL;
     *n = 0;
     latest[0] = 0;
+    if (gens && !g) {
+        free(*names);
+        *names = NULL;
+    }
     for (size_t i = 0; *names && i < r->n_shown; i++)
-        if (((*names)[*n] = strdup(r->shown[i].name)) != NULL)
+        if (((*names)[*n] = strdup(r->shown[i].name)) != NULL) {
+            if (g)
+                g[*n] = r->shown[i].gen;
             (*n)++;
+        }
+    if (gens)
+        *gens = g;
     if (r->tracker.present) {
         char want[MF_RUN_NAME_MAX];
         if (r->tracker.release)
@@ -436,3 +464,70 @@ void mf_run_get_stats(mf_run *r, mf_run_stats *st)
 }
 
 const char *mf_run_save_dir(const mf_run *r) { return r->save_dir; }
+const mf_options *mf_run_options(const mf_run *r) { return &r->opts; }
+
+uint64_t mf_run_generation(mf_run *r, const char *name, struct stat *st)
+{
+    pthread_mutex_lock(&r->lock);
+    const shown_iter *it = find_shown(r, name);
+    uint64_t gen = it ? it->gen : 0;
+    pthread_mutex_unlock(&r->lock);
+    if (gen && st) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s", r->save_dir, name);
+        if (stat(path, st) != 0)
+            return 0;
+    }
+    return gen;
+}
+
+int mf_run_acquire_gen(mf_run *r, uint64_t gen, mf_run_view **out)
+{
+    char name[MF_RUN_NAME_MAX] = "";
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->n_shown && !name[0]; i++)
+        if (r->shown[i].gen == gen)
+            snprintf(name, sizeof(name), "%s", r->shown[i].name);
+    pthread_mutex_unlock(&r->lock);
+    *out = NULL;
+    if (!name[0])
+        return mf_fail(MF_ERR_MISSING, "%s: generation %llu is no longer shown", r->save_dir, (unsigned long long)gen);
+    int rc = mf_run_acquire(r, name, out);
+    if (rc == MF_OK && (*out)->gen != gen) {   /* re-saved meanwhile: not the one asked for */
+        mf_run_release(r, *out);
+        *out = NULL;
+        return mf_fail(MF_ERR_MISSING, "%s/%s: re-saved meanwhile", r->save_dir, name);
+    }
+    return rc;
+}
+
+mf_run_view *mf_run_pinned(mf_run *r, uint64_t gen)
+{
+    mf_run_view *found = NULL;
+    pthread_mutex_lock(&r->lock);
+    for (mf_run_view *v = r->views; v && !found; v = v->next)
+        if (v->gen == gen && v->refs > 0 && v->s)
+            found = v;
+    pthread_mutex_unlock(&r->lock);
+    return found;
+}
+
+mf_run_view *mf_run_pin_again(mf_run *r, uint64_t gen)
+{
+    mf_run_view *found = NULL;
+    pthread_mutex_lock(&r->lock);
+    for (mf_run_view *v = r->views; v && !found; v = v->next)
+        if (v->gen == gen && v->refs > 0 && v->s) {
+            found = v;
+            v->refs++;
+        }
+    pthread_mutex_unlock(&r->lock);
+    return found;
+}
+
+void mf_run_release_gen(mf_run *r, uint64_t gen)
+{
+    mf_run_view *v = mf_run_pinned(r, gen);
+    if (v)
+        mf_run_release(r, v);
+}

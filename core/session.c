@@ -11,8 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "mcorefs/error.h"
+#include "mcorefs/fileid.h"
 #include "mcorefs/gather.h"
 #include "mcorefs/view.h"
+#include "file_io.h"
 
 static int copy_options(mf_options *dst, const mf_options *src)
 {
@@ -268,4 +270,31 @@ ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_
     }
     __atomic_fetch_add((uint64_t *)&s->n_bytes, done, __ATOMIC_RELAXED);
     return (ssize_t)done;
+}
+
+ssize_t mf_session_fill_segments(const mf_session *s, char *buf, mf_segment *segs, size_t n)
+{
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (segs[i].fd >= 0) {
+            size_t k = 0;   /* the rank file behind the descriptor, for its path and identity */
+            while (k < s->ckpt.n_files && s->fds[k] != segs[i].fd)
+                k++;
+            const mf_rankfile *rf = k < s->ckpt.n_files ? &s->ckpt.files[k] : NULL;
+            int rc = mf_pread_full(segs[i].fd, rf ? rf->path : NULL, buf + at, segs[i].len, segs[i].pos);
+            int same = rf ? mf_file_id_check(segs[i].fd, &rf->id, rf->path) : MF_OK;
+            if (same != MF_OK)
+                rc = same;   /* changed since mount: also why a read came up short */
+            if (rc != MF_OK) {
+                __atomic_fetch_add((uint64_t *)&s->n_errors, 1, __ATOMIC_RELAXED);
+                if (rc == MF_ERR_CHANGED)
+                    __atomic_fetch_add((uint64_t *)&s->n_source_changed, 1, __ATOMIC_RELAXED);
+                return rc;
+            }
+        }
+        at += segs[i].len;
+    }
+    if (n > 0)
+        segs[0] = (mf_segment){ -1, 0, at };
+    return n > 0 ? 1 : 0;
 }

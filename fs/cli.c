@@ -1,5 +1,6 @@
 /* Parsing of mcorefs CKPT MOUNTPOINT [-o opts] [-f] [-d] [-s]: every option is ours, a FUSE option
  * from the accepted list (passed to libfuse), or an error in our words with a suggestion. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,13 @@ static const char *const fuse_names[] = {
     "context=", "fscontext=", "defcontext=", "rootcontext=", NULL
 };
 static const char *const refused_names[] = { "uid", "gid", "umask", NULL };
+/* The cache options of libfuse's high-level API, which this low-level daemon applies itself.
+ * kernel_cache is always on (the contents never change) and auto_cache would only drop the cache
+ * on size or mtime changes that never happen: accepted, nothing to do. */
+static const char *const cache_names[] = {
+    "kernel_cache", "auto_cache", "noauto_cache", "entry_timeout=", "attr_timeout=", "negative_timeout=",
+    "ac_attr_timeout=", NULL
+};
 
 /* Every name a user may mean, for suggestions: ours, log, the FUSE ones without '='. */
 static const char *const *all_names(void)
@@ -100,7 +108,7 @@ static int take_log_file(fs_cli *c, const char *path)
     return c->log_file ? 0 : mf_fail(MF_ERR_NOMEM, "out of memory");
 }
 
-/* -o iterations=all and -o max_views=N: a whole training run (fs/run_ops.c). */
+/* -o iterations=all and -o max_views=N: a whole training run (fs/run_tree.c). */
 static int take_run_option(fs_cli *c, const char *arg)
 {
     if (strncmp(arg, "iterations=", 11) == 0) {
@@ -115,6 +123,29 @@ static int take_run_option(fs_cli *c, const char *arg)
     if (arg[9] != '=' || arg[10] == 0 || *end || v < 1 || v > 4096)
         return mf_fail(MF_ERR_INVALID, "option max_views needs a number from 1 to 4096: max_views=N"), -1;
     c->max_views = (unsigned)v;
+    return 0;
+}
+
+/* 0 (taken: not passed on), or -1 with a message for a timeout that is no number of seconds. */
+static int take_cache_option(fs_cli *c, const char *arg)
+{
+    static const struct { const char *key; size_t at; } timeouts[] = {
+        { "entry_timeout=", offsetof(fs_cache_opts, entry_timeout) },
+        { "attr_timeout=", offsetof(fs_cache_opts, attr_timeout) },
+        { "negative_timeout=", offsetof(fs_cache_opts, negative_timeout) },
+    };
+    for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++) {
+        size_t n = strlen(timeouts[i].key);
+        if (strncmp(arg, timeouts[i].key, n) != 0)
+            continue;
+        char *end = NULL;
+        double v = strtod(arg + n, &end);
+        if (end == arg + n || *end != 0 || !(v >= 0))
+            return mf_fail(MF_ERR_INVALID, "option %.*s needs a number of seconds >= 0, not '%s'", (int)n - 1, arg,
+                           arg + n), -1;
+        memcpy((char *)&c->cache + timeouts[i].at, &v, sizeof(v));
+        c->cache_given |= 1u << i;
+    }
     return 0;
 }
 
@@ -147,6 +178,8 @@ static int on_arg(void *data, const char *arg, int key, struct fuse_args *out)
             return -1;
         if (rc == 1)
             return 0;
+        if (in_list(arg, cache_names))
+            return take_cache_option(c, arg);
         if (in_list(arg, fuse_names)) {
             if (strncmp(arg, "max_read=", 9) == 0) {   /* libfuse wants init to ask for the same value */
                 c->max_read = (unsigned)strtoul(arg + 9, NULL, 10);
@@ -176,6 +209,7 @@ int fs_cli_parse(fs_cli *c, int argc, char *argv[])
 {
     memset(c, 0, sizeof(*c));
     mf_options_init(&c->opts);
+    c->cache = (fs_cache_opts)FS_CACHE_OPTS_DEFAULT;
     c->fuse = (struct fuse_args)FUSE_ARGS_INIT(argc, argv);
     mf_error_clear();
     if (argc > 1 && strcmp(argv[argc - 1], "-o") == 0)   /* else libfuse prints its own line */

@@ -9,31 +9,31 @@
 #include "mcorefs/error.h"
 #include "mountpoint.h"
 #include "ops.h"
-#include "run_ops.h"
+#include "run_tree.h"
 #include "mcorefs/run.h"
 
 /* SIGTERM, SIGINT and SIGHUP end the loop the way an unmount does, so fs_run unmounts and returns 0
- * (libfuse's own handlers make it return 8). The loop is known once init has run. */
-static struct fuse *volatile running;
+ * (libfuse's own handlers make it return 8). The session is known once fs_run created it. */
+static struct fuse_session *volatile running;
 static volatile sig_atomic_t stop_requested;
-static struct fuse_operations ops_with_hook;
-static const struct fuse_operations *base_ops = &mcorefs_ops;
+static fs_tree tree;
 
 static void on_stop_signal(int sig)
 {
     (void)sig;
     stop_requested = 1;
-    if (running)
-        fuse_exit(running);
+    struct fuse_session *se = running;
+    if (se)
+        fuse_session_exit(se);
 }
 
-static void *init_hook(struct fuse_conn_info *conn, struct fuse_config *cfg)
+static void serving(struct fuse_session *se)
 {
-    void *data = base_ops->init ? base_ops->init(conn, cfg) : fuse_get_context()->private_data;
-    running = fuse_get_context()->fuse;
-    if (stop_requested)
-        fuse_exit(running);
-    return data;
+    running = se;
+    if (se && tree.run)
+        fs_run_tree_attach(&tree, se);   /* its kernel entries are dropped as the run changes */
+    if (se && stop_requested)   /* a signal that came before the session existed */
+        fuse_session_exit(se);
 }
 
 static void install_stop_handlers(void)
@@ -75,8 +75,8 @@ int main(int argc, char *argv[])
         fprintf(stderr, "mcorefs: %s\n", mf_error());
         goto out;
     }
-    if (c.all_iterations) {   /* a whole training run: fs/run_ops.c */
-        mf_run_params p = { c.max_views, MF_RUN_DEFAULT_RECHECK_MS, 0 };   /* watcher: after the fork, in init */
+    if (c.all_iterations) {   /* a whole training run: fs/run_tree.c */
+        mf_run_params p = { c.max_views, MF_RUN_DEFAULT_RECHECK_MS, 0 };   /* watcher: after the fork */
         if (c.opts.iteration >= 0) {
             fprintf(stderr, "mcorefs: iterations=all and iteration=%lld exclude each other\n", (long long)c.opts.iteration);
             goto out;
@@ -85,8 +85,6 @@ int main(int argc, char *argv[])
             fprintf(stderr, "mcorefs: %s\n", mf_error());
             goto out;
         }
-        base_ops = &fs_run_ops;
-        fs_run_set_mount(mountpoint, c.max_read ? c.max_read : FS_DEFAULT_MAX_READ, c.opts.read_ahead_kb);
     } else if (c.max_views) {
         fprintf(stderr, "mcorefs: max_views applies to iterations=all mounts only\n");
         goto out;
@@ -108,10 +106,19 @@ int main(int argc, char *argv[])
         goto out;
     }   /* -oro last, so nothing can turn it off */
     fs_set_mountpoint(mountpoint);
-    ops_with_hook = *base_ops;
-    ops_with_hook.init = init_hook;
+    if (run) {   /* the root changes: short lifetimes, no negative entries (unless given) */
+        if (!(c.cache_given & 1))
+            c.cache.entry_timeout = 1.0;
+        if (!(c.cache_given & 2))
+            c.cache.attr_timeout = 1.0;
+        if (!(c.cache_given & 4))
+            c.cache.negative_timeout = 0.0;
+    }
+    fs_set_cache_opts(&c.cache);
+    tree.view0 = s;
+    tree.run = run;
     install_stop_handlers();
-    rc = run ? fs_run(&c.fuse, &ops_with_hook, run) : fs_run(&c.fuse, &ops_with_hook, s);
+    rc = fs_run(&c.fuse, &mcorefs_ll_ops, &tree, serving);
 out:
     mf_run_close(run);
     mf_session_close(s);

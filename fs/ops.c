@@ -1,280 +1,199 @@
-/* libfuse3 operations: a thin, read-only adapter over the core session. */
-#define FUSE_USE_VERSION 31
+/* libfuse3 low-level operations: a thin, read-only adapter over the tree (tree.h). */
 #include <errno.h>
-#include <fcntl.h>
-#include <fuse.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
-#include "log.h"
-#include "mcorefs/error.h"
 #include "ops.h"
+#include "read.h"
 #include "readahead.h"
 #include "stale.h"
 
-static mf_session *S(void) { return fuse_get_context()->private_data; }
-
 static const char *mountpoint;
 static unsigned max_read = FS_DEFAULT_MAX_READ;
+static fs_cache_opts cache = FS_CACHE_OPTS_DEFAULT;
 void fs_set_mountpoint(const char *path) { mountpoint = path; }
 void fs_set_max_read(unsigned bytes) { max_read = bytes; }
+void fs_set_cache_opts(const fs_cache_opts *o) { cache = *o; }
 
-static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+static const fs_tree *T(fuse_req_t req) { return fuse_req_userdata(req); }
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-    cfg->kernel_cache = 1;          /* contents never change: keep the page cache (mmap works) */
-    cfg->entry_timeout = 3600.0;
-    cfg->attr_timeout = 3600.0;
-    cfg->negative_timeout = 3600.0;
-    cfg->direct_io = 0;
+    const fs_tree *t = userdata;
     conn->max_readahead = 1u << 20;
-    conn->max_read = max_read;
+    conn->max_read = max_read;   /* libfuse checks it equals the max_read mount option */
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
     if (conn->capable & FUSE_CAP_SPLICE_WRITE)
         conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
-    fs_tune_readahead(mountpoint, ((mf_session *)fuse_get_context()->private_data)->opts.read_ahead_kb);
-    return fuse_get_context()->private_data;
-}
-
-static const mf_vfile *lookup(const char *path)
-{
-    return path[0] == '/' ? mf_session_lookup(S(), path + 1) : NULL;
-}
-
-static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
-{
-    /* Owner and bits of the checkpoint's own files (core/permissions.c); the kernel enforces them
-     * (default_permissions). Write bits may show: every modifying call still gets EROFS. */
-    memset(st, 0, sizeof(*st));
-    st->st_mtime = st->st_ctime = st->st_atime = (time_t)S()->mtime;
-    if (strcmp(path, "/") == 0 || strcmp(path, "/" MF_META_DIR) == 0) {
-        st->st_mode = S_IFDIR | S()->dir_mode;
-        st->st_uid = S()->dir_uid;
-        st->st_gid = S()->dir_gid;
-        st->st_nlink = 2;
-        return 0;
-    }
-    const mf_vfile *f = lookup(path);
-    if (!f)
-        return -ENOENT;
-    st->st_uid = f->uid;
-    st->st_gid = f->gid;
-    st->st_mode = S_IFREG | f->mode;
-    st->st_nlink = 1;
-    st->st_size = (off_t)f->size;
-    st->st_blocks = (blkcnt_t)((f->size + 511) / 512);
-    return 0;
-}
-
-static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
-                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
-{
-    /* A flat view. The .mcorefs/ folder is reachable by name but not listed, so that
-     * `cp -r` of the mount is exactly the HF directory. */
-    int meta = strcmp(path, "/" MF_META_DIR) == 0;
-    size_t plen = strlen(MF_META_DIR "/");
-    if (strcmp(path, "/") != 0 && !meta)
-        return lookup(path) ? -ENOTDIR : -ENOENT;
-    fill(buf, ".", NULL, 0, 0);
-    fill(buf, "..", NULL, 0, 0);
-    for (size_t i = 0; i < S()->n_files; i++) {
-        const char *n = S()->files[i].name;
-        if (!meta && strchr(n, '/') == NULL)
-            fill(buf, n, NULL, 0, 0);
-        else if (meta && strncmp(n, MF_META_DIR "/", plen) == 0)
-            fill(buf, n + plen, NULL, 0, 0);
-    }
-    return 0;
-}
-
-static int op_open(const char *path, struct fuse_file_info *fi)
-{
-    const mf_vfile *f = lookup(path);
-    if (!f)
-        return -ENOENT;
-    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
-        return -EROFS;
-    fi->keep_cache = f->kind != MF_VF_STATS;
-    fi->direct_io = f->kind == MF_VF_STATS;   /* live counters: bypass the page cache */
-    fi->fh = (uint64_t)(f - S()->files);
-    return 0;
-}
-
-/* The errno boundary of the read path: log the core's one-line message, start dropping cached
- * pages when a rank file changed under the mount, and answer EIO (ENOMEM when memory ran out). */
-static int read_error(mf_session *s, int status)
-{
-    fs_log("%s", mf_error());
-    if (status == MF_ERR_CHANGED)
-        fs_source_changed(fuse_get_context()->fuse, s);
-    return status == MF_ERR_NOMEM ? -ENOMEM : -EIO;
-}
-
-static int op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
-{
-    mf_session *s = S();
-    const mf_vfile *f = fi && fi->fh < s->n_files ? &s->files[fi->fh] : lookup(path);
-    if (!f)
-        return -ENOENT;
-    ssize_t n = mf_session_read(s, f, buf, size, (uint64_t)off);
-    return n < 0 ? read_error(s, (int)n) : (int)n;
-}
-
-#define MAX_SEGS 64
-/* libfuse splices a reply through a pipe of at most fs.pipe-max-size (1 MiB = 256 pages by
- * default); unaligned file ranges need a page more each, and a reply that does not fit falls
- * back to a slow path. Larger requests (read_ahead_kb > 512) are gathered into memory. */
-#define SPLICE_MAX FS_DEFAULT_MAX_READ
-
-/* Pipe buffers a reply of these segments needs (each starts on its own page). */
-static size_t pipe_pages(const mf_segment *segs, ssize_t n)
-{
-    size_t pages = 0;
-    for (ssize_t i = 0; i < n; i++)
-        pages += ((segs[i].fd >= 0 ? segs[i].pos & 4095 : 0) + segs[i].len + 4095) / 4096 + 1;
-    return pages;
-}
-
-/* The reply's buffers: fd ranges for libfuse to splice, memory for gathered bytes (a single
- * gathered segment hands over buf itself; several get copies). NULL when memory runs out:
- * the caller fails the whole read rather than send a short reply with later bytes shifted. */
-static struct fuse_bufvec *make_bufvec(const mf_segment *segs, ssize_t n, char **buf)
-{
-    struct fuse_bufvec *bv = calloc(1, sizeof(*bv) + (size_t)(n ? n : 1) * sizeof(struct fuse_buf));
-    if (!bv)
-        return NULL;
-    bv->count = (size_t)n;
-    for (ssize_t i = 0; i < n; i++) {
-        struct fuse_buf *b = &bv->buf[i];
-        b->size = segs[i].len;
-        if (segs[i].fd >= 0) {
-            b->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-            b->fd = segs[i].fd;
-            b->pos = (off_t)segs[i].pos;
-        } else if (n == 1) {
-            b->mem = *buf;          /* libfuse frees it */
-            *buf = NULL;
-        } else if ((b->mem = malloc(segs[i].len)) != NULL) {
-            memcpy(b->mem, *buf + segs[i].pos, segs[i].len);
-        } else {
-            for (ssize_t k = 0; k < i; k++)
-                if (!(bv->buf[k].flags & FUSE_BUF_IS_FD))
-                    free(bv->buf[k].mem);
-            free(bv);
-            return NULL;
-        }
-    }
-    return bv;
-}
-
-/* Reads as buffer vectors: file ranges that need no gathering are handed to libfuse as fd
- * buffers, which it splices from the rank file's page cache into /dev/fuse (one copy fewer).
- * The rank files' identity is checked (in the core) just before we return those ranges; a
- * write between that fstat and libfuse's splice is not seen by this read (see README Safety). */
-static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off, struct fuse_file_info *fi)
-{
-    mf_session *s = S();
-    const mf_vfile *f = fi && fi->fh < s->n_files ? &s->files[fi->fh] : lookup(path);
-    mf_segment segs[MAX_SEGS];
-    if (!f)
-        return -ENOENT;
-    char *buf = malloc(size ? size : 1);
-    if (!buf)
-        return -ENOMEM;
-    ssize_t n = -1;
-    if (size <= SPLICE_MAX) {
-        n = mf_session_read_segments(s, f, buf, size, (uint64_t)off, segs, MAX_SEGS);
-        if (n > 0 && pipe_pages(segs, n) > 240)
-            n = -1;   /* would not fit the splice pipe: gather instead */
-        else if (n < 0)
-            goto failed;
-    }
-    if (n < 0) {
-        n = mf_session_read(s, f, buf, size, (uint64_t)off);
-        if (n > 0)
-            segs[0] = (mf_segment){ -1, 0, (size_t)n };
-        n = n > 0 ? 1 : n;
-    }
-failed:
-    if (n < 0) {
-        free(buf);
-        return read_error(s, (int)n);
-    }
-    struct fuse_bufvec *bv = make_bufvec(segs, n, &buf);
-    free(buf);
-    if (!bv)
-        return -ENOMEM;
-    *bufp = bv;
-    return 0;
+    fs_read_set_max(max_read);
+    fs_tune_readahead(mountpoint, fs_tree_read_ahead_kb(t));
+    fs_tree_serving(t);   /* after the fork: threads started before it would be gone */
 }
 
 /* A helper thread may still be invalidating pages: let it finish before the session goes. */
-static void op_destroy(void *private_data)
+static void op_destroy(void *userdata)
 {
-    (void)private_data;
+    (void)userdata;
     fs_stale_wait();
 }
 
-static int op_statfs(const char *path, struct statvfs *st)
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-    uint64_t total = 0;
-    memset(st, 0, sizeof(*st));
-    for (size_t i = 0; i < S()->n_files; i++)
-        total += S()->files[i].size;
-    st->f_bsize = st->f_frsize = 4096;
-    st->f_blocks = (total + 4095) / 4096;
-    st->f_files = S()->n_files + 1;
-    st->f_namemax = 255;
-    st->f_flag = ST_RDONLY;
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof(e));
+    int rc = fs_tree_lookup(T(req), parent, name, &e.ino, &e.attr);
+    if (rc == -ENOENT) {   /* a negative entry the kernel may cache: the view never changes */
+        memset(&e, 0, sizeof(e));
+        e.entry_timeout = cache.negative_timeout;
+        if (cache.negative_timeout > 0)
+            fuse_reply_entry(req, &e);
+        else
+            fuse_reply_err(req, ENOENT);
+        return;
+    }
+    if (rc != 0) {
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    e.attr_timeout = cache.attr_timeout;
+    e.entry_timeout = cache.entry_timeout;
+    fuse_reply_entry(req, &e);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct stat st;
+    (void)fi;
+    int rc = fs_tree_getattr(T(req), ino, &st);
+    if (rc != 0)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_attr(req, &st, cache.attr_timeout);
+}
+
+typedef struct {
+    fuse_req_t req;
+    char *buf;
+    size_t size, used;
+} dir_reply;
+
+static int add_dirent(void *ctx, const char *name, fs_ino ino, mode_t mode, size_t next)
+{
+    dir_reply *d = ctx;
+    struct stat st;
+    memset(&st, 0, sizeof(st));
+    st.st_ino = ino;
+    st.st_mode = mode;
+    size_t need = fuse_add_direntry(d->req, NULL, 0, name, NULL, 0);
+    if (d->used + need > d->size)
+        return 1;
+    fuse_add_direntry(d->req, d->buf + d->used, d->size - d->used, name, &st, (off_t)next);
+    d->used += need;
     return 0;
 }
 
-static int op_access(const char *path, int mask)
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-    if (strcmp(path, "/") != 0 && strcmp(path, "/" MF_META_DIR) != 0 && !lookup(path))
-        return -ENOENT;
-    return (mask & W_OK) ? -EROFS : 0;
+    (void)fi;
+    dir_reply d = { req, malloc(size ? size : 1), size, 0 };
+    if (!d.buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    int rc = fs_tree_readdir(T(req), ino, off > 0 ? (size_t)off : 0, add_dirent, &d);
+    if (rc != 0)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_buf(req, d.buf, d.used);
+    free(d.buf);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    fs_open_file o;
+    int rc = fs_tree_open(T(req), ino, fi->flags, &o);
+    if (rc != 0) {
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    fi->keep_cache = (unsigned)o.keep_cache;
+    fi->direct_io = (unsigned)o.direct_io;
+    fi->fh = o.fh;
+    fuse_reply_open(req, fi);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    (void)ino;
+    fs_read_reply(req, T(req), fi->fh, size, (uint64_t)off);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)ino;
+    fs_tree_release(T(req), fi->fh);
+    fuse_reply_err(req, 0);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+    char target[256];
+    int rc = fs_tree_readlink(T(req), ino, target, sizeof(target));
+    if (rc != 0)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_readlink(req, target);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    struct statvfs st;
+    (void)ino;
+    fs_tree_statfs(T(req), &st);
+    fuse_reply_statfs(req, &st);
+}
+
+static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+    fuse_reply_err(req, -fs_tree_access(T(req), ino, mask));
 }
 
 /* Everything that would modify the tree. */
-static int ro_path(const char *p) { return -EROFS; }
-static int ro_path_mode(const char *p, mode_t m) { return -EROFS; }
-static int ro_two(const char *a, const char *b) { return -EROFS; }
-static int ro_rename(const char *a, const char *b, unsigned int f) { return -EROFS; }
-static int ro_chmod(const char *p, mode_t m, struct fuse_file_info *fi) { return -EROFS; }
-static int ro_chown(const char *p, uid_t u, gid_t g, struct fuse_file_info *fi) { return -EROFS; }
-static int ro_truncate(const char *p, off_t o, struct fuse_file_info *fi) { return -EROFS; }
-static int ro_utimens(const char *p, const struct timespec tv[2], struct fuse_file_info *fi) { return -EROFS; }
-static int ro_create(const char *p, mode_t m, struct fuse_file_info *fi) { return -EROFS; }
-static int ro_write(const char *p, const char *b, size_t n, off_t o, struct fuse_file_info *fi) { return -EROFS; }
-static int ro_mknod(const char *p, mode_t m, dev_t d) { return -EROFS; }
-static int ro_setxattr(const char *p, const char *n, const char *v, size_t s, int f) { return -EROFS; }
-static int ro_removexattr(const char *p, const char *n) { return -EROFS; }
+static void ro_setattr(fuse_req_t r, fuse_ino_t i, struct stat *a, int s, struct fuse_file_info *f) { fuse_reply_err(r, EROFS); }
+static void ro_mknod(fuse_req_t r, fuse_ino_t p, const char *n, mode_t m, dev_t d) { fuse_reply_err(r, EROFS); }
+static void ro_mkdir(fuse_req_t r, fuse_ino_t p, const char *n, mode_t m) { fuse_reply_err(r, EROFS); }
+static void ro_name(fuse_req_t r, fuse_ino_t p, const char *n) { fuse_reply_err(r, EROFS); }
+static void ro_symlink(fuse_req_t r, const char *l, fuse_ino_t p, const char *n) { fuse_reply_err(r, EROFS); }
+static void ro_rename(fuse_req_t r, fuse_ino_t p, const char *n, fuse_ino_t np, const char *nn, unsigned f) { fuse_reply_err(r, EROFS); }
+static void ro_link(fuse_req_t r, fuse_ino_t i, fuse_ino_t np, const char *nn) { fuse_reply_err(r, EROFS); }
+static void ro_write(fuse_req_t r, fuse_ino_t i, const char *b, size_t n, off_t o, struct fuse_file_info *f) { fuse_reply_err(r, EROFS); }
+static void ro_create(fuse_req_t r, fuse_ino_t p, const char *n, mode_t m, struct fuse_file_info *f) { fuse_reply_err(r, EROFS); }
+static void ro_setxattr(fuse_req_t r, fuse_ino_t i, const char *n, const char *v, size_t s, int f) { fuse_reply_err(r, EROFS); }
+static void ro_removexattr(fuse_req_t r, fuse_ino_t i, const char *n) { fuse_reply_err(r, EROFS); }
 
-const struct fuse_operations mcorefs_ops = {
+const struct fuse_lowlevel_ops mcorefs_ll_ops = {
     .init = op_init,
     .destroy = op_destroy,
+    .lookup = op_lookup,
     .getattr = op_getattr,
     .readdir = op_readdir,
     .open = op_open,
     .read = op_read,
-    .read_buf = op_read_buf,
+    .release = op_release,
+    .readlink = op_readlink,
     .statfs = op_statfs,
     .access = op_access,
-    .mkdir = ro_path_mode,
+    .setattr = ro_setattr,
     .mknod = ro_mknod,
-    .unlink = ro_path,
-    .rmdir = ro_path,
-    .symlink = ro_two,
-    .link = ro_two,
+    .mkdir = ro_mkdir,
+    .unlink = ro_name,
+    .rmdir = ro_name,
+    .symlink = ro_symlink,
     .rename = ro_rename,
-    .chmod = ro_chmod,
-    .chown = ro_chown,
-    .truncate = ro_truncate,
-    .utimens = ro_utimens,
-    .create = ro_create,
+    .link = ro_link,
     .write = ro_write,
+    .create = ro_create,
     .setxattr = ro_setxattr,
     .removexattr = ro_removexattr,
 };

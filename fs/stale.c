@@ -1,27 +1,27 @@
 /* Dropping the mount's cached pages after a rank file changed under it. */
-#define FUSE_USE_VERSION 31
-#include <fuse.h>
+#include "ops.h"   /* FUSE_USE_VERSION, fuse_lowlevel.h */
 #include <pthread.h>
-#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include "log.h"
 #include "stale.h"
 
 static int pending, running, stopped;
-static struct fuse *target_fuse;
-static const mf_session *target_session;
+static struct fuse_session *target_session;
+static const fs_tree *target_tree;
 
 static void invalidate_all(void)
 {
-    const mf_session *s = __atomic_load_n(&target_session, __ATOMIC_ACQUIRE);
-    struct fuse *fuse = __atomic_load_n(&target_fuse, __ATOMIC_ACQUIRE);
-    char path[4096];
+    const fs_tree *t = __atomic_load_n(&target_tree, __ATOMIC_ACQUIRE);
+    struct fuse_session *se = __atomic_load_n(&target_session, __ATOMIC_ACQUIRE);
+    const mf_session *s = fs_tree_view(t, 0);
+    if (!s)
+        return;   /* a run mount: each generation has its own inodes; a changed file reads EIO */
     for (size_t i = 0; i < s->n_files && !__atomic_load_n(&stopped, __ATOMIC_ACQUIRE); i++) {
         if (s->files[i].kind != MF_VF_SAFETENSORS)
             continue;
-        snprintf(path, sizeof(path), "/%s", s->files[i].name);
-        fuse_invalidate_path(fuse, path);   /* -ENOENT when never looked up: nothing cached */
+        /* -ENOENT when the kernel never looked it up: nothing cached */
+        fuse_lowlevel_notify_inval_inode(se, fs_tree_file_ino(0, i), 0, 0);
     }
 }
 
@@ -38,12 +38,13 @@ static void *worker(void *arg)
     }
 }
 
-void fs_source_changed(struct fuse *fuse, const mf_session *s)
+void fs_stale_attach(struct fuse_session *se) { __atomic_store_n(&target_session, se, __ATOMIC_RELEASE); }
+
+void fs_source_changed(const fs_tree *tree)
 {
     if (__atomic_load_n(&stopped, __ATOMIC_ACQUIRE))
         return;   /* the loop has ended: the kernel has dropped the mount's pages anyway */
-    __atomic_store_n(&target_fuse, fuse, __ATOMIC_RELEASE);
-    __atomic_store_n(&target_session, s, __ATOMIC_RELEASE);
+    __atomic_store_n(&target_tree, tree, __ATOMIC_RELEASE);
     __atomic_store_n(&pending, 1, __ATOMIC_RELEASE);
     if (__atomic_exchange_n(&running, 1, __ATOMIC_ACQ_REL))
         return;   /* the running worker sees pending */

@@ -90,8 +90,9 @@ int mf_run_open(mf_run **out, const char *save_dir, const mf_options *o, const m
 void mf_run_close(mf_run *r);
 /* Called on the watcher's thread (never inside a request) with each name that stopped being
  * shown or got a new generation since the last call: the FUSE side drops the kernel's cached
- * entry for it, so a deleted iteration is not found by name from its cached entry. */
-void mf_run_on_gone(mf_run *r, void (*cb)(void *arg, const char *name), void *arg);
+ * entry for it, so a deleted iteration is not found by name from its cached entry, and the
+ * cached pages of the n_files files of its view (0 when never built) of generation gen. */
+void mf_run_on_gone(mf_run *r, void (*cb)(void *arg, const char *name, uint64_t gen, size_t n_files), void *arg);
 /* Start the inotify watcher now (a daemon calls this after it forked: threads do not survive a
  * fork). No-op when already watching. Without inotify, re-checks on lookup still follow the run. */
 void mf_run_watch_begin(mf_run *r);
@@ -100,6 +101,22 @@ int mf_run_refresh(mf_run *r, int force);
 /* The shown iteration names (sorted, release last; caller frees each and the array) and the
  * `latest` target ("" when the tracker names nothing shown). */
 int mf_run_list(mf_run *r, char ***names, size_t *n, char latest[MF_RUN_NAME_MAX]);
+/* Like mf_run_list, with each name's current generation (gens: caller frees). */
+int mf_run_list_gens(mf_run *r, char ***names, uint64_t **gens, size_t *n, char latest[MF_RUN_NAME_MAX]);
+/* The current generation of a shown iteration (0 when not shown) and its folder's stat. */
+uint64_t mf_run_generation(mf_run *r, const char *name, struct stat *st);
+/* mf_run_acquire by generation: MF_ERR_MISSING once that generation is no longer shown. */
+int mf_run_acquire_gen(mf_run *r, uint64_t gen, mf_run_view **out);
+/* The built view of a generation while something pins it (an open file), without pinning it
+ * again; NULL when none. Its stale flag says whether reads may still be answered. */
+mf_run_view *mf_run_pinned(mf_run *r, uint64_t gen);
+/* One more pin of the view of generation gen while something else pins it (an open file),
+ * also when that generation is no longer shown; NULL when none. Release with mf_run_release. */
+mf_run_view *mf_run_pin_again(mf_run *r, uint64_t gen);
+/* Release one pin of the view of generation gen (taken by mf_run_acquire_gen). */
+void mf_run_release_gen(mf_run *r, uint64_t gen);
+/* The options every view is opened with. */
+const mf_options *mf_run_options(const mf_run *r);
 /* 1 when `name` is a shown iteration now; its folder's stat into *st when st is not NULL. */
 int mf_run_visible(mf_run *r, const char *name, struct stat *st);
 /* The current generation's view of a shown iteration, built on first use, pinned until released.

@@ -67,6 +67,10 @@ ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_
  * Returns the number of segments (covering the bytes up to EOF, in order) or a negative mf_status. */
 ssize_t mf_session_read_segments(const mf_session *s, const mf_vfile *f, char *buf, size_t len, uint64_t off,
                                  mf_segment *segs, size_t max_segs);
+/* Turn the segments of mf_session_read_segments into one buffer segment: each file range is read
+ * to its place in buf (which holds the gathered bytes at their request offsets), and its rank
+ * file's identity checked after. Returns 1 (0 when n is 0) or a negative mf_status. */
+ssize_t mf_session_fill_segments(const mf_session *s, char *buf, mf_segment *segs, size_t n);
 
 /* Names under the hidden ".mcorefs/" folder: manifest.json (where every byte comes from), stats. */
 #define MF_META_DIR ".mcorefs"
