@@ -330,3 +330,16 @@ void mf_run_dirs_free(mf_run_dir *d, size_t n)
     (void)n;
     free(d);
 }
+
+int mf_run_is_iteration_dir(const char *dir)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    size_t n;
+    snprintf(path, sizeof(path), "%s/.metadata", dir);
+    if (lstat(path, &st) == 0)
+        return 1;
+    char **ranks = sorted_entries(dir, "mp_rank_", &n);
+    free_entries(ranks, n);
+    return n > 0;
+}

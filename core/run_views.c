@@ -257,6 +257,9 @@ int mf_run_open(mf_run **out, const char *save_dir, const mf_options *o, const m
     *out = NULL;
     if (stat(save_dir, &st) != 0 || !S_ISDIR(st.st_mode) || !realpath(save_dir, real))
         return mf_fail(MF_ERR_IO, "%s: not a folder (iterations=all needs the save folder of a run)", save_dir);
+    if (mf_run_is_iteration_dir(real))
+        return mf_fail(MF_ERR_INVALID, "%s: is the folder of one iteration; iterations=all needs the save folder of the "
+                       "run (the one with latest_checkpointed_iteration.txt)", save_dir);
     mf_run *r = calloc(1, sizeof(*r));
     if (!r || !(r->save_dir = strdup(real))) {
         free(r);

@@ -50,6 +50,8 @@ int mf_run_check_structure(const char *iter_dir);
  * a save in progress, e.g. an iteration re-saved in place). */
 int mf_run_dir_complete(const mf_run_dir *d, const mf_run_tracker *t);
 void mf_run_dirs_free(mf_run_dir *d, size_t n);
+/* 1 when dir holds rank folders or a .metadata itself (one iteration, not a run's save folder). */
+int mf_run_is_iteration_dir(const char *dir);
 
 /* ---- the run: generations, views, LRU (core/run_views.c) ---- */
 

@@ -88,6 +88,23 @@ static size_t shown(mf_run *r, char names[][MF_RUN_NAME_MAX], char *latest)
 
 static const mf_run_params NO_WATCH = { 4, 3600 * 1000, 0 };
 
+/* An iteration folder given instead of the run's save folder is refused, naming it. */
+static void test_iteration_folder_refused(void **state)
+{
+    (void)state;
+    char run[4096], p[8192];
+    mf_options o;
+    mf_options_init(&o);
+    new_run("not_a_run", run, sizeof run);
+    add_iteration(run, LEGACY, 10);
+    snprintf(p, sizeof p, "%s/iter_0000010", run);
+    mf_run *r = NULL;
+    assert_int_equal(mf_run_open(&r, p, &o, &NO_WATCH), MF_ERR_INVALID);
+    assert_null(r);
+    assert_non_null(strstr(mf_error(), "iter_0000010: is the folder of one iteration"));
+    mf_options_free(&o);
+}
+
 /* Only iterations the tracker confirms are shown; latest follows the tracker. */
 static void test_tracker_confirms(void **state)
 {
@@ -364,6 +381,7 @@ static void test_watcher(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_iteration_folder_refused),
         cmocka_unit_test(test_tracker_confirms),
         cmocka_unit_test(test_unfinished_saves),
         cmocka_unit_test(test_release),
