@@ -280,7 +280,9 @@ def many_iterations(n):
     for i in range(1, n + 1):
         subprocess.run(["cp", "-al", src, os.path.join(run, "iter_%07d" % (10 * i))], check=True)
     write_tracker(run, str(10 * n))
-    with T.Mount(run, ["true_vocab_size=1000", "iterations=all", "max_views=4"]) as m:
+    # two worker threads: each thread keeps its own reply buffer, and a loaded machine would
+    # start more of them for the 50-iteration run, which has nothing to do with views
+    with T.Mount(run, ["true_vocab_size=1000", "iterations=all", "max_views=4", "max_threads=2"]) as m:
         secs = m.mount_seconds
         names = sorted(os.listdir(m.path))
         T.check(len(names) == n + 1, "%d entries, want %d" % (len(names), n + 1))
@@ -321,7 +323,7 @@ def fifty_iterations():
     T.check(s50 < max(1.0, 3 * s5), "mounting 50 iterations took %.3fs (5: %.3fs)" % (s50, s5))
     # bounded by max_views, not by the run length: each built view holds its 4 rank files open
     T.check(f5 <= 4 * 4 and f50 <= 4 * 4, "more rank files open than 4 views hold: %d for 5 iterations, %d for 50" % (f5, f50))
-    T.check(r50 < r5 * 2 + 16000, "RSS grew with the run: %d KB for 5, %d KB for 50" % (r5, r50))
+    T.check(r50 < r5 * 1.3 + 4000, "RSS grew with the run: %d KB for 5, %d KB for 50" % (r5, r50))
 
 
 def diff_iterations():
