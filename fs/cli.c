@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include "cli.h"
 #include "mcorefs/error.h"
+#include "mcorefs/run.h"
 #include "mcorefs/suggest.h"
 #include "mcorefs/version.h"
 
@@ -47,6 +48,8 @@ static const char *const *all_names(void)
         for (const char *const *p = mf_option_names(); *p && n < 60; p++)
             names[n++] = *p;
         names[n++] = "log";
+        names[n++] = "iterations";
+        names[n++] = "max_views";
         static char bare[40][24];
         for (size_t i = 0; fuse_names[i] && n < 62 && i < 40; i++) {
             snprintf(bare[i], sizeof(bare[i]), "%.*s", (int)strcspn(fuse_names[i], "="), fuse_names[i]);
@@ -105,6 +108,24 @@ static int take_log_file(fs_cli *c, const char *path)
     return c->log_file ? 0 : mf_fail(MF_ERR_NOMEM, "out of memory");
 }
 
+/* -o iterations=all and -o max_views=N: a whole training run (fs/run_tree.c). */
+static int take_run_option(fs_cli *c, const char *arg)
+{
+    if (strncmp(arg, "iterations=", 11) == 0) {
+        if (strcmp(arg + 11, "all") != 0)
+            return mf_fail(MF_ERR_INVALID, "option iterations takes the value all (got '%s'); one iteration is "
+                           "iteration=N", arg + 11), -1;
+        c->all_iterations = 1;
+        return 0;
+    }
+    char *end;
+    unsigned long v = strtoul(arg + (arg[9] == '=' ? 10 : 9), &end, 10);
+    if (arg[9] != '=' || arg[10] == 0 || *end || v < 1 || v > 4096)
+        return mf_fail(MF_ERR_INVALID, "option max_views needs a number from 1 to 4096: max_views=N"), -1;
+    c->max_views = (unsigned)v;
+    return 0;
+}
+
 /* 0 (taken: not passed on), or -1 with a message for a timeout that is no number of seconds. */
 static int take_cache_option(fs_cli *c, const char *arg)
 {
@@ -123,6 +144,7 @@ static int take_cache_option(fs_cli *c, const char *arg)
             return mf_fail(MF_ERR_INVALID, "option %.*s needs a number of seconds >= 0, not '%s'", (int)n - 1, arg,
                            arg + n), -1;
         memcpy((char *)&c->cache + timeouts[i].at, &v, sizeof(v));
+        c->cache_given |= 1u << i;
     }
     return 0;
 }
@@ -147,6 +169,10 @@ static int on_arg(void *data, const char *arg, int key, struct fuse_args *out)
             return 0;
         if (strncmp(arg, "log=", 4) == 0 || strcmp(arg, "log") == 0)
             return take_log_file(c, arg[3] ? arg + 4 : "") == 0 ? 0 : -1;
+        if (strncmp(arg, "iterations=", 11) == 0 || strcmp(arg, "iterations") == 0)
+            return take_run_option(c, arg);
+        if (strncmp(arg, "max_views=", 10) == 0 || strcmp(arg, "max_views") == 0)
+            return take_run_option(c, arg);
         int rc = mf_options_apply(&c->opts, arg);
         if (rc < 0)
             return -1;
@@ -155,8 +181,10 @@ static int on_arg(void *data, const char *arg, int key, struct fuse_args *out)
         if (in_list(arg, cache_names))
             return take_cache_option(c, arg);
         if (in_list(arg, fuse_names)) {
-            if (strncmp(arg, "max_read=", 9) == 0)   /* libfuse wants init to ask for the same value */
-                fs_set_max_read((unsigned)strtoul(arg + 9, NULL, 10));
+            if (strncmp(arg, "max_read=", 9) == 0) {   /* libfuse wants init to ask for the same value */
+                c->max_read = (unsigned)strtoul(arg + 9, NULL, 10);
+                fs_set_max_read(c->max_read);
+            }
             return 1;
         }
         unknown_option(arg);
@@ -230,7 +258,11 @@ void fs_cli_usage(const char *prog)
            "CHECKPOINT is the save folder (with latest_checkpointed_iteration.txt) or one iter_* folder.\n"
            "MOUNTPOINT is an existing directory that is not already an mcorefs mount.\n\n"
            "mcorefs options:\n%s"
-           "    -o log=FILE             append the daemon's log lines to FILE instead of syslog\n\n"
+           "    -o log=FILE             append the daemon's log lines to FILE instead of syslog\n"
+           "    -o iterations=all       mount the whole save folder of a training run: one folder per\n"
+           "                            finished iteration (and release/), `latest` -> the tracker's one;\n"
+           "                            follows new saves, deletions and re-saves without a remount\n"
+           "    -o max_views=N          iterations=all: views kept built at most (LRU, default %u)\n\n"
            "flags:\n"
            "    -f                      stay in the foreground; log lines also go to stderr\n"
            "    -d, -o debug            FUSE debug output on stderr (implies -f)\n"
@@ -257,7 +289,7 @@ void fs_cli_usage(const char *prog)
            "unmount with -f (also after SIGTERM, SIGINT or SIGHUP); 1 for a bad checkpoint, bad\n"
            "options, a bad mount point or a failed mount.\n"
            "Unmount with: fusermount3 -u MOUNTPOINT (or umount MOUNTPOINT as root). See mcorefs(1).\n",
-           prog, mf_options_help(), FS_DEFAULT_MAX_READ);
+           prog, mf_options_help(), MF_RUN_DEFAULT_MAX_VIEWS, FS_DEFAULT_MAX_READ);
 }
 
 void fs_cli_version(void)

@@ -10,7 +10,11 @@ typedef struct {
     char *mountpoint;        /* as given */
     char *log_file;          /* -o log=FILE, absolute (the daemon changes to /) */
     int show_help, show_version, foreground;
+    int all_iterations;      /* -o iterations=all: mount the whole run (fs/run_tree.c) */
+    unsigned max_views;      /* -o max_views=N (run mounts; 0: the default) */
+    unsigned max_read;       /* -o max_read=N as given (0: the default) */
     fs_cache_opts cache;     /* -o entry_timeout=, attr_timeout=, negative_timeout= (ours now) */
+    unsigned cache_given;    /* which of them were given: bit 0 entry, 1 attr, 2 negative */
     struct fuse_args fuse;   /* what goes on to libfuse: argv[0], flags, accepted -o options */
 } fs_cli;
 

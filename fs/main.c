@@ -9,11 +9,14 @@
 #include "mcorefs/error.h"
 #include "mountpoint.h"
 #include "ops.h"
+#include "run_tree.h"
+#include "mcorefs/run.h"
 
 /* SIGTERM, SIGINT and SIGHUP end the loop the way an unmount does, so fs_run unmounts and returns 0
  * (libfuse's own handlers make it return 8). The session is known once fs_run created it. */
 static struct fuse_session *volatile running;
 static volatile sig_atomic_t stop_requested;
+static fs_tree tree;
 
 static void on_stop_signal(int sig)
 {
@@ -27,6 +30,8 @@ static void on_stop_signal(int sig)
 static void serving(struct fuse_session *se)
 {
     running = se;
+    if (se && tree.run)
+        fs_run_tree_attach(&tree, se);   /* its kernel entries are dropped as the run changes */
     if (se && stop_requested)   /* a signal that came before the session existed */
         fuse_session_exit(se);
 }
@@ -46,7 +51,7 @@ int main(int argc, char *argv[])
 {
     fs_cli c;
     mf_session *s = NULL;
-    fs_tree tree;
+    mf_run *run = NULL;
     char *mountpoint = NULL, *fsname = NULL;
     int rc = 1;
     if (fs_cli_parse(&c, argc, argv) != 0) {
@@ -70,11 +75,24 @@ int main(int argc, char *argv[])
         fprintf(stderr, "mcorefs: %s\n", mf_error());
         goto out;
     }
-    if (mf_session_open(&s, c.ckpt, &c.opts) != 0) {
+    if (c.all_iterations) {   /* a whole training run: fs/run_tree.c */
+        mf_run_params p = { c.max_views, MF_RUN_DEFAULT_RECHECK_MS, 0 };   /* watcher: after the fork */
+        if (c.opts.iteration >= 0) {
+            fprintf(stderr, "mcorefs: iterations=all and iteration=%lld exclude each other\n", (long long)c.opts.iteration);
+            goto out;
+        }
+        if (mf_run_open(&run, c.ckpt, &c.opts, &p) != 0) {
+            fprintf(stderr, "mcorefs: %s\n", mf_error());
+            goto out;
+        }
+    } else if (c.max_views) {
+        fprintf(stderr, "mcorefs: max_views applies to iterations=all mounts only\n");
+        goto out;
+    } else if (mf_session_open(&s, c.ckpt, &c.opts) != 0) {
         fprintf(stderr, "mcorefs: %s\n", mf_error());
         goto out;
     }
-    if (c.opts.tokenizer && c.opts.true_vocab_size == 0)
+    if (s && c.opts.tokenizer && c.opts.true_vocab_size == 0)
         fprintf(stderr, "mcorefs: note: tokenizer given without true_vocab_size: config.json says vocab_size %lld (%s); "
                 "pass -o true_vocab_size=N if the tokenizer has fewer tokens\n", (long long)s->ckpt.model.vocab,
                 s->ckpt.model.vocab == s->ckpt.model.padded_vocab ? "the padded size" : "args.vocab_size");
@@ -88,11 +106,21 @@ int main(int argc, char *argv[])
         goto out;
     }   /* -oro last, so nothing can turn it off */
     fs_set_mountpoint(mountpoint);
+    if (run) {   /* the root changes: short lifetimes, no negative entries (unless given) */
+        if (!(c.cache_given & 1))
+            c.cache.entry_timeout = 1.0;
+        if (!(c.cache_given & 2))
+            c.cache.attr_timeout = 1.0;
+        if (!(c.cache_given & 4))
+            c.cache.negative_timeout = 0.0;
+    }
     fs_set_cache_opts(&c.cache);
     tree.view0 = s;
+    tree.run = run;
     install_stop_handlers();
     rc = fs_run(&c.fuse, &mcorefs_ll_ops, &tree, serving);
 out:
+    mf_run_close(run);
     mf_session_close(s);
     free(mountpoint);
     free(fsname);

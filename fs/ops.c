@@ -27,7 +27,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     if (conn->capable & FUSE_CAP_SPLICE_WRITE)
         conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
     fs_read_set_max(max_read);
-    fs_tune_readahead(mountpoint, t->view0->opts.read_ahead_kb);
+    fs_tune_readahead(mountpoint, fs_tree_read_ahead_kb(t));
+    fs_tree_serving(t);   /* after the fork: threads started before it would be gone */
 }
 
 /* A helper thread may still be invalidating pages: let it finish before the session goes. */
@@ -128,6 +129,23 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
     fs_read_reply(req, T(req), fi->fh, size, (uint64_t)off);
 }
 
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)ino;
+    fs_tree_release(T(req), fi->fh);
+    fuse_reply_err(req, 0);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+    char target[256];
+    int rc = fs_tree_readlink(T(req), ino, target, sizeof(target));
+    if (rc != 0)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_readlink(req, target);
+}
+
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
     struct statvfs st;
@@ -162,6 +180,8 @@ const struct fuse_lowlevel_ops mcorefs_ll_ops = {
     .readdir = op_readdir,
     .open = op_open,
     .read = op_read,
+    .release = op_release,
+    .readlink = op_readlink,
     .statfs = op_statfs,
     .access = op_access,
     .setattr = ro_setattr,

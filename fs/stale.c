@@ -15,6 +15,8 @@ static void invalidate_all(void)
     const fs_tree *t = __atomic_load_n(&target_tree, __ATOMIC_ACQUIRE);
     struct fuse_session *se = __atomic_load_n(&target_session, __ATOMIC_ACQUIRE);
     const mf_session *s = fs_tree_view(t, 0);
+    if (!s)
+        return;   /* a run mount: each generation has its own inodes; a changed file reads EIO */
     for (size_t i = 0; i < s->n_files && !__atomic_load_n(&stopped, __ATOMIC_ACQUIRE); i++) {
         if (s->files[i].kind != MF_VF_SAFETENSORS)
             continue;

@@ -5,9 +5,15 @@
 #include <string.h>
 #include <unistd.h>
 #include "mcorefs/error.h"
+#include "run_tree.h"
 #include "tree.h"
 
-mf_session *fs_tree_view(const fs_tree *t, uint32_t view) { return view == 0 ? t->view0 : NULL; }
+mf_session *fs_tree_view(const fs_tree *t, uint32_t view)
+{
+    if (t->run)
+        return fs_run_tree_view(t, view);
+    return view == 0 ? t->view0 : NULL;
+}
 
 /* The file of inode ino, or NULL when ino is no file of a view. */
 static const mf_vfile *file_of(const fs_tree *t, fs_ino ino)
@@ -29,6 +35,8 @@ static int is_folder(const fs_tree *t, fs_ino ino)
  * (default_permissions). Write bits may show: every modifying call still gets EROFS. */
 int fs_tree_getattr(const fs_tree *t, fs_ino ino, struct stat *st)
 {
+    if (t->run)
+        return fs_run_tree_getattr(t, ino, st);
     const mf_session *s = fs_tree_view(t, (uint32_t)FS_INO_VIEW(ino));
     memset(st, 0, sizeof(*st));
     if (!s)
@@ -56,6 +64,8 @@ int fs_tree_getattr(const fs_tree *t, fs_ino ino, struct stat *st)
 
 int fs_tree_lookup(const fs_tree *t, fs_ino parent, const char *name, fs_ino *ino, struct stat *st)
 {
+    if (t->run)
+        return fs_run_tree_lookup(t, parent, name, ino, st);
     uint32_t view = (uint32_t)FS_INO_VIEW(parent);
     const mf_session *s = fs_tree_view(t, view);
     if (!is_folder(t, parent))
@@ -84,6 +94,8 @@ int fs_tree_lookup(const fs_tree *t, fs_ino parent, const char *name, fs_ino *in
  * mount is exactly the HF directory. */
 int fs_tree_readdir(const fs_tree *t, fs_ino ino, size_t from, fs_dir_fill fill, void *ctx)
 {
+    if (t->run)
+        return fs_run_tree_readdir(t, ino, from, fill, ctx);
     uint32_t view = (uint32_t)FS_INO_VIEW(ino);
     const mf_session *s = fs_tree_view(t, view);
     if (!is_folder(t, ino))
@@ -110,6 +122,8 @@ int fs_tree_readdir(const fs_tree *t, fs_ino ino, size_t from, fs_dir_fill fill,
 
 int fs_tree_open(const fs_tree *t, fs_ino ino, int flags, fs_open_file *out)
 {
+    if (t->run)
+        return fs_run_tree_open(t, ino, flags, out);
     const mf_vfile *f = file_of(t, ino);
     if (!f)
         return is_folder(t, ino) ? -EISDIR : -ENOENT;
@@ -125,6 +139,8 @@ int fs_tree_open(const fs_tree *t, fs_ino ino, int flags, fs_open_file *out)
 ssize_t fs_tree_read(const fs_tree *t, uint64_t fh, char *buf, size_t len, uint64_t off, mf_segment *segs,
                      size_t max_segs)
 {
+    if (t->run)
+        return fs_run_tree_read(t, fh, buf, len, off, segs, max_segs);
     const mf_vfile *f = file_of(t, fh);
     if (!f)
         return mf_fail(MF_ERR_INVALID, "read of an unknown file handle %llu", (unsigned long long)fh);
@@ -133,6 +149,10 @@ ssize_t fs_tree_read(const fs_tree *t, uint64_t fh, char *buf, size_t len, uint6
 
 void fs_tree_statfs(const fs_tree *t, struct statvfs *st)
 {
+    if (t->run) {
+        fs_run_tree_statfs(t, st);
+        return;
+    }
     const mf_session *s = t->view0;
     uint64_t total = 0;
     memset(st, 0, sizeof(*st));
@@ -147,7 +167,31 @@ void fs_tree_statfs(const fs_tree *t, struct statvfs *st)
 
 int fs_tree_access(const fs_tree *t, fs_ino ino, int mask)
 {
+    if (t->run)
+        return fs_run_tree_access(t, ino, mask);
     if (!is_folder(t, ino) && !file_of(t, ino))
         return -ENOENT;
     return (mask & W_OK) ? -EROFS : 0;
+}
+
+int fs_tree_readlink(const fs_tree *t, fs_ino ino, char *buf, size_t size)
+{
+    return t->run ? fs_run_tree_readlink(t, ino, buf, size) : -EINVAL;
+}
+
+void fs_tree_release(const fs_tree *t, uint64_t fh)
+{
+    if (t->run)
+        fs_run_tree_release(t, fh);
+}
+
+void fs_tree_serving(const fs_tree *t)
+{
+    if (t->run)
+        fs_run_tree_serving(t);
+}
+
+long long fs_tree_read_ahead_kb(const fs_tree *t)
+{
+    return t->run ? fs_run_tree_read_ahead_kb(t) : t->view0->opts.read_ahead_kb;
 }

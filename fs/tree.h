@@ -22,8 +22,11 @@ typedef uint64_t fs_ino;
 #define FS_INO_NODE(ino) ((uint64_t)(ino) & ((1ull << FS_INO_NODE_BITS) - 1))
 enum { FS_NODE_ROOT = 1, FS_NODE_META = 2, FS_NODE_FIRST_FILE = 3 };
 
+struct mf_run;
 typedef struct fs_tree {
-    mf_session *view0;   /* the one view today */
+    mf_session *view0;   /* the one view of a single-iteration mount */
+    struct mf_run *run;  /* -o iterations=all (view0 NULL): root = the run, view id = an
+                          * iteration's generation (fs/run_tree.c) */
 } fs_tree;
 
 /* One opened file: what fs_tree_read needs, fixed at open. */
@@ -54,5 +57,12 @@ void fs_tree_statfs(const fs_tree *t, struct statvfs *st);
 int fs_tree_access(const fs_tree *t, fs_ino ino, int mask);
 /* The session of the view a file handle or inode belongs to (for logging and invalidation). */
 mf_session *fs_tree_view(const fs_tree *t, uint32_t view);
+/* The target of symlink ino (run mounts: `latest`), or -EINVAL. */
+int fs_tree_readlink(const fs_tree *t, fs_ino ino, char *buf, size_t size);
+/* An opened file is closed (run mounts: its view may go). */
+void fs_tree_release(const fs_tree *t, uint64_t fh);
+/* The mount serves from now on (the daemon has forked): run mounts start following the run. */
+void fs_tree_serving(const fs_tree *t);
+long long fs_tree_read_ahead_kb(const fs_tree *t);
 
 #endif

@@ -10,6 +10,7 @@
 #include "mcorefs/version.h"
 #include "mcorefs/verify.h"
 #include "mcorefs/view.h"
+#include "diff.h"
 #include "export.h"
 
 static void usage(FILE *out)
@@ -27,6 +28,10 @@ static void usage(FILE *out)
                  "  export OUTDIR [--force]  write the same files as the mount, without FUSE; files are\n"
                  "                   written as .NAME.PID.mcorefs-partial and renamed at the end; SIGINT or\n"
                  "                   SIGTERM removes them, and the next export removes those a killed one left\n"
+                 "  diff A B [--json]  per HF tensor of two checkpoints (or: diff RUN ITER_A ITER_B, two\n"
+                 "                   iterations of one run): identical or changed (XXH64 of the shown bytes),\n"
+                 "                   and the largest absolute element difference of changed float tensors;\n"
+                 "                   exit status 0 when all are identical, 2 when some differ\n"
                  "flags:\n"
                  "  --tensors        same as the tensors command\n"
                  "  --json           machine-readable output\n"
@@ -295,7 +300,7 @@ static int cmd_verify(mf_session *s, int json, int hashes)
     return r.mismatches ? 2 : 0;
 }
 
-static const char *const commands[] = {"summary", "tensors", "verify", "export", NULL};
+static const char *const commands[] = {"summary", "tensors", "verify", "export", "diff", NULL};
 static const char *const flags[] = {"--json", "--tensors", "--source", "--hash", "--force", "--help", NULL};
 
 /* The word of `list` that `w` most likely misspells or abbreviates ("ver"), or NULL. */
@@ -339,7 +344,7 @@ static int bad_command(const char *w, int more)
     if (guess)
         fprintf(stderr, "mcorefs-inspect: unknown command '%s' (did you mean %s?)\n", w, guess);
     else
-        fprintf(stderr, "mcorefs-inspect: unknown command '%s' (commands: summary, tensors, verify, export)\n", w);
+        fprintf(stderr, "mcorefs-inspect: unknown command '%s' (commands: summary, tensors, verify, export, diff)\n", w);
     return 1;
 }
 
@@ -348,6 +353,8 @@ int main(int argc, char **argv)
     mf_options o;
     const char *ckpt = NULL, *outdir = NULL;
     int json = 0, tensors = 0, source = 0, verify = 0, hashes = 0, export = 0, force = 0;
+    if (argc > 1 && strcmp(argv[1], "diff") == 0)
+        return mf_inspect_diff_main(argc - 2, argv + 2);
     mf_options_init(&o);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
