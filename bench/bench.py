@@ -33,6 +33,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import gen  # noqa: E402
+import bench_concurrent  # noqa: E402
 
 SCALE = os.environ.get("BENCH_SCALE", "full")
 if SCALE not in gen.SPECS:
@@ -653,6 +654,7 @@ def report(models, total_s):
                 T.info("%s load: plain time / mcorefs first time" % rl, "%.2f" % r3)
                 r3 = med(tag + "/load_plain") / med(tag + "/load_second")
                 T.info("%s load: plain time / mcorefs page-cache time" % rl, "%.2f" % r3)
+        bench_concurrent.report(sys.modules[__name__], T, m)
         if n + "/export_cp_s" in R:
             T.sub("export to local disk (rank files warm; both write the same safetensors bytes)")
             T.row("export: mount + cp -r (wall)", R[n + "/export_cp_s"], nbytes=B)
@@ -773,6 +775,8 @@ def main():
         log("%s: %d virtual shards, %.2f GB" % (m["name"], len(m["st_files"]), m["st_bytes"] / 1e9))
         if "read" not in SKIP:
             bench_read(m, d)
+            if m is dense and "concurrent" not in SKIP:
+                bench_concurrent.measure(sys.modules[__name__], m, "1024" if "1024" in RAS else RAS[-1], RUNS)
         elif "mount" not in SKIP:
             bench_mount([m] + ([d] if d else []))
         if "load" not in SKIP:

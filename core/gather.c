@@ -1,10 +1,12 @@
 /* The gather engine: the bytes of any HF tensor, from its recipe, on demand.
  * Hot path: no locks, no allocation after a thread's first call (per-thread scratch),
- * one pread per piece per request where the source rows are contiguous. */
+ * one pread (or preadv, for row-split pieces) per piece per request where the source rows are
+ * contiguous, straight into the caller's buffer. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include "mcorefs/error.h"
 #include "mcorefs/gather.h"
@@ -13,9 +15,12 @@
 #define SCRATCH_BYTES (4u << 20)
 #define CONV_ELEMS (256u << 10)
 
+#define MAX_IOV 1024   /* Linux's UIO_MAXIOV */
+
 typedef struct {
-    uint8_t *rows;    /* source row blocks */
+    uint8_t *rows;    /* source row blocks (and the sink of gaps between rows read with preadv) */
     uint8_t *conv;    /* raw source-dtype bytes before conversion */
+    struct iovec iov[MAX_IOV];
 } scratch;
 
 static pthread_key_t scratch_key;
@@ -94,6 +99,66 @@ static int pread_full(const mf_io *io, int file, void *buf, size_t len, uint64_t
     const char *path = io->files ? io->files[file].path : NULL;
     if (mf_pread_full(io->fds[file], path, buf, len, off) != MF_OK)
         return check_unchanged(io, file) ? MF_ERR_CHANGED : MF_ERR_IO;
+    return MF_OK;
+}
+
+/* preadv until every buffer is full (it modifies iov). Errors as pread_full. */
+static int preadv_full(const mf_io *io, int file, struct iovec *iov, int n, uint64_t off)
+{
+    const char *path = io->files ? io->files[file].path : "(file)";
+    while (n > 0) {
+        ssize_t got = preadv(io->fds[file], iov, n, (off_t)off);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            if (got < 0)
+                mf_fail(MF_ERR_IO, "%s: read at %llu: %s", path, (unsigned long long)off, strerror(errno));
+            else
+                mf_fail(MF_ERR_IO, "%s: ends at %llu (needed more bytes)", path, (unsigned long long)off);
+            return check_unchanged(io, file) ? MF_ERR_CHANGED : MF_ERR_IO;
+        }
+        off += (uint64_t)got;
+        while (n > 0 && (size_t)got >= iov->iov_len) {
+            got -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + got;
+            iov->iov_len -= (size_t)got;
+        }
+    }
+    return MF_OK;
+}
+
+/* Reads of source byte ranges in increasing order, each to its own place: gathered into one preadv
+ * while they follow each other (a short gap between them is read into a sink and dropped). */
+typedef struct {
+    struct iovec *iov;
+    int n;
+    uint64_t start, next;   /* source offsets of the first byte and past the last */
+} row_reads;
+
+static int row_reads_flush(const mf_io *io, int file, row_reads *v)
+{
+    int n = v->n;
+    v->n = 0;
+    return n > 0 ? preadv_full(io, file, v->iov, n, v->start) : MF_OK;
+}
+
+static int row_reads_add(const mf_io *io, int file, row_reads *v, uint8_t *sink, uint8_t *dst, size_t len, uint64_t src)
+{
+    if (v->n > 0 && (src < v->next || src - v->next > SCRATCH_BYTES || v->n + 2 > MAX_IOV)) {
+        int rc = row_reads_flush(io, file, v);
+        if (rc)
+            return rc;
+    }
+    if (v->n > 0 && src > v->next)
+        v->iov[v->n++] = (struct iovec){ sink, (size_t)(src - v->next) };
+    if (v->n == 0)
+        v->start = src;
+    v->iov[v->n++] = (struct iovec){ dst, len };
+    v->next = src + len;
     return MF_OK;
 }
 
@@ -252,36 +317,22 @@ static int read_piece(const request *q, const mf_piece *p, const mf_io *io, scra
         return pread_full(io, file, q->dst + (a - q->off), (size_t)(b - a), src0 + (a - d0));
     }
 
-    /* Rows are contiguous in the source but fill only some columns of the destination:
-     * read blocks of source rows, then scatter each row's segment. */
+    /* Rows are contiguous in the source but fill only some columns of the destination (row-split
+     * tensors: o_proj, down_proj): each row's segment is read straight to its place in the
+     * caller's buffer, many rows per preadv, no scratch copy. */
     uint64_t seg = (uint64_t)p->cols * es, stride = (uint64_t)rs * es;
-    int64_t per_block = seg > SCRATCH_BYTES ? 0 : (int64_t)((SCRATCH_BYTES - seg) / (stride ? stride : 1)) + 1;
-    for (int64_t r = r0; r < r1;) {
-        int64_t n = per_block > 0 ? (r1 - r < per_block ? r1 - r : per_block) : 1;
-        uint64_t s_first = src0 + (uint64_t)(r - p->dst_row) * stride;
-        uint8_t *buf = NULL;
-        if (per_block > 0) {
-            int rc = pread_full(io, file, sc->rows, (size_t)((uint64_t)(n - 1) * stride + seg), s_first);
-            if (rc)
-                return rc;
-            buf = sc->rows;
-        }
-        for (int64_t k = 0; k < n; k++) {
-            uint64_t d0 = (uint64_t)(r + k) * rowbytes + (uint64_t)p->dst_col * es, d1 = d0 + seg;
-            uint64_t a = q->off > d0 ? q->off : d0, b = q->end < d1 ? q->end : d1;
-            if (a >= b)
-                continue;
-            if (buf) {
-                memcpy(q->dst + (a - q->off), buf + (uint64_t)k * stride + (a - d0), (size_t)(b - a));
-            } else {   /* a single row larger than the scratch: read the segment directly */
-                int rc = pread_full(io, file, q->dst + (a - q->off), (size_t)(b - a), s_first + (uint64_t)k * stride + (a - d0));
-                if (rc)
-                    return rc;
-            }
-        }
-        r += n;
+    row_reads v = { sc->iov, 0, 0, 0 };
+    for (int64_t r = r0; r < r1; r++) {
+        uint64_t d0 = (uint64_t)r * rowbytes + (uint64_t)p->dst_col * es, d1 = d0 + seg;
+        uint64_t a = q->off > d0 ? q->off : d0, b = q->end < d1 ? q->end : d1;
+        if (a >= b)
+            continue;
+        uint64_t s = src0 + (uint64_t)(r - p->dst_row) * stride + (a - d0);
+        int rc = row_reads_add(io, file, &v, sc->rows, q->dst + (a - q->off), (size_t)(b - a), s);
+        if (rc)
+            return rc;
     }
-    return 0;
+    return row_reads_flush(io, file, &v);
 }
 
 /* One piece of a request, then one fstat of its rank file: a file changes size, mtime or ctime

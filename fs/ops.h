@@ -17,8 +17,9 @@ void fs_set_cache_opts(const fs_cache_opts *o);
 
 /* The mount point (absolute), for tuning the mount once it exists. */
 void fs_set_mountpoint(const char *path);
-/* Largest read request the kernel may send. The default keeps a request's reply inside the
- * splice pipe (1 MiB = 256 pages, and unaligned file ranges need an extra page each). */
+/* Largest read request the kernel may send. 896 KiB splits a 1 MiB readahead window into two
+ * requests that two threads gather at once: faster here than one 1 MiB request per window
+ * (bench/NOTES.md §1); replies that could not be spliced go from memory (fs/read.c). */
 #define FS_DEFAULT_MAX_READ (896u << 10)
 void fs_set_max_read(unsigned bytes);
 #endif

@@ -95,6 +95,9 @@ def t_option_errors():
         (["skip_mtp", "mtp_head_copies"], ["skip_mtp and mtp_head_copies contradict"]),
         (["mtp_head_copies", "skip_mtp"], ["skip_mtp and mtp_head_copies contradict"]),
         (["log="], ["log needs a value"]),
+        # the cache timeouts are applied by mcorefs itself (low-level FUSE API), bad values named
+        (["entry_timeout=soon"], ["option entry_timeout needs a number of seconds", "soon"]),
+        (["negative_timeout=-1"], ["option negative_timeout needs a number of seconds", "-1"]),
     ]
     for opts, names in cases:
         r = T.expect_mount_failure(src, opts, names)
