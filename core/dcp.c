@@ -279,7 +279,8 @@ int mf_dcp_open(mf_dcp *d, const char *dir)
     /* Megatron keeps a copy of every rank's save plan in .metadata (all_local_plans, about half
      * of it, written last), which says nothing the reader needs. */
     static const char *const unused_fields[] = {"all_local_plans", NULL};
-    mf_pickle_limits lim = {.max_bytes = METADATA_MEMORY_CAP - len, .max_depth = 1000, .skip_keys = unused_fields};
+    mf_pickle_limits lim = {.max_bytes = METADATA_MEMORY_CAP - len, .max_depth = 1000, .skip_keys = unused_fields,
+                            .release_input = 1};
     if ((rc = mf_pickle_load(buf, len, mpath, &lim, &pk, &root))) {
         if (rc == MF_ERR_LIMIT)
             rc = pickle_limit_error(mpath);

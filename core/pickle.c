@@ -16,6 +16,8 @@
 #include "bigmem.h"
 #include "pickle_vm.h"
 
+#define RELEASE_STEP ((size_t)4 << 20) /* release_input: hand back read input every 4 MiB */
+
 /* ---- reading operands ---- */
 
 /* Length-prefixed string/bytes: `lb` length bytes, then the data. */
@@ -555,7 +557,17 @@ int mf_pickle_load(const uint8_t *buf, size_t len, const char *name, const mf_pi
         if (!vm_shared(&m, &m.skipped, MF_PV_NONE, 0))
             rc = vm_oom(&m);
     }
+    int release = limits && limits->release_input;
+    size_t released = 0;
     while (!done && !rc) {
+        if (release && m.pos - released >= RELEASE_STEP) {
+            /* never past a point a skipped dict entry may rewind to (pickle_skip.c) */
+            size_t upto = m.skip_at && m.skip_next && m.skip_next < m.pos ? m.skip_next : m.pos;
+            if (upto > released) {
+                mf_big_release((void *)(uintptr_t)buf, upto);
+                released = upto;
+            }
+        }
         if (m.pos >= m.len) {
             m.op_pos = m.pos;
             rc = mf_fail(MF_ERR_FORMAT, "%s: pickle: truncated: no STOP opcode before offset %zu", m.name, m.len);

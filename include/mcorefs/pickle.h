@@ -49,6 +49,10 @@ typedef struct {
      * follow a skipped pair in the same SETITEMS batch are dropped with it (Python pickles an
      * object's fields in definition order, so list keys that come last). */
     const char *const *skip_keys;
+    /* 1: the caller hands over buf (writable memory from mf_big_alloc that it frees after the
+     * load and never reads again): whole pages the VM has read past are returned to the OS as
+     * it goes, so a big .metadata is not held twice, as bytes and as values. */
+    int release_input;
 } mf_pickle_limits;
 
 typedef struct mf_pickle mf_pickle;  /* owns the arena */

@@ -11,6 +11,7 @@
 
 #include "mcorefs/error.h"
 #include "mcorefs/pickle.h"
+#include "bigmem.h"
 #include "unit_support.h"
 
 static mf_pickle *pks[64];
@@ -671,6 +672,53 @@ static void test_skip_keys_batch_bound(void **state)
     }
 }
 
+/* limits.release_input: pages read past go back to the OS during the load (a .metadata is not
+ * held twice, as bytes and as values), but never past where a skipped dict entry rewinds to.
+ * {"skip": None, "b": <10 MiB of 0xAB>, "c": 7} in one SETITEMS batch with "skip" skipped: the
+ * VM skims b's bytes, then rewinds to "b" and builds it; b must come out whole, and the input
+ * behind the end of b must read as released (zeros). */
+static void test_release_input(void **state)
+{
+    (void)state;
+    static const char *const skip_list[] = {"skip", NULL};
+    const size_t nb = (size_t)10 << 20;
+    for (int skipping = 0; skipping < 2; skipping++) {
+        mf_pickle_limits lim = {.skip_keys = skipping ? skip_list : NULL, .release_input = 1};
+        uint8_t *b = mf_big_alloc(nb + 64, NULL);
+        size_t len = 0, b_at;
+        assert_non_null(b);
+        b[len++] = 0x80, b[len++] = 4, b[len++] = '}', b[len++] = '(';
+        b[len++] = 0x8c, b[len++] = 4;
+        memcpy(b + len, "skip", 4), len += 4;
+        b[len++] = 'N';
+        b[len++] = 0x8c, b[len++] = 1, b[len++] = 'b';
+        b[len++] = 0x8e; /* BINBYTES8 */
+        for (int i = 0; i < 8; i++)
+            b[len++] = (uint8_t)((uint64_t)nb >> (8 * i));
+        b_at = len;
+        memset(b + len, 0xAB, nb), len += nb;
+        b[len++] = 0x8c, b[len++] = 1, b[len++] = 'c';
+        b[len++] = 'K', b[len++] = 7;
+        b[len++] = 'u', b[len++] = '.';
+        mf_pv *d = load_lim(b, len, &lim);
+        assert_int_equal(d->kind, MF_PV_DICT);
+        assert_int_equal(d->u.dict.n, skipping ? 2 : 3);
+        const mf_pv *bv = mf_pv_dict_get(d, "b");
+        assert_non_null(bv);
+        assert_int_equal(bv->kind, MF_PV_BYTES);
+        assert_int_equal(bv->u.str.len, nb);
+        for (size_t i = 0; i < nb; i += 4096)
+            if ((uint8_t)bv->u.str.s[i] != 0xAB)
+                fail_msg("byte %zu of b is 0x%02x: read from released input", i, (uint8_t)bv->u.str.s[i]);
+        assert_int_equal((uint8_t)bv->u.str.s[nb - 1], 0xAB);
+        assert_int_equal(ival(mf_pv_dict_get(d, "c")), 7);
+        /* the middle of b's bytes in the input were handed back: they read as zeros now */
+        assert_int_equal(b[b_at + nb / 2], 0);
+        assert_int_equal(b[b_at + nb / 2 + 8192], 0);
+        free(b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -691,6 +739,7 @@ int main(void)
         cmocka_unit_test_teardown(test_python_pickles, teardown),
         cmocka_unit_test_teardown(test_skip_keys, teardown),
         cmocka_unit_test_teardown(test_skip_keys_batch_bound, teardown),
+        cmocka_unit_test_teardown(test_release_input, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
