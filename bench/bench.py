@@ -7,7 +7,7 @@ Run it through bench/run.sh (builds the daemon and the helpers first).  Environm
   BENCH_PY_RUNS=N          runs of the Python converter (default min(RUNS, 2): ~90 s each at full)
   BENCH_RA=default,1024    read_ahead_kb settings to measure the read paths under ("default" =
                            leave the kernel's value); each is applied equally to ceilingfs and mcorefs
-  BENCH_SKIP=export,...    skip sections: read, load, export, mount, dist (the torch_dist twins)
+  BENCH_SKIP=export,...    skip sections: read, load, export, mount, dist (the torch_dist twins), k2
   BENCH_OUT=DIR            where exports are written (default bench/cache/out, on local disk)
   BENCH_TAG=NAME           write results-NAME.md (e.g. for a patched daemon via MCOREFS_BIN)
 """
@@ -32,6 +32,7 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+import bench_k2  # noqa: E402
 import gen  # noqa: E402
 import bench_concurrent  # noqa: E402
 
@@ -52,6 +53,7 @@ SHARD_BYTES = 10 ** 9 if SCALE == "full" else 20 * 10 ** 6
 MiB = 1 << 20
 
 WORK = CACHE / "mnt"
+K2 = None             # bench_k2.run()'s figures
 _live = []            # (mountpoint, Popen) still mounted
 
 
@@ -712,6 +714,9 @@ def report(models, total_s):
             T.ratio("%s RSS growth reading %s (HWM - mount RSS)" % (n, fmt_mb(m["st_bytes"])), g,
                     "<= 64 MB", g <= 64e6, fmt_mb(g))
 
+    if K2:
+        bench_k2.rows(T, K2, fmt_s, fmt_mb)
+
     env = "%s, %s, kernel %s, %d CPUs, %.0f GiB RAM, fuse3 %s" % (
         datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), cpu_model(), platform.release(), os.cpu_count(),
         os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30,
@@ -750,7 +755,7 @@ def cpu_model():
 
 def main():
     t0 = time.time()
-    global RAS
+    global RAS, K2
     CACHE.mkdir(parents=True, exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0 and RAS != ["default"]:
@@ -786,6 +791,8 @@ def main():
     if "mount" not in SKIP:
         drop_caches()
         bench_mount([dsv3] + ([dsv3_d] if dsv3_d else []), read_all=True)
+    if "k2" not in SKIP:
+        K2 = bench_k2.run(CACHE, MCOREFS, RUNS, log)
     report(models, time.time() - t0)
 
 

@@ -17,5 +17,8 @@ size_t mf_big_size(size_t n);
  * same size. */
 void *mf_array_grow(void *p, size_t old_bytes, size_t new_bytes);
 void mf_array_free(void *p, size_t bytes);
+/* Hand the whole pages inside [p, p+n) back to the OS (madvise DONTNEED): the memory stays
+ * allocated and reads as zeros afterwards. For a buffer that was read once, front to back. */
+void mf_big_release(void *p, size_t n);
 
 #endif

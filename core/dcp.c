@@ -23,7 +23,10 @@
 
 /* ---- .metadata ---- */
 
-static int read_whole(const char *dir, const char *rel, const char *path, uint64_t max, uint8_t **buf, size_t *len)
+/* Open dir/rel (a regular file of at most max bytes) and allocate a buffer for all of it. With
+ * keep_fd the file is left open there, unread (read on demand); else it is read whole. */
+static int read_whole(const char *dir, const char *rel, const char *path, uint64_t max, uint8_t **buf, size_t *len,
+                      int *keep_fd)
 {
     *buf = NULL;
     *len = 0;
@@ -46,6 +49,12 @@ static int read_whole(const char *dir, const char *rel, const char *path, uint64
     if (!rc && !b)
         rc = mf_fail(MF_ERR_NOMEM, "%s: out of memory", path);
     size_t got = 0;
+    if (!rc && keep_fd) {
+        *keep_fd = fd;
+        *buf = b;
+        *len = (size_t)st.st_size;
+        return MF_OK;
+    }
     if (!rc && (rc = mf_pread_upto(fd, path, b, (size_t)st.st_size, 0, &got)) == MF_OK && got < (size_t)st.st_size)
         rc = mf_fail(MF_ERR_IO, "%s: file shrank while reading", path);
     close(fd);
@@ -56,6 +65,22 @@ static int read_whole(const char *dir, const char *rel, const char *path, uint64
     *buf = b;
     *len = got;
     return MF_OK;
+}
+
+typedef struct {
+    int fd;
+    const char *path;
+} metadata_file;
+
+/* The pickle VM reads .metadata on demand: only a window of it is in memory at a time. */
+static int fill_metadata(void *file, uint8_t *dst, size_t off, size_t n)
+{
+    const metadata_file *f = file;
+    size_t got = 0;
+    int rc = mf_pread_upto(f->fd, f->path, dst, n, off, &got);
+    if (rc == MF_OK && got < n)
+        rc = mf_fail(MF_ERR_IO, "%s: file shrank while reading", f->path);
+    return rc;
 }
 
 static mf_dtype prop_dtype(const mf_pv *props, const char **name)
@@ -268,19 +293,24 @@ int mf_dcp_open(mf_dcp *d, const char *dir)
     size_t len = 0;
     mf_pickle *pk = NULL;
     mf_pv *root = NULL;
+    metadata_file mf = {-1, NULL};
     int rc;
     if (!(d->dir = strdup(dir)) || !(mpath = mf_path_join(dir, ".metadata")) || !(d->index = calloc(1, sizeof *d->index))) {
         rc = mf_fail(MF_ERR_NOMEM, "%s: out of memory", dir);
         goto out;
     }
     x.mpath = mpath;
-    if ((rc = read_whole(dir, ".metadata", mpath, MAX_METADATA_BYTES, &buf, &len)))
+    mf.path = mpath;
+    if ((rc = read_whole(dir, ".metadata", mpath, MAX_METADATA_BYTES, &buf, &len, &mf.fd)))
         goto out;
     /* Megatron keeps a copy of every rank's save plan in .metadata (all_local_plans, about half
      * of it, written last), which says nothing the reader needs. */
     static const char *const unused_fields[] = {"all_local_plans", NULL};
-    mf_pickle_limits lim = {.max_bytes = METADATA_MEMORY_CAP - len, .max_depth = 1000, .skip_keys = unused_fields};
-    if ((rc = mf_pickle_load(buf, len, mpath, &lim, &pk, &root))) {
+    mf_pickle_limits lim = {.max_bytes = METADATA_MEMORY_CAP - len, .max_depth = 1000, .skip_keys = unused_fields,
+                            .release_input = 1, .fill = fill_metadata, .fill_ctx = &mf};
+    rc = mf_pickle_load(buf, len, mpath, &lim, &pk, &root);
+    close(mf.fd);
+    if (rc) {
         if (rc == MF_ERR_LIMIT)
             rc = pickle_limit_error(mpath);
         goto out;

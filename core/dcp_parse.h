@@ -10,7 +10,8 @@
 
 /* Everything reading a .metadata holds at once (the file, its pickle values, the index tables)
  * stays under this fixed cap, so a crafted file of any size cannot take the process much past
- * it. A Kimi-K2-sized .metadata (61 layers x 384 experts, 35 MB) needs about 100 MiB. */
+ * it. A Kimi-K2-sized .metadata (61 layers x 384 experts, 35 MB) needs about 100 MiB (the
+ * file is charged whole, though it is read a window at a time). */
 #define METADATA_MEMORY_CAP ((size_t)512 << 20)
 #define MAX_METADATA_BYTES ((uint64_t)METADATA_MEMORY_CAP - ((uint64_t)1 << 20)) /* leaves the pickle >= 1 MiB */
 #define MAX_CHUNK_PKL ((size_t)1 << 20)         /* data.pkl of one chunk: a single tensor record */

@@ -84,6 +84,11 @@ static void finish_tensor(const builder *b, const mf_rule *r, const mf_source *s
                           mf_hf_tensor *t)
 {
     int d = 0;
+    if (v->n < v->cap) {   /* kept for the mount's life: most tensors are one piece, the vector has 4 */
+        mf_piece *exact = realloc(v->p, (v->n ? v->n : 1) * sizeof(*exact));
+        if (exact)
+            v->p = exact, v->cap = v->n;
+    }
     t->pieces = v->p;
     t->n_pieces = v->n;
     if (stack > 0)

@@ -16,6 +16,40 @@
 #include "bigmem.h"
 #include "pickle_vm.h"
 
+#define RELEASE_STEP ((size_t)2 << 20) /* release_input: hand back read input every 2 MiB */
+#define FILL_STEP ((size_t)2 << 20)    /* input read on demand: 2 MiB at a time */
+#define FILL_AHEAD ((size_t)64 << 10)  /* ... kept at least this far ahead of the read position */
+
+int vm_fill(vm *m, uint64_t n)
+{
+    if (!m->fill || m->fill_rc || n > m->total - m->pos)
+        return m->fill_rc ? m->fill_rc : -1;
+    size_t want = m->pos + (size_t)n, to = m->len + FILL_STEP;
+    if (to < want)
+        to = want;
+    if (to > m->total)
+        to = m->total;
+    if (to > m->len) {
+        int rc = m->fill(m->fill_ctx, (uint8_t *)(uintptr_t)m->buf + m->len, m->len, to - m->len);
+        if (rc)
+            return m->fill_rc = rc;
+        m->len = to;
+    }
+    return 0;
+}
+
+const uint8_t *vm_line_end(vm *m)
+{
+    for (size_t from = m->pos;;) {
+        const uint8_t *nl = memchr(m->buf + from, '\n', m->len - from);
+        if (nl || m->len >= m->total)
+            return nl;
+        from = m->len; /* only the bytes read next are searched */
+        if (vm_fill(m, m->len - m->pos + 1))
+            return NULL;
+    }
+}
+
 /* ---- reading operands ---- */
 
 /* Length-prefixed string/bytes: `lb` length bytes, then the data. */
@@ -57,9 +91,9 @@ static int op_global(vm *m)
     const char *s[2];
     size_t l[2];
     for (int i = 0; i < 2; i++) {
-        const uint8_t *p = m->buf + m->pos, *nl = memchr(p, '\n', m->len - m->pos);
+        const uint8_t *p = m->buf + m->pos, *nl = vm_line_end(m);
         if (!nl)
-            return vm_fail(m, MF_ERR_FORMAT, "GLOBAL line without newline");
+            return m->fill_rc ? m->fill_rc : vm_fail(m, MF_ERR_FORMAT, "GLOBAL line without newline");
         s[i] = (const char *)p;
         l[i] = (size_t)(nl - p);
         m->pos += l[i] + 1;
@@ -537,7 +571,12 @@ int mf_pickle_load(const uint8_t *buf, size_t len, const char *name, const mf_pi
 {
     *pk = NULL;
     *out = NULL;
-    vm m = {.buf = buf, .len = len, .name = name ? name : "pickle"};
+    vm m = {.buf = buf, .len = len, .total = len, .name = name ? name : "pickle"};
+    if (limits && limits->fill) {
+        m.len = 0; /* nothing read yet */
+        m.fill = limits->fill;
+        m.fill_ctx = limits->fill_ctx;
+    }
     m.max_depth = limits && limits->max_depth ? limits->max_depth : DEFAULT_DEPTH;
     if (m.max_depth > MAX_NODE_DEPTH)
         m.max_depth = MAX_NODE_DEPTH; /* depths share 32 bits with the frozen flag */
@@ -555,10 +594,24 @@ int mf_pickle_load(const uint8_t *buf, size_t len, const char *name, const mf_pi
         if (!vm_shared(&m, &m.skipped, MF_PV_NONE, 0))
             rc = vm_oom(&m);
     }
+    int release = limits && limits->release_input;
     while (!done && !rc) {
+        if (release && m.pos - m.released >= RELEASE_STEP) {
+            /* Never past a point a skipped dict entry may rewind to (pickle_skip.c), unless the
+             * input is read on demand: then a rewind reads the released bytes again. */
+            size_t upto = m.skip_at && m.skip_next && m.skip_next < m.pos && !m.fill ? m.skip_next : m.pos;
+            if (upto > m.released) {
+                mf_big_release((void *)(uintptr_t)buf, upto);
+                m.released = upto;
+            }
+        }
+        if (m.len - m.pos < FILL_AHEAD && m.len < m.total && vm_fill(&m, m.total - m.pos < FILL_AHEAD ? m.total - m.pos : FILL_AHEAD)) {
+            rc = m.fill_rc;
+            break;
+        }
         if (m.pos >= m.len) {
             m.op_pos = m.pos;
-            rc = mf_fail(MF_ERR_FORMAT, "%s: pickle: truncated: no STOP opcode before offset %zu", m.name, m.len);
+            rc = mf_fail(MF_ERR_FORMAT, "%s: pickle: truncated: no STOP opcode before offset %zu", m.name, m.total);
             break;
         }
         rc = m.skip_at ? vm_skip_step(&m, &done, &result) : vm_step(&m, &done, &result);

@@ -68,9 +68,9 @@ static int skip_operand(vm *m, uint8_t operand)
     int rc;
     if (operand == LINES) {
         for (int i = 0; i < 2; i++) {
-            const uint8_t *p = m->buf + m->pos, *nl = memchr(p, '\n', m->len - m->pos);
+            const uint8_t *p = m->buf + m->pos, *nl = vm_line_end(m);
             if (!nl)
-                return vm_fail(m, MF_ERR_FORMAT, "GLOBAL line without newline");
+                return m->fill_rc ? m->fill_rc : vm_fail(m, MF_ERR_FORMAT, "GLOBAL line without newline");
             m->pos += (size_t)(nl - p) + 1;
         }
         return 0;
@@ -93,7 +93,7 @@ static int skip_rewind(vm *m)
 {
     /* A batch of many skipped pairs would be re-read once per pair: bound the extra work. */
     m->reread += m->pos - m->skip_next;
-    if (m->reread > 4 * (uint64_t)m->len + ((uint64_t)1 << 20))
+    if (m->reread > 4 * (uint64_t)m->total + ((uint64_t)1 << 20))
         return vm_fail(m, MF_ERR_LIMIT, "too many skipped dict entries in one batch");
     for (size_t i = m->skip_next_memo; i < m->memo_hi; i++)
         if (m->memo[i] == m->skipped)
@@ -103,6 +103,13 @@ static int skip_rewind(vm *m)
     m->pos = m->skip_next;
     m->sp = m->skip_at;
     m->skip_at = 0;
+    if (m->pos < m->released) { /* handed back while skimming: read again (only with m->fill) */
+        int rc = m->fill ? m->fill(m->fill_ctx, (uint8_t *)(uintptr_t)m->buf + m->pos, m->pos, m->released - m->pos)
+                         : vm_fail(m, MF_ERR_INVALID, "rewind into released input");
+        if (rc)
+            return m->fill_rc = rc;
+        m->released = m->pos;
+    }
     return 0;
 }
 
@@ -133,8 +140,11 @@ int vm_skip_step(vm *m, int *done, mf_pv **result)
         m->skip_at = 0;
         return vm_step(m, done, result);
     }
-    /* The first opcode that puts something at key + 2 once the value is done starts the next key. */
-    if (m->sp == key + 2 && (s.fx == FX_PUSH || s.fx == FX_MEMO_GET || op == '(' || op == '2')) {
+    /* The first opcode that puts something at key + 2 once the value is done starts the next key.
+     * Not under a MARK opened after the key: that is inside the value, or inside the next key
+     * (whose start was already taken at its MARK); neither is where the rewind must go, and a
+     * start left there would also keep release_input from handing back the value's bytes. */
+    if (m->sp == key + 2 && f <= key && (s.fx == FX_PUSH || s.fx == FX_MEMO_GET || op == '(' || op == '2')) {
         m->skip_next = m->pos;
         m->skip_next_memo = m->memo_count;
     }

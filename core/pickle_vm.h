@@ -44,7 +44,12 @@ static inline void set_depth(mf_pv *v, uint32_t d) { v->vm_meta_ = (v->vm_meta_ 
 typedef struct {
     mf_pickle *pk;
     const uint8_t *buf;
-    size_t len, pos, op_pos;
+    size_t len, pos, op_pos;   /* len: bytes of buf that hold input (all, unless read on demand) */
+    size_t total;              /* the input's length */
+    int (*fill)(void *fill_ctx, uint8_t *dst, size_t off, size_t n);
+    void *fill_ctx;
+    int fill_rc;               /* what a failed fill returned (its message is set) */
+    size_t released;           /* release_input: buf[0, released) was handed back (whole pages) */
     uint8_t op;
     const char *name;
     size_t max_depth;
@@ -111,10 +116,17 @@ static inline void *vm_aalloc(mf_pickle *pk, size_t n)
     return vm_aalloc_slow(pk, n);
 }
 static inline size_t vm_floor(const vm *m) { return m->nmarks ? m->marks[m->nmarks - 1] : 0; }
+/* Input read on demand: make buf hold at least n bytes from the read position (and a window
+ * more). 0 when it does; else fill's error (m->fill_rc) or -1 at the end of the input. */
+int vm_fill(vm *m, uint64_t n);
+/* The end of the line starting at the read position (GLOBAL operands), NULL if none. */
+const uint8_t *vm_line_end(vm *m);
 static inline int vm_need(vm *m, uint64_t n)
 {
-    if (n > m->len - m->pos)
-        return vm_fail(m, MF_ERR_FORMAT, "truncated: needs %llu bytes, %zu left", (unsigned long long)n, m->len - m->pos);
+    if (n > m->len - m->pos && vm_fill(m, n) != 0)
+        return m->fill_rc ? m->fill_rc
+                          : vm_fail(m, MF_ERR_FORMAT, "truncated: needs %llu bytes, %zu left", (unsigned long long)n,
+                                    m->total - m->pos);
     return 0;
 }
 

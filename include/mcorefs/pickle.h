@@ -49,6 +49,16 @@ typedef struct {
      * follow a skipped pair in the same SETITEMS batch are dropped with it (Python pickles an
      * object's fields in definition order, so list keys that come last). */
     const char *const *skip_keys;
+    /* 1: the caller hands over buf (writable memory from mf_big_alloc that it frees after the
+     * load and never reads again): whole pages the VM has read past are returned to the OS as
+     * it goes, so a big .metadata is not held twice, as bytes and as values. */
+    int release_input;
+    /* Non-NULL: buf[0, len) starts empty and is read on demand, front to back, a window ahead
+     * of the VM (fill(fill_ctx, buf + off, off, n) fills n bytes at off; MF_OK, or an error code
+     * with its message set, which the load then returns). With release_input, only that window
+     * of a big .metadata is ever resident, not its unread tail. */
+    int (*fill)(void *fill_ctx, uint8_t *dst, size_t off, size_t n);
+    void *fill_ctx;
 } mf_pickle_limits;
 
 typedef struct mf_pickle mf_pickle;  /* owns the arena */

@@ -11,6 +11,7 @@
 
 #include "mcorefs/error.h"
 #include "mcorefs/pickle.h"
+#include "bigmem.h"
 #include "unit_support.h"
 
 static mf_pickle *pks[64];
@@ -671,6 +672,204 @@ static void test_skip_keys_batch_bound(void **state)
     }
 }
 
+/* limits.release_input: pages read past go back to the OS during the load (a .metadata is not
+ * held twice, as bytes and as values), but never past where a skipped dict entry rewinds to.
+ * {"skip": None, "b": <10 MiB of 0xAB>, "c": 7} in one SETITEMS batch with "skip" skipped: the
+ * VM skims b's bytes, then rewinds to "b" and builds it; b must come out whole, and the input
+ * behind the end of b must read as released (zeros). */
+static void test_release_input(void **state)
+{
+    (void)state;
+    static const char *const skip_list[] = {"skip", NULL};
+    const size_t nb = (size_t)10 << 20;
+    for (int skipping = 0; skipping < 2; skipping++) {
+        mf_pickle_limits lim = {.skip_keys = skipping ? skip_list : NULL, .release_input = 1};
+        uint8_t *b = mf_big_alloc(nb + 64, NULL);
+        size_t len = 0, b_at;
+        assert_non_null(b);
+        b[len++] = 0x80, b[len++] = 4, b[len++] = '}', b[len++] = '(';
+        b[len++] = 0x8c, b[len++] = 4;
+        memcpy(b + len, "skip", 4), len += 4;
+        b[len++] = 'N';
+        b[len++] = 0x8c, b[len++] = 1, b[len++] = 'b';
+        b[len++] = 0x8e; /* BINBYTES8 */
+        for (int i = 0; i < 8; i++)
+            b[len++] = (uint8_t)((uint64_t)nb >> (8 * i));
+        b_at = len;
+        memset(b + len, 0xAB, nb), len += nb;
+        b[len++] = 0x8c, b[len++] = 1, b[len++] = 'c';
+        b[len++] = 'K', b[len++] = 7;
+        b[len++] = 'u', b[len++] = '.';
+        mf_pv *d = load_lim(b, len, &lim);
+        assert_int_equal(d->kind, MF_PV_DICT);
+        assert_int_equal(d->u.dict.n, skipping ? 2 : 3);
+        const mf_pv *bv = mf_pv_dict_get(d, "b");
+        assert_non_null(bv);
+        assert_int_equal(bv->kind, MF_PV_BYTES);
+        assert_int_equal(bv->u.str.len, nb);
+        for (size_t i = 0; i < nb; i += 4096)
+            if ((uint8_t)bv->u.str.s[i] != 0xAB)
+                fail_msg("byte %zu of b is 0x%02x: read from released input", i, (uint8_t)bv->u.str.s[i]);
+        assert_int_equal((uint8_t)bv->u.str.s[nb - 1], 0xAB);
+        assert_int_equal(ival(mf_pv_dict_get(d, "c")), 7);
+        /* the middle of b's bytes in the input were handed back: they read as zeros now */
+        assert_int_equal(b[b_at + nb / 2], 0);
+        assert_int_equal(b[b_at + nb / 2 + 8192], 0);
+        free(b);
+    }
+}
+
+/* limits.fill: the input is read on demand, a window at a time, front to back. A GLOBAL line
+ * that straddles a window boundary and a 10 MiB operand load whole; a failing fill is the
+ * load's error. */
+typedef struct {
+    const uint8_t *src;
+    size_t first, largest, calls, fail_from;
+    const uint8_t *buf;     /* probe: at the first fill at or past probe_after, */
+    size_t probe, probe_after;
+    int probe_zero;         /* was buf[probe] already handed back (0)? -1: not probed */
+} fill_log;
+
+static int fill_from(void *ctx, uint8_t *dst, size_t off, size_t n)
+{
+    fill_log *l = ctx;
+    if (l->buf && l->probe_zero < 0 && off + n > l->probe_after)
+        l->probe_zero = l->buf[l->probe] == 0;
+    if (l->calls++ == 0)
+        l->first = n;
+    if (n > l->largest)
+        l->largest = n;
+    if (l->fail_from && off + n > l->fail_from)
+        return mf_fail(MF_ERR_IO, "bad.pkl: read failed at %zu", off);
+    memcpy(dst, l->src + off, n);
+    return MF_OK;
+}
+
+static void test_fill_on_demand(void **state)
+{
+    (void)state;
+    /* the GLOBAL name (3 MiB) is longer than a window, so its newline is looked for in 2 fills */
+    const size_t pad = ((size_t)2 << 20) - 40, nn = (size_t)3 << 20, nb = (size_t)10 << 20;
+    const size_t cap = pad + nn + nb + 256;
+    uint8_t *src = malloc(cap), *dst = mf_big_alloc(cap, NULL);
+    size_t len = 0;
+    assert_non_null(src);
+    assert_non_null(dst);
+    src[len++] = 0x80, src[len++] = 2, src[len++] = '(';
+    src[len++] = 'B'; /* BINBYTES: padding up to the end of the first window */
+    for (int i = 0; i < 4; i++)
+        src[len++] = (uint8_t)(pad >> (8 * i));
+    memset(src + len, 0x11, pad), len += pad;
+    memcpy(src + len, "ctorch\n", 7), len += 7;
+    memset(src + len, 'x', nn), len += nn;
+    src[len++] = '\n';
+    src[len++] = 0x8e; /* BINBYTES8 */
+    for (int i = 0; i < 8; i++)
+        src[len++] = (uint8_t)((uint64_t)nb >> (8 * i));
+    memset(src + len, 0x22, nb), len += nb;
+    src[len++] = 't', src[len++] = '.';
+    for (int failing = 0; failing < 2; failing++) {
+        fill_log l = {.src = src, .fail_from = failing ? (size_t)9 << 20 : 0};
+        mf_pickle_limits lim = {.fill = fill_from, .fill_ctx = &l, .release_input = 1};
+        memset(dst, 0, len);
+        if (failing) {
+            load_err_lim(dst, len, MF_ERR_IO, "read failed", &lim);
+            continue;
+        }
+        mf_pv *t = load_lim(dst, len, &lim);
+        assert_int_equal(t->kind, MF_PV_TUPLE);
+        assert_int_equal(t->u.seq.n, 3);
+        assert_int_equal(t->u.seq.items[0]->u.str.len, pad);
+        assert_int_equal(t->u.seq.items[1]->kind, MF_PV_GLOBAL);
+        assert_int_equal(strlen(t->u.seq.items[1]->u.global.name), nn);
+        const mf_pv *big = t->u.seq.items[2];
+        assert_int_equal(big->u.str.len, nb);
+        assert_int_equal((uint8_t)big->u.str.s[0], 0x22);
+        assert_int_equal((uint8_t)big->u.str.s[nb - 1], 0x22);
+        assert_true(l.first <= ((size_t)2 << 20));   /* read a window at a time, not whole */
+        assert_true(l.calls >= 4);
+    }
+    free(src);
+    free(dst);
+}
+
+/* Input read on demand is handed back while a skipped value is skimmed too, whatever the skim
+ * may rewind to (it is read again then): {"skip": [3 x 4 MiB], "c": 7} (Megatron's
+ * all_local_plans: a list of large plans) and {"skip": None, "b": <10 MiB>, "c": 7} (the VM skims
+ * b, then rewinds and builds it). Probed at the fill past the skimmed bytes. */
+static void test_release_while_skimming(void **state)
+{
+    (void)state;
+    static const char *const skip_list[] = {"skip", NULL};
+    const size_t nb = (size_t)4 << 20;
+    for (int rewind = 0; rewind < 2; rewind++) {
+        uint8_t *src = malloc(3 * (nb + 9) + 64), *buf = mf_big_alloc(3 * (nb + 9) + 64, NULL);
+        memset(buf, 0, 3 * (nb + 9) + 64); /* what was read and released reads as 0 again */
+        size_t len = 0, first_item;
+        assert_non_null(src);
+        assert_non_null(buf);
+        src[len++] = 0x80, src[len++] = 4, src[len++] = '}', src[len++] = '(';
+        src[len++] = 0x8c, src[len++] = 4;
+        memcpy(src + len, "skip", 4), len += 4;
+        if (rewind)
+            src[len++] = 'N', src[len++] = 0x8c, src[len++] = 1, src[len++] = 'b';
+        src[len++] = ']', src[len++] = '(';
+        first_item = len;
+        for (int k = 0; k < 3; k++) {
+            src[len++] = 0x8e; /* BINBYTES8 */
+            for (int i = 0; i < 8; i++)
+                src[len++] = (uint8_t)((uint64_t)nb >> (8 * i));
+            memset(src + len, 0xCD, nb), len += nb;
+        }
+        src[len++] = 'e';
+        src[len++] = 0x8c, src[len++] = 1, src[len++] = 'c';
+        src[len++] = 'K', src[len++] = 7;
+        src[len++] = 'u', src[len++] = '.';
+        fill_log l = {.src = src, .buf = buf, .probe = first_item + nb, .probe_after = first_item + 3 * nb,
+                      .probe_zero = -1};
+        mf_pickle_limits lim = {.skip_keys = skip_list, .release_input = 1, .fill = fill_from, .fill_ctx = &l};
+        mf_pv *d = load_lim(buf, len, &lim);
+        assert_int_equal(d->kind, MF_PV_DICT);
+        assert_int_equal(d->u.dict.n, rewind ? 2 : 1);
+        assert_int_equal(ival(mf_pv_dict_get(d, "c")), 7);
+        if (rewind) {
+            const mf_pv *b = mf_pv_dict_get(d, "b");
+            assert_non_null(b);
+            assert_int_equal(b->kind, MF_PV_LIST);
+            assert_int_equal(b->u.seq.n, 3);
+            for (int k = 0; k < 3; k++) {
+                const mf_pv *item = b->u.seq.items[k];
+                assert_int_equal(item->u.str.len, nb);
+                for (size_t i = 0; i < nb; i += 4096)
+                    if ((uint8_t)item->u.str.s[i] != 0xCD)
+                        fail_msg("byte %zu of b[%d] is 0x%02x after the rewind", i, k, (uint8_t)item->u.str.s[i]);
+            }
+        }
+        assert_int_equal(l.probe_zero, 1);
+        free(src);
+        free(buf);
+    }
+}
+
+/* A dict key built under a MARK after a skipped pair ({"skip": None, ("a", "b"): 1} in one
+ * SETITEMS batch): reading goes back to the key's MARK, not into the tuple. */
+static void test_skip_keys_tuple_key(void **state)
+{
+    (void)state;
+    static const char *const skip_list[] = {"skip", NULL};
+    mf_pickle_limits lim = {.skip_keys = skip_list};
+    static const char p[] = "\x80\x04}(\x8c\x04skipN(\x8c\x01" "a\x8c\x01" "btK\x01u.";
+    mf_pv *d = load_lim(p, sizeof p - 1, &lim);
+    assert_int_equal(d->kind, MF_PV_DICT);
+    assert_int_equal(d->u.dict.n, 1);
+    const mf_pv *k = d->u.dict.keys[0];
+    assert_int_equal(k->kind, MF_PV_TUPLE);
+    assert_int_equal(k->u.seq.n, 2);
+    assert_string_equal(mf_pv_get_str(k->u.seq.items[0]), "a");
+    assert_string_equal(mf_pv_get_str(k->u.seq.items[1]), "b");
+    assert_int_equal(ival(d->u.dict.vals[0]), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -691,6 +890,10 @@ int main(void)
         cmocka_unit_test_teardown(test_python_pickles, teardown),
         cmocka_unit_test_teardown(test_skip_keys, teardown),
         cmocka_unit_test_teardown(test_skip_keys_batch_bound, teardown),
+        cmocka_unit_test_teardown(test_release_input, teardown),
+        cmocka_unit_test_teardown(test_fill_on_demand, teardown),
+        cmocka_unit_test_teardown(test_release_while_skimming, teardown),
+        cmocka_unit_test_teardown(test_skip_keys_tuple_key, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
