@@ -1,0 +1,157 @@
+/* The FP8 block quantizer, written from the formats' definitions:
+ * e4m3fn = 1 sign, 4 exponent (bias 7), 3 mantissa bits; no infinities; S.1111.111 is NaN, so
+ * the largest finite value is 1.75 * 2^8 = 448; subnormals are m * 2^-9 (m = 1..7).
+ * Per 128x128 block: amax = max |x| clamped to >= 1e-4, q = e4m3(x * (448 / amax)) rounded to
+ * nearest even, scale_inv = amax / 448 (UE8M0: amax / 448 rounded up to a power of two, and
+ * q = e4m3(x * (1 / scale_inv))), all in fp32, as DeepGEMM's per_block_cast_to_fp8. */
+#include <math.h>
+#include <string.h>
+#include "mcorefs/fp8.h"
+
+static uint32_t bits_of(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float float_of(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Shift a 24-bit significand right, rounding to nearest even. */
+static uint32_t shift_rne(uint32_t man, uint32_t shift)
+{
+    if (shift > 25)
+        return 0;
+    uint32_t q = man >> shift, rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1u)))
+        q++;
+    return q;
+}
+
+uint8_t mf_e4m3_from_f32(float x)
+{
+    uint32_t u = bits_of(x);
+    uint8_t sign = (uint8_t)((u >> 24) & 0x80u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x43e80000u)                  /* NaN, inf, or > 464: rounds past 448 (torch: NaN) */
+        return sign | 0x7f;
+    if (a < 0x3c800000u) {                /* below 2^-6: subnormal m * 2^-9, m = RNE(|x| * 2^9) */
+        uint32_t exp = a >> 23;
+        if (exp == 0)                     /* fp32 subnormal: far below 2^-10, rounds to zero */
+            return sign;
+        uint32_t man = (a & 0x7fffffu) | 0x800000u;   /* |x| = man * 2^(exp - 150) */
+        return sign | (uint8_t)shift_rne(man, 141 - exp);   /* m = 8 carries into 2^-6: right */
+    }
+    /* normal: keep 3 of the 23 mantissa bits, round to nearest even (a carry bumps the
+     * exponent, which is the right value); rebias the exponent from 127 to 7 */
+    uint32_t r = (a + 0x7ffffu + ((a >> 20) & 1u)) >> 20;
+    return sign | (uint8_t)(r - (120u << 3));
+}
+
+float mf_e4m3_to_f32(uint8_t b)
+{
+    uint32_t sign = (uint32_t)(b & 0x80u) << 24, exp = (b >> 3) & 15u, man = b & 7u;
+    if (exp == 15 && man == 7)
+        return float_of(sign | 0x7fc00000u);
+    float v = exp == 0 ? (float)man * 0x1p-9f : float_of(((exp + 120u) << 23) | (man << 20));
+    return sign ? -v : v;
+}
+
+/* The smallest power of two >= v (v > 0, normal). */
+static float pow2_ceil(float v)
+{
+    uint32_t a = bits_of(v);
+    if ((a & 0x7fffffu) == 0)
+        return v;
+    return float_of(((a >> 23) + 1u) << 23);
+}
+
+void mf_fp8_block_factors(float amax, mf_quant q, float *mult, float *scale_inv)
+{
+    const float max = MF_FP8_MAX;   /* every operation below is one fp32 rounding */
+    if (q == MF_QUANT_FP8_UE8M0) {
+        float sf = pow2_ceil(amax / max);
+        *scale_inv = sf;
+        *mult = 1.0f / sf;               /* exact: a power of two */
+    } else {
+        *scale_inv = amax / max;
+        *mult = max / amax;
+    }
+}
+
+int mf_fp8_amax_update(const float *x, size_t n, float *amax)
+{
+    float m = *amax;
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t a = bits_of(x[i]) & 0x7fffffffu;
+        bad |= a >= 0x7f800000u;         /* NaN or infinity */
+        float v = float_of(a);
+        m = v > m ? v : m;
+    }
+    if (bad)
+        return -1;
+    *amax = m;
+    return 0;
+}
+
+int mf_fp8_quantize(const float *x, size_t n, float mult, uint8_t *dst)
+{
+    uint8_t nan = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t b = mf_e4m3_from_f32(x[i] * mult);
+        nan |= (b & 0x7f) == 0x7f;
+        dst[i] = b;
+    }
+    return nan ? -1 : 0;
+}
+
+static float f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    float v;
+    if (exp == 0)
+        v = (float)man * 0x1p-24f;
+    else if (exp == 31)
+        v = man ? NAN : INFINITY;
+    else
+        v = float_of(((exp + 112u) << 23) | (man << 13));
+    return sign ? -v : v;
+}
+
+void mf_fp8_load_f32(mf_dtype dt, const uint8_t *src, size_t n, float *dst)
+{
+    uint16_t h;
+    double d;
+    switch (dt) {
+    case MF_DT_BF16:
+        for (size_t i = 0; i < n; i++) {
+            memcpy(&h, src + 2 * i, 2);
+            dst[i] = float_of((uint32_t)h << 16);
+        }
+        break;
+    case MF_DT_F16:
+        for (size_t i = 0; i < n; i++) {
+            memcpy(&h, src + 2 * i, 2);
+            dst[i] = f16_to_f32(h);
+        }
+        break;
+    case MF_DT_F32:
+        memcpy(dst, src, n * 4);
+        break;
+    case MF_DT_F64:
+        for (size_t i = 0; i < n; i++) {
+            memcpy(&d, src + 8 * i, 8);
+            dst[i] = (float)d;
+        }
+        break;
+    default:
+        memset(dst, 0, n * sizeof(float));
+        break;
+    }
+}
