@@ -1,0 +1,326 @@
+/* The FP8 quantizer (e4m3 round-to-nearest-even corner cases, against a brute-force nearest
+ * search), the block factors (fp8 and ue8m0), the block-scale cache (LRU by bytes), and the
+ * laziness of FP8 reads through a session (only the block rows a read touches are computed). */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include "mcorefs/error.h"
+#include "mcorefs/fp8.h"
+#include "mcorefs/view.h"
+#include "unit_support.h"
+
+static float f32_of(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static uint32_t bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* The e4m3fn value of code c from the definition (c & 0x7f < 0x7f). */
+static double e4m3_value(int c)
+{
+    int e = (c >> 3) & 15, m = c & 7;
+    double v = e == 0 ? m * ldexp(1.0, -9) : (1.0 + m / 8.0) * ldexp(1.0, e - 7);
+    return (c & 0x80) ? -v : v;
+}
+
+/* Brute force: the nearest of the 127 magnitudes, ties to the even code; beyond 464 NaN. */
+static uint8_t nearest_e4m3(float x)
+{
+    double a = fabs((double)x);
+    uint8_t sign = signbit(x) ? 0x80 : 0;
+    if (isnan(x) || a > 464.0)
+        return sign | 0x7f;
+    int best = 0;
+    double bd = INFINITY;
+    for (int c = 0; c < 0x7f; c++) {
+        double d = fabs(e4m3_value(c) - a);
+        if (d < bd || (d == bd && (c & 1) == 0)) {
+            bd = d;
+            best = c;
+        }
+    }
+    return sign | (uint8_t)best;
+}
+
+static void test_e4m3_corners(void **state)
+{
+    (void)state;
+    assert_int_equal(mf_e4m3_from_f32(0.0f), 0x00);
+    assert_int_equal(mf_e4m3_from_f32(-0.0f), 0x80);
+    assert_int_equal(mf_e4m3_from_f32(448.0f), 0x7e);          /* the largest finite value */
+    assert_int_equal(mf_e4m3_from_f32(-448.0f), 0xfe);
+    assert_int_equal(mf_e4m3_from_f32(464.0f), 0x7e);          /* tie between 448 and 480: even */
+    assert_int_equal(mf_e4m3_from_f32(nextafterf(464.0f, 1e9f)), 0x7f);   /* rounds to 480: NaN */
+    assert_int_equal(mf_e4m3_from_f32(480.0f), 0x7f);
+    assert_int_equal(mf_e4m3_from_f32(INFINITY), 0x7f);
+    assert_int_equal(mf_e4m3_from_f32(-INFINITY), 0xff);
+    assert_int_equal(mf_e4m3_from_f32(NAN) & 0x7f, 0x7f);
+    assert_int_equal(mf_e4m3_from_f32(1.0f), 0x38);
+    assert_int_equal(mf_e4m3_from_f32(1.0625f), 0x38);         /* 1 + 1/16: tie, to even 1.0 */
+    assert_int_equal(mf_e4m3_from_f32(1.1875f), 0x3a);         /* 1 + 3/16: tie, to even 1.25 */
+    assert_int_equal(mf_e4m3_from_f32(nextafterf(1.0625f, 2.0f)), 0x39);
+    assert_int_equal(mf_e4m3_from_f32(1.9375f), 0x40);         /* carry into the exponent: 2.0 */
+    /* subnormals: m * 2^-9 */
+    assert_int_equal(mf_e4m3_from_f32(0x1p-9f), 0x01);
+    assert_int_equal(mf_e4m3_from_f32(0x1p-10f), 0x00);        /* half the smallest: tie to 0 */
+    assert_int_equal(mf_e4m3_from_f32(nextafterf(0x1p-10f, 1.0f)), 0x01);
+    assert_int_equal(mf_e4m3_from_f32(3 * 0x1p-10f), 0x02);    /* 1.5 * 2^-9: tie, to even 2 */
+    assert_int_equal(mf_e4m3_from_f32(5 * 0x1p-10f), 0x02);    /* 2.5 * 2^-9: tie, to even 2 */
+    assert_int_equal(mf_e4m3_from_f32(7 * 0x1p-9f), 0x07);     /* the largest subnormal */
+    assert_int_equal(mf_e4m3_from_f32(15 * 0x1p-10f), 0x08);   /* 7.5 * 2^-9: tie, to 2^-6 */
+    assert_int_equal(mf_e4m3_from_f32(0x1p-6f), 0x08);         /* the smallest normal */
+    assert_int_equal(mf_e4m3_from_f32(-3 * 0x1p-10f), 0x82);
+    assert_int_equal(mf_e4m3_from_f32(1e-30f), 0x00);
+    assert_int_equal(mf_e4m3_from_f32(-f32_of(1)), 0x80);      /* fp32 subnormal */
+    /* every code decodes to its value and encodes back */
+    for (int c = 0; c < 256; c++) {
+        if ((c & 0x7f) == 0x7f) {
+            assert_true(isnan(mf_e4m3_to_f32((uint8_t)c)));
+            continue;
+        }
+        assert_true((double)mf_e4m3_to_f32((uint8_t)c) == e4m3_value(c));
+        assert_int_equal(mf_e4m3_from_f32(mf_e4m3_to_f32((uint8_t)c)), c);
+    }
+}
+
+/* Every fp32 magnitude bit pattern from 2^-12 to 512 in steps of 4093 ulps, both signs, and
+ * every midpoint between neighbouring codes +- one ulp. */
+static void test_e4m3_brute_force(void **state)
+{
+    (void)state;
+    for (uint32_t u = bits(0x1p-12f); u < bits(512.0f); u += 4093) {
+        float x = f32_of(u);
+        assert_int_equal(mf_e4m3_from_f32(x), nearest_e4m3(x));
+        assert_int_equal(mf_e4m3_from_f32(-x), nearest_e4m3(-x));
+    }
+    for (int c = 0; c < 0x7e; c++) {
+        float mid = (float)((e4m3_value(c) + e4m3_value(c + 1)) / 2);
+        float around[3] = { nextafterf(mid, 0.0f), mid, nextafterf(mid, 1e9f) };
+        for (int k = 0; k < 3; k++)
+            assert_int_equal(mf_e4m3_from_f32(around[k]), nearest_e4m3(around[k]));
+    }
+}
+
+static void test_block_factors(void **state)
+{
+    (void)state;
+    float mult, sinv;
+    mf_fp8_block_factors(448.0f, MF_QUANT_FP8, &mult, &sinv);
+    assert_true(mult == 1.0f && sinv == 1.0f);
+    mf_fp8_block_factors(3.0f, MF_QUANT_FP8, &mult, &sinv);
+    assert_true(sinv == 3.0f / 448.0f && mult == 448.0f / 3.0f);
+    assert_true(mult * 3.0f <= 448.0f * (1 + 0x1p-23f));
+    /* ue8m0: amax / 448 rounded up to a power of two; the multiplier its exact inverse */
+    mf_fp8_block_factors(449.0f, MF_QUANT_FP8_UE8M0, &mult, &sinv);
+    assert_true(sinv == 2.0f && mult == 0.5f);
+    mf_fp8_block_factors(448.0f, MF_QUANT_FP8_UE8M0, &mult, &sinv);
+    assert_true(sinv == 1.0f && mult == 1.0f);
+    mf_fp8_block_factors(224.0f, MF_QUANT_FP8_UE8M0, &mult, &sinv);
+    assert_true(sinv == 0.5f && mult == 2.0f);
+    mf_fp8_block_factors(MF_FP8_AMAX_MIN, MF_QUANT_FP8_UE8M0, &mult, &sinv);
+    assert_true(sinv == 0x1p-22f && sinv >= MF_FP8_AMAX_MIN / 448.0f);
+    /* amax: NaN and infinities refused, -0 and signs ignored */
+    float amax = 0.0f, xs[4] = { -0.0f, -2.5f, 1.0f, 2.0f };
+    assert_int_equal(mf_fp8_amax_update(xs, 4, &amax), 0);
+    assert_true(amax == 2.5f);
+    xs[2] = NAN;
+    assert_int_equal(mf_fp8_amax_update(xs, 4, &amax), -1);
+    xs[2] = -INFINITY;
+    assert_int_equal(mf_fp8_amax_update(xs, 4, &amax), -1);
+    assert_true(amax == 2.5f);
+    /* quantize: within the block's range never NaN; beyond it reported */
+    float ys[3] = { 2.5f, -2.5f, 0.1f };
+    uint8_t q[3];
+    mf_fp8_block_factors(2.5f, MF_QUANT_FP8, &mult, &sinv);
+    assert_int_equal(mf_fp8_quantize(ys, 3, mult, q), 0);
+    assert_int_equal(q[0], 0x7e);
+    assert_int_equal(q[1], 0xfe);
+    ys[2] = 2.6f;
+    assert_int_equal(mf_fp8_quantize(ys, 3, mult, q), -1);
+}
+
+static void test_cache_lru(void **state)
+{
+    (void)state;
+    float a[8] = { 1, 2, 3, 4, 5, 6, 7, 8 }, out[8];
+    mf_fp8_cache_stats st;
+    mf_fp8_cache *c = mf_fp8_cache_new(1000);
+    assert_non_null(c);
+    assert_int_equal(mf_fp8_cache_get(c, 1, 0, out, 8), 0);
+    assert_int_equal(mf_fp8_cache_put(c, 1, 0, a, 8), MF_OK);
+    assert_int_equal(mf_fp8_cache_get(c, 1, 0, out, 8), 1);
+    assert_memory_equal(out, a, sizeof(a));
+    assert_int_equal(mf_fp8_cache_get(c, 1, 1, out, 8), 0);   /* another block row */
+    assert_int_equal(mf_fp8_cache_get(c, 2, 0, out, 8), 0);   /* another tensor */
+    mf_fp8_cache_get_stats(c, &st);
+    size_t one = st.bytes;
+    assert_int_equal(st.entries, 1);
+    assert_true(one >= 8 * sizeof(float));
+    /* fill to the bound: the least recently used goes first; a get refreshes an entry */
+    uint32_t fit = (uint32_t)(1000 / one);
+    for (uint32_t k = 1; k < fit; k++)
+        assert_int_equal(mf_fp8_cache_put(c, 1, k, a, 8), MF_OK);
+    mf_fp8_cache_get_stats(c, &st);
+    assert_int_equal(st.entries, fit);
+    assert_int_equal(st.evictions, 0);
+    assert_int_equal(mf_fp8_cache_get(c, 1, 0, out, 8), 1);   /* block row 0 is now the newest */
+    assert_int_equal(mf_fp8_cache_put(c, 1, 100, a, 8), MF_OK);
+    mf_fp8_cache_get_stats(c, &st);
+    assert_int_equal(st.evictions, 1);
+    assert_true(st.bytes <= st.max_bytes);
+    assert_int_equal(mf_fp8_cache_get(c, 1, 1, out, 8), 0);   /* the oldest went */
+    assert_int_equal(mf_fp8_cache_get(c, 1, 0, out, 8), 1);
+    assert_int_equal(mf_fp8_cache_get(c, 1, 100, out, 8), 1);
+    /* the same key again replaces it; an entry bigger than the bound is not kept */
+    a[0] = 42;
+    assert_int_equal(mf_fp8_cache_put(c, 1, 100, a, 8), MF_OK);
+    assert_int_equal(mf_fp8_cache_get(c, 1, 100, out, 8), 1);
+    assert_true(out[0] == 42);
+    mf_fp8_cache_get_stats(c, &st);
+    uint64_t entries = st.entries;
+    float *big = calloc(1000, sizeof(float));
+    assert_int_equal(mf_fp8_cache_put(c, 9, 0, big, 1000), MF_OK);
+    assert_int_equal(mf_fp8_cache_get(c, 9, 0, big, 1000), 0);
+    mf_fp8_cache_get_stats(c, &st);
+    assert_int_equal(st.entries, entries);
+    free(big);
+    mf_fp8_cache_free(c);
+}
+
+static uint64_t bytes_read(const mf_session *s)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < s->ckpt.n_files; i++)
+        n += __atomic_load_n(&s->file_bytes[i], __ATOMIC_RELAXED);
+    return n;
+}
+
+static const mf_hf_tensor *tensor(const mf_session *s, const char *name)
+{
+    for (size_t i = 0; i < s->map.n; i++)
+        if (strcmp(s->map.tensors[i].name, name) == 0)
+            return &s->map.tensors[i];
+    fail_msg("no tensor %s", name);
+    return NULL;
+}
+
+/* A read of part of a weight computes only its block rows, reading their source rows once;
+ * the cached scales serve later reads of the same block row (only the rows asked for are read)
+ * and reads of its scale_inv; a scale_inv read computes only its own block row. */
+static void test_lazy_reads(void **state)
+{
+    (void)state;
+    if (!us_have_torch())
+        skip();
+    char out[1024], ckpt[1100], gen[1200];
+    snprintf(out, sizeof out, "%s", us_tmp("llama"));
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt", out);
+    snprintf(gen, sizeof gen, "%s/../fixtures/mcore_gen.py", us_data(""));
+    const char *args[] = { gen, out, NULL };
+    assert_int_equal(us_run_python("import runpy, sys\n"
+                                   "sys.argv = [sys.argv[1], '--family', 'llama', '--out', sys.argv[2], '--tp', '2',\n"
+                                   "            '--dims', '{\"hidden\": 192, \"ffn\": 320}']\n"
+                                   "runpy.run_path(sys.argv[0], run_name='__main__')\n", args), 0);
+    mf_options o;
+    mf_options_init(&o);
+    o.true_vocab_size = 1000;
+    assert_int_equal(mf_options_apply(&o, "quant=fp8"), 1);
+    mf_session *s;
+    if (mf_session_open(&s, ckpt, &o) != MF_OK)
+        fail_msg("open: %s", mf_error());
+    const mf_vfile *f = mf_session_lookup(s, "model.safetensors");
+    assert_non_null(f);
+    const mf_hf_tensor *w = tensor(s, "model.layers.1.mlp.gate_proj.weight");
+    const mf_hf_tensor *sc = tensor(s, "model.layers.1.mlp.gate_proj.weight_scale_inv");
+    assert_int_equal(w->dtype, MF_DT_F8_E4M3);
+    assert_int_equal(w->shape[0], 320);
+    assert_int_equal(w->shape[1], 192);
+    assert_int_equal(sc->shape[0], 3);
+    assert_int_equal(sc->shape[1], 2);
+    uint64_t computed;
+    mf_fp8_cache_stats cs;
+    char buf[4096];
+    const uint64_t row = 192 * 2;   /* source bytes of one row */
+    /* 10 bytes of row 130 (block row 1): all 128 rows of that block row, once */
+    uint64_t before = bytes_read(s);
+    assert_int_equal(mf_session_read(s, f, buf, 10, f->header_len + w->offset + 130 * 192), 10);
+    mf_fp8_get_stats(s, &computed, &cs);
+    assert_int_equal(computed, 1);
+    assert_int_equal(bytes_read(s) - before, 128 * row);
+    /* again, and a row further: cached scales, only the rows asked for */
+    before = bytes_read(s);
+    assert_int_equal(mf_session_read(s, f, buf, 192 * 2, f->header_len + w->offset + 131 * 192), 192 * 2);
+    mf_fp8_get_stats(s, &computed, &cs);
+    assert_int_equal(computed, 1);
+    assert_int_equal(bytes_read(s) - before, 2 * row);
+    /* the scale_inv of block row 1: cached, nothing read */
+    before = bytes_read(s);
+    assert_int_equal(mf_session_read(s, f, buf, 8, f->header_len + sc->offset + 8), 8);
+    assert_int_equal(bytes_read(s) - before, 0);
+    /* the scale_inv of block row 2 (64 edge rows): that block row only */
+    before = bytes_read(s);
+    assert_int_equal(mf_session_read(s, f, buf, 4, f->header_len + sc->offset + 16), 4);
+    mf_fp8_get_stats(s, &computed, &cs);
+    assert_int_equal(computed, 2);
+    assert_int_equal(bytes_read(s) - before, 64 * row);
+    float sinv;
+    memcpy(&sinv, buf, 4);
+    assert_true(sinv > 0 && isfinite(sinv));
+    assert_int_equal(cs.max_bytes, MF_FP8_CACHE_BYTES);
+    mf_session_close(s);
+    mf_options_free(&o);
+}
+
+static void test_options_and_rule(void **state)
+{
+    (void)state;
+    mf_options o;
+    mf_options_init(&o);
+    assert_int_equal(o.quant, MF_QUANT_NONE);
+    assert_int_equal(mf_options_apply(&o, "quant=fp8_ue8m0"), 1);
+    assert_int_equal(o.quant, MF_QUANT_FP8_UE8M0);
+    assert_true(mf_options_apply(&o, "quant=int4") < 0);
+    assert_true(mf_options_apply(&o, "quant") < 0);
+    assert_non_null(strstr(mf_options_help(), "quant=fp8"));
+    mf_options_free(&o);
+    assert_true(mf_fp8_name_quantized("model.layers.3.self_attn.kv_a_proj_with_mqa.weight"));
+    assert_true(mf_fp8_name_quantized("model.layers.3.mlp.experts.17.down_proj.weight"));
+    assert_true(mf_fp8_name_quantized("model.layers.3.mlp.shared_experts.up_proj.weight"));
+    assert_true(mf_fp8_name_quantized("model.layers.3.mlp.shared_expert.gate_proj.weight"));
+    assert_true(mf_fp8_name_quantized("model.layers.3.block_sparse_moe.experts.1.w2.weight"));
+    assert_false(mf_fp8_name_quantized("model.layers.3.mlp.gate.weight"));
+    assert_false(mf_fp8_name_quantized("model.layers.3.mlp.gate.e_score_correction_bias"));
+    assert_false(mf_fp8_name_quantized("model.layers.3.mlp.shared_expert_gate.weight"));
+    assert_false(mf_fp8_name_quantized("model.layers.3.self_attn.q_proj.bias"));
+    assert_false(mf_fp8_name_quantized("model.layers.3.self_attn.q_a_layernorm.weight"));
+    assert_false(mf_fp8_name_quantized("model.layers.3.eh_proj.weight"));
+    assert_false(mf_fp8_name_quantized("model.layers.3.mlp.experts.gate_up_proj"));
+    assert_false(mf_fp8_name_quantized("model.embed_tokens.weight"));
+    assert_false(mf_fp8_name_quantized("lm_head.weight"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_e4m3_corners),
+        cmocka_unit_test(test_e4m3_brute_force),
+        cmocka_unit_test(test_block_factors),
+        cmocka_unit_test(test_cache_lru),
+        cmocka_unit_test(test_lazy_reads),
+        cmocka_unit_test(test_options_and_rule),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
