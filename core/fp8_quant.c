@@ -3,7 +3,9 @@
  * the largest finite value is 1.75 * 2^8 = 448; subnormals are m * 2^-9 (m = 1..7).
  * Per 128x128 block: amax = max |x| clamped to >= 1e-4, q = e4m3(x * (448 / amax)) rounded to
  * nearest even, scale_inv = amax / 448 (UE8M0: amax / 448 rounded up to a power of two, and
- * q = e4m3(x * (1 / scale_inv))), all in fp32, as DeepGEMM's per_block_cast_to_fp8. */
+ * q = e4m3(x * (1 / scale_inv))), all in fp32, as DeepGEMM's per_block_cast_to_fp8 computes it
+ * in torch: there `448.0 / x_amax` is Tensor.__rtruediv__, i.e. x_amax.reciprocal() * 448 (two
+ * fp32 roundings; a single division differs in the last bit for about a quarter of amaxes). */
 #include <math.h>
 #include <string.h>
 #include "mcorefs/fp8.h"
@@ -80,7 +82,7 @@ void mf_fp8_block_factors(float amax, mf_quant q, float *mult, float *scale_inv)
         *mult = 1.0f / sf;               /* exact: a power of two */
     } else {
         *scale_inv = amax / max;
-        *mult = max / amax;
+        *mult = (1.0f / amax) * max;     /* torch's 448.0 / x_amax: reciprocal, then times 448 */
     }
 }
 

@@ -5,8 +5,9 @@ in the README (issue 17), not from core/fp8_*.c:
   MLA's q_a/q_b/kv_a_proj_with_mqa/kv_b_proj directly under self_attn) and of every MLP
   projection (gate/up/down_proj anywhere under `mlp`, Mixtral's w1/w2/w3 under block_sparse_moe);
 - per 128x128 block, in fp32: amax = max|x| clamped to >= 1e-4; fp8: scale_inv = amax/448,
-  q = e4m3(x * (448/amax)); ue8m0: scale_inv = amax/448 rounded up to a power of two,
-  q = e4m3(x * (1/scale_inv));
+  q = e4m3(x * (448/amax)) where 448/amax is evaluated as torch evaluates DeepGEMM's
+  `448.0 / x_amax` (Tensor.__rtruediv__ = reciprocal() * 448: two fp32 roundings);
+  ue8m0: scale_inv = amax/448 rounded up to a power of two, q = e4m3(x * (1/scale_inv));
 - e4m3 (e4m3fn): round to nearest, ties to the even code, found by searching the table of all
   e4m3 values (the C code uses bit arithmetic instead); NaN above the last rounding range.
 """
@@ -94,7 +95,7 @@ def quantize(x, ue8m0=False):
                 mult = np.float32(1.0) / sf
             else:
                 sf = np.float32(amax / f448)
-                mult = np.float32(f448 / amax)
+                mult = np.float32(np.float32(np.float32(1.0) / amax) * f448)
             y = (blk * mult).astype(np.float32)
             # cannot happen by construction (|y| <= 448 up to one rounding): asserted
             assert np.all(np.abs(y) < 464), "scaled value beyond 448's rounding range"
@@ -118,3 +119,28 @@ def half_ulp_bound(x, s):
     e = np.floor(np.log2(np.maximum(y, 2.0 ** -6)))
     step = np.where(y < 2.0 ** -6, 2.0 ** -9, 2.0 ** (e - 3))
     return step / 2 * full
+
+
+def torch_agrees(n=200000, seed=0):
+    """With torch (any version): the reference's per-block factors equal what torch computes for
+    DeepGEMM's expressions `x_amax.clamp(1e-4)`, `448.0 / x_amax` and `x_amax / 448.0`, and the
+    scaled values `x_view * (448.0 / x_amax)` (bf16 * fp32 -> fp32). None if torch is absent."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    rng = np.random.default_rng(seed)
+    amax = np.concatenate([np.abs(rng.standard_normal(n)).astype(np.float32) * 10 ** rng.uniform(-6, 3, n).astype(np.float32),
+                           np.float32([0, 1e-4, 448, 3])]).astype(np.float32)
+    t = torch.from_numpy(amax).clamp(1e-4)
+    clamped = np.maximum(amax, np.float32(1e-4))
+    if not np.array_equal(t.numpy(), clamped):
+        return False
+    mult_t = (448.0 / t).numpy()
+    mult_r = (np.float32(1.0) / clamped).astype(np.float32) * np.float32(448.0)
+    sf_t = (t / 448.0).numpy()
+    sf_r = clamped / np.float32(448.0)
+    x = torch.randn(4096).to(torch.bfloat16)
+    y_t = (x * (448.0 / t[:4096])).numpy()
+    y_r = to_f32("BF16", x.view(torch.int16).numpy().tobytes(), (4096,)) * mult_r[:4096]
+    return bool(np.array_equal(mult_t, mult_r) and np.array_equal(sf_t, sf_r) and np.array_equal(y_t, y_r))

@@ -256,6 +256,13 @@ def test_zero_nan_inf_blocks():
           % (sorted(want_eio), good, len(clean)))
 
 
+def test_reference_matches_torch():
+    ok = R.torch_agrees()
+    if ok is None:
+        raise T.Skip("torch is not installed")
+    T.check(ok, "the reference's block factors differ from torch's evaluation of DeepGEMM's expressions")
+
+
 def test_bad_option():
     r = T.run_inspect([os.path.join(T.MEGATRON_FIXTURES, DSV3), "-o", "quant=fp4"])
     T.check(r.rc != 0 and "quant" in r.stderr, "quant=fp4 accepted: %r" % r)
@@ -263,7 +270,7 @@ def test_bad_option():
 
 def main():
     r = T.Runner("fp8 view")
-    for fn in (test_real_dsv3, test_generated_layouts, test_zero_nan_inf_blocks, test_bad_option):
+    for fn in (test_reference_matches_torch, test_real_dsv3, test_generated_layouts, test_zero_nan_inf_blocks, test_bad_option):
         r.run(fn.__name__, fn)
     return r.finish()
 

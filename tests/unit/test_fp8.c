@@ -121,7 +121,7 @@ static void test_block_factors(void **state)
     mf_fp8_block_factors(448.0f, MF_QUANT_FP8, &mult, &sinv);
     assert_true(mult == 1.0f && sinv == 1.0f);
     mf_fp8_block_factors(3.0f, MF_QUANT_FP8, &mult, &sinv);
-    assert_true(sinv == 3.0f / 448.0f && mult == 448.0f / 3.0f);
+    assert_true(sinv == 3.0f / 448.0f && mult == (1.0f / 3.0f) * 448.0f);
     assert_true(mult * 3.0f <= 448.0f * (1 + 0x1p-23f));
     /* ue8m0: amax / 448 rounded up to a power of two; the multiplier its exact inverse */
     mf_fp8_block_factors(449.0f, MF_QUANT_FP8_UE8M0, &mult, &sinv);
