@@ -101,17 +101,51 @@ static void test_e4m3_corners(void **state)
 static void test_e4m3_brute_force(void **state)
 {
     (void)state;
+    /* mf_fp8_quantize (the read path's branchless encoder, here with multiplier 1) must agree */
+    enum { N = 4096 };
+    float xs[N];
+    uint8_t qs[N];
+    size_t n = 0;
     for (uint32_t u = bits(0x1p-12f); u < bits(512.0f); u += 4093) {
         float x = f32_of(u);
         assert_int_equal(mf_e4m3_from_f32(x), nearest_e4m3(x));
         assert_int_equal(mf_e4m3_from_f32(-x), nearest_e4m3(-x));
+        if (x <= 464.0f && n + 2 <= N) {
+            xs[n++] = x;
+            xs[n++] = -x;
+        }
     }
     for (int c = 0; c < 0x7e; c++) {
         float mid = (float)((e4m3_value(c) + e4m3_value(c + 1)) / 2);
         float around[3] = { nextafterf(mid, 0.0f), mid, nextafterf(mid, 1e9f) };
-        for (int k = 0; k < 3; k++)
+        for (int k = 0; k < 3; k++) {
             assert_int_equal(mf_e4m3_from_f32(around[k]), nearest_e4m3(around[k]));
+            if (n < N && around[k] <= 464.0f)
+                xs[n++] = around[k];
+        }
     }
+    float specials[] = { 0.0f, -0.0f, 0x1p-10f, 3 * 0x1p-10f, 15 * 0x1p-10f, -f32_of(1), 1e-30f, 448.0f, 464.0f };
+    for (size_t k = 0; k < sizeof(specials) / sizeof(specials[0]) && n < N; k++)
+        xs[n++] = specials[k];
+    assert_true(n > 3000);
+    assert_int_equal(mf_fp8_quantize(xs, n, 1.0f, qs), 0);
+    for (size_t k = 0; k < n; k++)
+        if (qs[k] != mf_e4m3_from_f32(xs[k]))
+            fail_msg("quantize(%a) = 0x%02x, encoder 0x%02x", (double)xs[k], qs[k], mf_e4m3_from_f32(xs[k]));
+    /* and over every 1021st fp32 magnitude from 0 (fp32 subnormals included) up to 480, both signs */
+    uint32_t u = 0;
+    while (u < bits(480.0f)) {
+        for (n = 0; n < N && u < bits(480.0f); u += 1021) {
+            xs[n++] = f32_of(u);
+            xs[n++] = -f32_of(u);
+        }
+        mf_fp8_quantize(xs, n, 1.0f, qs);
+        for (size_t k = 0; k < n; k++)
+            if (qs[k] != mf_e4m3_from_f32(xs[k]))
+                fail_msg("quantize(%a) = 0x%02x, encoder 0x%02x", (double)xs[k], qs[k], mf_e4m3_from_f32(xs[k]));
+    }
+    float beyond[2] = { 1.0f, nextafterf(464.0f, 1e9f) };
+    assert_int_equal(mf_fp8_quantize(beyond, 2, 1.0f, qs), -1);
 }
 
 static void test_block_factors(void **state)
