@@ -7,7 +7,7 @@ Run it through bench/run.sh (builds the daemon and the helpers first).  Environm
   BENCH_PY_RUNS=N          runs of the Python converter (default min(RUNS, 2): ~90 s each at full)
   BENCH_RA=default,1024    read_ahead_kb settings to measure the read paths under ("default" =
                            leave the kernel's value); each is applied equally to ceilingfs and mcorefs
-  BENCH_SKIP=export,...    skip sections: read, load, export, mount, dist (the torch_dist twins)
+  BENCH_SKIP=export,...    skip sections: read, load, export, mount, dist (the torch_dist twins), fp8
   BENCH_OUT=DIR            where exports are written (default bench/cache/out, on local disk)
   BENCH_TAG=NAME           write results-NAME.md (e.g. for a patched daemon via MCOREFS_BIN)
 """
@@ -33,6 +33,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import gen  # noqa: E402
+import bench_fp8  # noqa: E402
 
 SCALE = os.environ.get("BENCH_SCALE", "full")
 if SCALE not in gen.SPECS:
@@ -601,6 +602,14 @@ def med(key):
     return statistics.median(R[key]) if R.get(key) else None
 
 
+FP8 = {}              # model name -> bench_fp8.measure() figures
+
+
+def fp8_argv(m, extra, mnt):
+    opts = "true_vocab_size=%d,shard_size=%s,read_ahead_kb=-1%s" % (m["vocab"], SHARD, "," + extra if extra else "")
+    return [MCOREFS, str(m["ckpt"]), str(WORK / mnt), "-f", "-o", opts], WORK / mnt
+
+
 def report(models, total_s):
     T = Table()
     for m in models:
@@ -710,6 +719,9 @@ def report(models, total_s):
             T.ratio("%s RSS growth reading %s (HWM - mount RSS)" % (n, fmt_mb(m["st_bytes"])), g,
                     "<= 64 MB", g <= 64e6, fmt_mb(g))
 
+    for n, res in FP8.items():
+        bench_fp8.report(T, n, res, statistics.median)
+
     env = "%s, %s, kernel %s, %d CPUs, %.0f GiB RAM, fuse3 %s" % (
         datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), cpu_model(), platform.release(), os.cpu_count(),
         os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30,
@@ -779,6 +791,8 @@ def main():
             bench_load(m)
         if "export" not in SKIP:
             bench_export(m)
+        if "fp8" not in SKIP and m is dense:
+            FP8[m["name"]] = bench_fp8.measure(m, RUNS, Mount, fp8_argv, read_files, warm, drop_caches, log)
     if "mount" not in SKIP:
         drop_caches()
         bench_mount([dsv3] + ([dsv3_d] if dsv3_d else []), read_all=True)

@@ -108,6 +108,16 @@ int mf_fp8_amax_update(const float *x, size_t n, float *amax)
  * scaling by 2^-120 moves e4m3's exponent bias (7) to fp32's (127): the top bits of the result
  * are the code, subnormals included (they become fp32 subnormals with the same mantissa), and
  * 480 becomes 0x7f, the NaN code. */
+#if defined(__x86_64__) && defined(__has_attribute)
+#if __has_attribute(target_clones) && defined(__ELF__)
+#define MF_X86_CLONES __attribute__((target_clones("avx2", "default")))   /* 8 lanes: about twice as fast */
+#endif
+#endif
+#ifndef MF_X86_CLONES
+#define MF_X86_CLONES
+#endif
+
+MF_X86_CLONES
 int mf_fp8_quantize(const float *x, size_t n, float mult, uint8_t *dst)
 {
     int32_t nan = 0;
