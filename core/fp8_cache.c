@@ -1,7 +1,7 @@
-/* The FP8 view's block-scale cache: the amaxes of one (tensor, 128-row block row), keyed by
- * both, least recently used entries dropped while the entries' bytes exceed the bound.
- * One mutex: an entry is a few hundred bytes and is copied in and out under it; computing a
- * missing block row (reading 128 source rows) happens outside it. */
+/* The FP8 view's caches: bytes of one (tensor, 128-row block row) -- its amaxes, or its FP8
+ * bytes -- keyed by both, least recently used entries dropped while the entries' bytes exceed
+ * the bound. One mutex: entries are copied in and out under it; computing a missing block row
+ * (reading 128 source rows) happens outside it. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,8 +11,9 @@
 typedef struct entry {
     struct entry *next_in_bucket;
     struct entry *newer, *older;   /* LRU list */
-    uint32_t tensor, block_row, n;
-    float amax[];
+    uint32_t tensor, block_row;
+    size_t n;
+    unsigned char bytes[];
 } entry;
 
 struct mf_fp8_cache {
@@ -24,9 +25,9 @@ struct mf_fp8_cache {
     uint64_t hits, misses, evictions, entries;
 };
 
-static size_t entry_bytes(uint32_t n)
+static size_t entry_bytes(size_t n)
 {
-    return sizeof(entry) + (size_t)n * sizeof(float);
+    return sizeof(entry) + n;
 }
 
 static size_t bucket_of(const mf_fp8_cache *c, uint32_t tensor, uint32_t block_row)
@@ -111,13 +112,13 @@ static void drop(mf_fp8_cache *c, entry *e)
     free(e);
 }
 
-int mf_fp8_cache_get(mf_fp8_cache *c, uint32_t tensor, uint32_t block_row, float *out, uint32_t n)
+int mf_fp8_cache_get(mf_fp8_cache *c, uint32_t tensor, uint32_t block_row, size_t off, void *out, size_t n)
 {
     pthread_mutex_lock(&c->lock);
     entry *e = find(c, tensor, block_row);
-    int hit = e && e->n == n;
+    int hit = e && off <= e->n && n <= e->n - off;
     if (hit) {
-        memcpy(out, e->amax, (size_t)n * sizeof(float));
+        memcpy(out, e->bytes + off, n);
         unlink_lru(c, e);
         push_newest(c, e);
         c->hits++;
@@ -128,7 +129,7 @@ int mf_fp8_cache_get(mf_fp8_cache *c, uint32_t tensor, uint32_t block_row, float
     return hit;
 }
 
-int mf_fp8_cache_put(mf_fp8_cache *c, uint32_t tensor, uint32_t block_row, const float *amax, uint32_t n)
+int mf_fp8_cache_put(mf_fp8_cache *c, uint32_t tensor, uint32_t block_row, const void *data, size_t n)
 {
     size_t need = entry_bytes(n);
     if (need > c->max_bytes)
@@ -139,7 +140,7 @@ int mf_fp8_cache_put(mf_fp8_cache *c, uint32_t tensor, uint32_t block_row, const
     e->tensor = tensor;
     e->block_row = block_row;
     e->n = n;
-    memcpy(e->amax, amax, (size_t)n * sizeof(float));
+    memcpy(e->bytes, data, n);
     pthread_mutex_lock(&c->lock);
     entry *old = find(c, tensor, block_row);
     if (old)                       /* another thread computed it meanwhile: same values */

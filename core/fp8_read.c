@@ -15,6 +15,8 @@
 typedef struct {
     uint8_t *raw;            /* source rows as gathered */
     size_t raw_cap;
+    uint8_t *q;              /* one quantized block row */
+    size_t q_cap;
     float *row;              /* one row as floats */
     float *amax, *mult;      /* per column block */
     size_t cols_cap;
@@ -28,6 +30,7 @@ static void scratch_free(void *p)
     fp8_scratch *s = p;
     if (s) {
         free(s->raw);
+        free(s->q);
         free(s->row);
         free(s->amax);
         free(s->mult);
@@ -37,8 +40,9 @@ static void scratch_free(void *p)
 
 static void scratch_init(void) { pthread_key_create(&scratch_key, scratch_free); }
 
-/* This thread's scratch, grown to hold raw_bytes of source rows and cols floats. */
-static fp8_scratch *get_scratch(size_t raw_bytes, size_t cols)
+/* This thread's scratch, grown to hold raw_bytes of source rows, q_bytes of FP8 rows and cols
+ * floats. */
+static fp8_scratch *get_scratch(size_t raw_bytes, size_t q_bytes, size_t cols)
 {
     pthread_once(&scratch_once, scratch_init);
     fp8_scratch *s = pthread_getspecific(scratch_key);
@@ -54,6 +58,13 @@ static fp8_scratch *get_scratch(size_t raw_bytes, size_t cols)
         if (!(s->raw = malloc(raw_bytes)))
             return NULL;
         s->raw_cap = raw_bytes;
+    }
+    if (q_bytes > s->q_cap) {
+        free(s->q);
+        s->q_cap = 0;
+        if (!(s->q = malloc(q_bytes)))
+            return NULL;
+        s->q_cap = q_bytes;
     }
     if (cols > s->cols_cap) {
         free(s->row);
@@ -97,7 +108,7 @@ static int weight_ctx_init(weight_ctx *x, const mf_session *s, uint32_t wi, cons
     x->src.dtype = w->src_dtype;
     x->src.nbytes = (uint64_t)x->R * (uint64_t)x->C * x->ss;
     x->src.quant = MF_TQ_NONE;
-    x->sc = get_scratch((size_t)MF_FP8_BLOCK * (size_t)x->C * x->ss, (size_t)x->C);
+    x->sc = get_scratch((size_t)MF_FP8_BLOCK * (size_t)x->C * x->ss, (size_t)MF_FP8_BLOCK * (size_t)x->C, (size_t)x->C);
     return x->sc ? MF_OK : mf_fail(MF_ERR_NOMEM, "out of memory for the FP8 scratch (%s)", w->name);
 }
 
@@ -115,7 +126,7 @@ static int block_amax(weight_ctx *x, uint32_t b, int64_t *rows_from)
 {
     float *amax = x->sc->amax;
     *rows_from = -1;
-    if (mf_fp8_cache_get(x->s->fp8->cache, x->wi, b, amax, x->nbc))
+    if (mf_fp8_cache_get(x->s->fp8->cache, x->wi, b, 0, amax, x->nbc * sizeof(float)))
         return MF_OK;
     int64_t br0 = (int64_t)b * MF_FP8_BLOCK, br1 = br0 + MF_FP8_BLOCK < x->R ? br0 + MF_FP8_BLOCK : x->R;
     int rc = gather_rows(x, br0, br1);
@@ -137,41 +148,67 @@ static int block_amax(weight_ctx *x, uint32_t b, int64_t *rows_from)
         amax[cb] = amax[cb] < MF_FP8_AMAX_MIN ? MF_FP8_AMAX_MIN : amax[cb];
     __atomic_fetch_add(&x->s->fp8->block_rows_computed, 1, __ATOMIC_RELAXED);
     *rows_from = br0;
-    return mf_fp8_cache_put(x->s->fp8->cache, x->wi, b, amax, x->nbc);
+    return mf_fp8_cache_put(x->s->fp8->cache, x->wi, b, amax, x->nbc * sizeof(float));
 }
 
-/* FP8 bytes [off, off+len) of the weight. */
+/* Quantize elements [c_lo, c_hi) of rows [r0, r1) (source rows from row `from` in the scratch)
+ * into dst, element (r, c) at dst[(r - r0) * C + c - c_lo] (one row: c_lo..c_hi; several rows:
+ * whole rows). */
+static int quantize_rows(weight_ctx *x, int64_t r0, int64_t r1, int64_t from, uint64_t c_lo, uint64_t c_hi, uint8_t *dst)
+{
+    float scale_inv;
+    uint64_t C = (uint64_t)x->C;
+    for (uint32_t cb = 0; cb < x->nbc; cb++)
+        mf_fp8_block_factors(x->sc->amax[cb], x->s->fp8->mode, &x->sc->mult[cb], &scale_inv);
+    for (int64_t r = r0; r < r1; r++) {
+        mf_fp8_load_f32(x->w->src_dtype, x->sc->raw + ((size_t)(r - from) * (size_t)C + c_lo) * x->ss,
+                        (size_t)(c_hi - c_lo), x->sc->row);
+        for (uint64_t c = c_lo; c < c_hi;) {
+            uint64_t cb = c / MF_FP8_BLOCK, stop = (cb + 1) * MF_FP8_BLOCK < c_hi ? (cb + 1) * MF_FP8_BLOCK : c_hi;
+            if (mf_fp8_quantize(x->sc->row + (c - c_lo), (size_t)(stop - c), x->sc->mult[cb],
+                                dst + (uint64_t)(r - r0) * C + (c - c_lo)) != 0)
+                return mf_fail(MF_ERR_INVALID, "%s: an FP8 value out of range at row %lld (cannot happen: "
+                               "the block's amax covers it)", x->w->name, (long long)r);
+            c = stop;
+        }
+    }
+    return MF_OK;
+}
+
+/* FP8 bytes [off, off+len) of the weight, block row by block row: a block row quantized
+ * lately is a copy; one whose amaxes must be computed is gathered whole, quantized whole and
+ * kept (the next reads of a sequential reader ask for its other rows); one whose amaxes are
+ * cached but whose bytes are not gathers and quantizes only the rows asked for. */
 static int read_weight(weight_ctx *x, uint64_t off, size_t len, uint8_t *dst)
 {
     uint64_t end = off + len, C = (uint64_t)x->C;
     int64_t r0 = (int64_t)(off / C), r1 = (int64_t)((end + C - 1) / C);
     for (uint32_t b = (uint32_t)(r0 / MF_FP8_BLOCK); (int64_t)b * MF_FP8_BLOCK < r1; b++) {
         int64_t br0 = (int64_t)b * MF_FP8_BLOCK, br1 = br0 + MF_FP8_BLOCK < x->R ? br0 + MF_FP8_BLOCK : x->R;
-        int64_t q0 = r0 > br0 ? r0 : br0, q1 = r1 < br1 ? r1 : br1, from;
+        uint64_t e0 = (uint64_t)br0 * C, e1 = (uint64_t)br1 * C;   /* the block row's bytes */
+        uint64_t a = e0 > off ? e0 : off, z = e1 < end ? e1 : end;
+        uint8_t *out = dst + (a - off);
+        if (mf_fp8_cache_get(x->s->fp8->rows, x->wi, b, (size_t)(a - e0), out, (size_t)(z - a)))
+            continue;
+        int64_t from;
         int rc = block_amax(x, b, &from);
         if (rc)
             return rc;
-        if (from < 0) {               /* scales were cached: only the rows asked for */
-            if ((rc = gather_rows(x, q0, q1)) != 0)
+        if (from >= 0) {               /* all its rows are in the scratch: quantize them all */
+            if ((rc = quantize_rows(x, br0, br1, br0, 0, C, x->sc->q)) != 0)
                 return rc;
-            from = q0;
+            memcpy(out, x->sc->q + (a - e0), (size_t)(z - a));
+            if ((rc = mf_fp8_cache_put(x->s->fp8->rows, x->wi, b, x->sc->q, (size_t)(e1 - e0))) != 0)
+                return rc;
+            continue;
         }
-        float scale_inv;
-        for (uint32_t cb = 0; cb < x->nbc; cb++)
-            mf_fp8_block_factors(x->sc->amax[cb], x->s->fp8->mode, &x->sc->mult[cb], &scale_inv);
-        for (int64_t r = q0; r < q1; r++) {
-            uint64_t e0 = (uint64_t)r * C, e1 = e0 + C;   /* this row's elements = bytes */
-            uint64_t a = e0 > off ? e0 : off, z = e1 < end ? e1 : end;
-            uint64_t c_lo = a - e0, c_hi = z - e0;
-            mf_fp8_load_f32(x->w->src_dtype, x->sc->raw + ((size_t)(r - from) * (size_t)C + c_lo) * x->ss,
-                            (size_t)(c_hi - c_lo), x->sc->row);
-            for (uint64_t c = c_lo; c < c_hi;) {
-                uint64_t cb = c / MF_FP8_BLOCK, stop = (cb + 1) * MF_FP8_BLOCK < c_hi ? (cb + 1) * MF_FP8_BLOCK : c_hi;
-                if (mf_fp8_quantize(x->sc->row + (c - c_lo), (size_t)(stop - c), x->sc->mult[cb], dst + (e0 + c - off)) != 0)
-                    return mf_fail(MF_ERR_INVALID, "%s: an FP8 value out of range at row %lld (cannot happen: "
-                                   "the block's amax covers it)", x->w->name, (long long)r);
-                c = stop;
-            }
+        int64_t q0 = (int64_t)(a / C), q1 = (int64_t)((z + C - 1) / C);
+        if ((rc = gather_rows(x, q0, q1)) != 0)
+            return rc;
+        for (int64_t r = q0; r < q1; r++) {   /* row by row: the first and last may be partial */
+            uint64_t ra = (uint64_t)r * C > a ? (uint64_t)r * C : a, rz = (uint64_t)(r + 1) * C < z ? (uint64_t)(r + 1) * C : z;
+            if ((rc = quantize_rows(x, r, r + 1, q0, ra - (uint64_t)r * C, rz - (uint64_t)r * C, dst + (ra - off))) != 0)
+                return rc;
         }
     }
     return MF_OK;

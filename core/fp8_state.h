@@ -7,7 +7,8 @@
 
 struct mf_fp8_state {
     mf_quant mode;
-    mf_fp8_cache *cache;
+    mf_fp8_cache *cache;            /* amaxes per block row */
+    mf_fp8_cache *rows;             /* FP8 bytes of recently quantized block rows */
     uint64_t block_rows_computed;   /* atomic: block rows whose amaxes were computed */
 };
 

@@ -103,9 +103,11 @@ int mf_fp8_add_to_view(mf_session *s)
     }
     struct mf_fp8_state *st = calloc(1, sizeof(*st));
     mf_hf_tensor *nt = calloc(m->n + k + 1, sizeof(*nt));
-    if (st)
+    if (st) {
         st->cache = mf_fp8_cache_new(MF_FP8_CACHE_BYTES);
-    if (!st || !st->cache || !nt) {
+        st->rows = mf_fp8_cache_new(MF_FP8_ROWS_CACHE_BYTES);
+    }
+    if (!st || !st->cache || !st->rows || !nt) {
         mf_fp8_state_free(st);
         free(nt);
         return mf_fail(MF_ERR_NOMEM, "out of memory (FP8 view)");
@@ -151,6 +153,7 @@ void mf_fp8_state_free(struct mf_fp8_state *st)
     if (!st)
         return;
     mf_fp8_cache_free(st->cache);
+    mf_fp8_cache_free(st->rows);
     free(st);
 }
 

@@ -22,8 +22,10 @@ enum { MF_TQ_NONE = 0, MF_TQ_FP8_WEIGHT, MF_TQ_FP8_SCALE };
 #define MF_FP8_BLOCK 128
 #define MF_FP8_MAX 448.0f
 #define MF_FP8_AMAX_MIN 1e-4f
-/* The scale cache's bound per mount (bytes of entries, headers included). */
+/* The caches' bounds per mount (bytes of entries, headers included): block amaxes, and
+ * quantized block rows (so that the reads that follow within a block row are copies). */
 #define MF_FP8_CACHE_BYTES (32u << 20)
+#define MF_FP8_ROWS_CACHE_BYTES (32u << 20)
 /* Largest source block row a read gathers at once (128 rows x cols x source element size):
  * wider weights are refused at mount. 64 MiB = 262144 bf16 columns. */
 #define MF_FP8_MAX_BLOCK_ROW_BYTES (64u << 20)
@@ -43,15 +45,17 @@ int mf_fp8_quantize(const float *x, size_t n, float mult, uint8_t *dst);
 /* n source elements of dtype dt as floats (widening is exact for bf16 / f16). */
 void mf_fp8_load_f32(mf_dtype dt, const uint8_t *src, size_t n, float *dst);
 
-/* --- the block-scale cache (core/fp8_cache.c): LRU, bounded by bytes, thread-safe --- */
+/* --- the caches (core/fp8_cache.c): bytes per (tensor, block row), LRU, bounded by bytes,
+ * thread-safe; one holds each block row's amaxes, one recently quantized block rows --- */
 typedef struct mf_fp8_cache mf_fp8_cache;
 mf_fp8_cache *mf_fp8_cache_new(size_t max_bytes);
 void mf_fp8_cache_free(mf_fp8_cache *c);
-/* Copy the n amaxes of (tensor, block_row) into out: 1 if cached, 0 if not. */
-int mf_fp8_cache_get(mf_fp8_cache *c, uint32_t tensor, uint32_t block_row, float *out, uint32_t n);
-/* Insert (a copy); the least recently used entries go while the bound is exceeded. An entry
- * larger than the bound alone is not kept. MF_OK or MF_ERR_NOMEM. */
-int mf_fp8_cache_put(mf_fp8_cache *c, uint32_t tensor, uint32_t block_row, const float *amax, uint32_t n);
+/* Copy bytes [off, off+n) of the entry (tensor, block_row) into out: 1 if it is cached and
+ * that long, 0 if not. */
+int mf_fp8_cache_get(mf_fp8_cache *c, uint32_t tensor, uint32_t block_row, size_t off, void *out, size_t n);
+/* Insert a copy of n bytes; the least recently used entries go while the bound is exceeded. An
+ * entry larger than the bound alone is not kept. MF_OK or MF_ERR_NOMEM. */
+int mf_fp8_cache_put(mf_fp8_cache *c, uint32_t tensor, uint32_t block_row, const void *data, size_t n);
 typedef struct {
     uint64_t hits, misses, evictions, entries, bytes, max_bytes;
 } mf_fp8_cache_stats;
