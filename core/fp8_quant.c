@@ -86,28 +86,6 @@ void mf_fp8_block_factors(float amax, mf_quant q, float *mult, float *scale_inv)
     }
 }
 
-int mf_fp8_amax_update(const float *x, size_t n, float *amax)
-{
-    /* non-negative floats order like their bit patterns, and NaN / infinity above all finite
-     * ones: one integer max (vectorizes), then one check */
-    uint32_t m = bits_of(*amax) & 0x7fffffffu;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t a = bits_of(x[i]) & 0x7fffffffu;
-        m = a > m ? a : m;
-    }
-    if (m >= 0x7f800000u)
-        return -1;
-    *amax = float_of(m);
-    return 0;
-}
-
-/* The hot loop, vectorizable, by another route than mf_e4m3_from_f32 (the unit tests check
- * that they agree): clamp |y| to 480 (the step past 448); round it to its e4m3 grid by adding
- * and subtracting c = 2^(e + 20), whose fp32 ulp is the grid step 2^(e - 3) of |y|'s binade
- * (2^-9 below 2^-6: subnormals), so the fp32 addition rounds to nearest even for us; then
- * scaling by 2^-120 moves e4m3's exponent bias (7) to fp32's (127): the top bits of the result
- * are the code, subnormals included (they become fp32 subnormals with the same mantissa), and
- * 480 becomes 0x7f, the NaN code. */
 #if defined(__x86_64__) && defined(__has_attribute)
 #if __has_attribute(target_clones) && defined(__ELF__)
 #define MF_X86_CLONES __attribute__((target_clones("avx2", "default")))   /* 8 lanes: about twice as fast */
@@ -118,22 +96,95 @@ int mf_fp8_amax_update(const float *x, size_t n, float *amax)
 #endif
 
 MF_X86_CLONES
+int mf_fp8_amax_update(const float *x, size_t n, float *amax)
+{
+    /* non-negative floats order like their bit patterns (signed compares suffice), and NaN /
+     * infinity above all finite ones: one integer max (vectorizes), then one check */
+    int32_t m = (int32_t)(bits_of(*amax) & 0x7fffffffu);
+    for (size_t i = 0; i < n; i++) {
+        int32_t a = (int32_t)(bits_of(x[i]) & 0x7fffffffu);
+        m = a > m ? a : m;
+    }
+    if (m >= 0x7f800000)
+        return -1;
+    *amax = float_of((uint32_t)m);
+    return 0;
+}
+
+/* The same on bf16 bits: the high half of the float's, so a 16-bit max (8 or 16 lanes). */
+MF_X86_CLONES
+static int amax_bf16(const uint8_t *src, size_t n, float *amax)
+{
+    int16_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, src + 2 * i, 2);
+        int16_t a = (int16_t)(h & 0x7fffu);
+        m = a > m ? a : m;
+    }
+    if (m >= 0x7f80)
+        return -1;
+    float v = float_of((uint32_t)m << 16);
+    *amax = v > *amax ? v : *amax;
+    return 0;
+}
+
+int mf_fp8_amax_raw(mf_dtype dt, const uint8_t *src, size_t n, float *amax, float *tmp)
+{
+    if (dt == MF_DT_BF16)
+        return amax_bf16(src, n, amax);
+    mf_fp8_load_f32(dt, src, n, tmp);
+    return mf_fp8_amax_update(tmp, n, amax);
+}
+
+/* The hot loop, vectorizable, by another route than mf_e4m3_from_f32 (the unit tests check
+ * that they agree): clamp |y| to 480 (the step past 448); round it to its e4m3 grid by adding
+ * and subtracting c = 2^(e + 20), whose fp32 ulp is the grid step 2^(e - 3) of |y|'s binade
+ * (2^-9 below 2^-6: subnormals), so the fp32 addition rounds to nearest even for us; then
+ * scaling by 2^-120 moves e4m3's exponent bias (7) to fp32's (127): the top bits of the result
+ * are the code, subnormals included (they become fp32 subnormals with the same mantissa), and
+ * 480 becomes 0x7f, the NaN code. */
+static inline uint32_t e4m3_code(float y, int32_t *nan)
+{
+    uint32_t u = bits_of(y);
+    int32_t a = (int32_t)(u & 0x7fffffffu);
+    a = a < 0x43f00000 ? a : 0x43f00000;              /* 480.0f; NaN and inf too */
+    int32_t e = a & 0x7f800000;
+    e = e > 0x3c800000 ? e : 0x3c800000;              /* 2^-6: subnormals share its step */
+    float c = float_of((uint32_t)e + (20u << 23));
+    float v = (float_of((uint32_t)a) + c) - c;
+    uint32_t code = bits_of(v * 0x1p-120f) >> 20;
+    *nan |= code == 0x7f;
+    return ((u >> 24) & 0x80u) | code;
+}
+
+MF_X86_CLONES
 int mf_fp8_quantize(const float *x, size_t n, float mult, uint8_t *dst)
 {
     int32_t nan = 0;
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (uint8_t)e4m3_code(x[i] * mult, &nan);
+    return nan ? -1 : 0;
+}
+
+MF_X86_CLONES
+static int quantize_bf16(const uint8_t *src, size_t n, float mult, uint8_t *dst)
+{
+    int32_t nan = 0;
     for (size_t i = 0; i < n; i++) {
-        uint32_t u = bits_of(x[i] * mult);
-        int32_t a = (int32_t)(u & 0x7fffffffu);
-        a = a < 0x43f00000 ? a : 0x43f00000;              /* 480.0f; NaN and inf too */
-        int32_t e = a & 0x7f800000;
-        e = e > 0x3c800000 ? e : 0x3c800000;              /* 2^-6: subnormals share its step */
-        float c = float_of((uint32_t)e + (20u << 23));
-        float v = (float_of((uint32_t)a) + c) - c;
-        uint32_t code = bits_of(v * 0x1p-120f) >> 20;
-        nan |= code == 0x7f;
-        dst[i] = (uint8_t)(((u >> 24) & 0x80u) | code);
+        uint16_t h;
+        memcpy(&h, src + 2 * i, 2);
+        dst[i] = (uint8_t)e4m3_code(float_of((uint32_t)h << 16) * mult, &nan);
     }
     return nan ? -1 : 0;
+}
+
+int mf_fp8_quantize_raw(mf_dtype dt, const uint8_t *src, size_t n, float mult, uint8_t *dst, float *tmp)
+{
+    if (dt == MF_DT_BF16)
+        return quantize_bf16(src, n, mult, dst);
+    mf_fp8_load_f32(dt, src, n, tmp);
+    return mf_fp8_quantize(tmp, n, mult, dst);
 }
 
 static float f16_to_f32(uint16_t h)

@@ -135,10 +135,10 @@ static int block_amax(weight_ctx *x, uint32_t b, int64_t *rows_from)
     for (uint32_t cb = 0; cb < x->nbc; cb++)
         amax[cb] = 0.0f;
     for (int64_t r = br0; r < br1; r++) {
-        mf_fp8_load_f32(x->w->src_dtype, x->sc->raw + (size_t)(r - br0) * (size_t)x->C * x->ss, (size_t)x->C, x->sc->row);
+        const uint8_t *src = x->sc->raw + (size_t)(r - br0) * (size_t)x->C * x->ss;
         for (uint32_t cb = 0; cb < x->nbc; cb++) {
             int64_t c0 = (int64_t)cb * MF_FP8_BLOCK, n = x->C - c0 < MF_FP8_BLOCK ? x->C - c0 : MF_FP8_BLOCK;
-            if (mf_fp8_amax_update(x->sc->row + c0, (size_t)n, &amax[cb]) != 0)
+            if (mf_fp8_amax_raw(x->w->src_dtype, src + (size_t)c0 * x->ss, (size_t)n, &amax[cb], x->sc->row) != 0)
                 return mf_fail(MF_ERR_FORMAT, "%s: NaN or infinity in the source block at rows %lld-%lld, columns "
                                "%lld-%lld: it has no FP8 scale", x->w->name, (long long)br0, (long long)br1 - 1,
                                (long long)c0, (long long)(c0 + n - 1));
@@ -161,12 +161,11 @@ static int quantize_rows(weight_ctx *x, int64_t r0, int64_t r1, int64_t from, ui
     for (uint32_t cb = 0; cb < x->nbc; cb++)
         mf_fp8_block_factors(x->sc->amax[cb], x->s->fp8->mode, &x->sc->mult[cb], &scale_inv);
     for (int64_t r = r0; r < r1; r++) {
-        mf_fp8_load_f32(x->w->src_dtype, x->sc->raw + ((size_t)(r - from) * (size_t)C + c_lo) * x->ss,
-                        (size_t)(c_hi - c_lo), x->sc->row);
+        const uint8_t *src = x->sc->raw + (size_t)(r - from) * (size_t)C * x->ss;
         for (uint64_t c = c_lo; c < c_hi;) {
             uint64_t cb = c / MF_FP8_BLOCK, stop = (cb + 1) * MF_FP8_BLOCK < c_hi ? (cb + 1) * MF_FP8_BLOCK : c_hi;
-            if (mf_fp8_quantize(x->sc->row + (c - c_lo), (size_t)(stop - c), x->sc->mult[cb],
-                                dst + (uint64_t)(r - r0) * C + (c - c_lo)) != 0)
+            if (mf_fp8_quantize_raw(x->w->src_dtype, src + (size_t)c * x->ss, (size_t)(stop - c), x->sc->mult[cb],
+                                    dst + (uint64_t)(r - r0) * C + (c - c_lo), x->sc->row) != 0)
                 return mf_fail(MF_ERR_INVALID, "%s: an FP8 value out of range at row %lld (cannot happen: "
                                "the block's amax covers it)", x->w->name, (long long)r);
             c = stop;

@@ -44,6 +44,10 @@ int mf_fp8_amax_update(const float *x, size_t n, float *amax);
 int mf_fp8_quantize(const float *x, size_t n, float mult, uint8_t *dst);
 /* n source elements of dtype dt as floats (widening is exact for bf16 / f16). */
 void mf_fp8_load_f32(mf_dtype dt, const uint8_t *src, size_t n, float *dst);
+/* amax_update / quantize on n source elements of dtype dt (bf16 directly; others through tmp,
+ * room for n floats). */
+int mf_fp8_amax_raw(mf_dtype dt, const uint8_t *src, size_t n, float *amax, float *tmp);
+int mf_fp8_quantize_raw(mf_dtype dt, const uint8_t *src, size_t n, float mult, uint8_t *dst, float *tmp);
 
 /* --- the caches (core/fp8_cache.c): bytes per (tensor, block row), LRU, bounded by bytes,
  * thread-safe; one holds each block row's amaxes, one recently quantized block rows --- */

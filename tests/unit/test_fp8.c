@@ -144,6 +144,19 @@ static void test_e4m3_brute_force(void **state)
             if (qs[k] != mf_e4m3_from_f32(xs[k]))
                 fail_msg("quantize(%a) = 0x%02x, encoder 0x%02x", (double)xs[k], qs[k], mf_e4m3_from_f32(xs[k]));
     }
+    /* every bf16 value up to 448 in magnitude, quantized straight from its bits (the read path
+     * for bf16 sources), multiplied by 0.75 so that ties and subnormals come up too */
+    uint16_t hs[N];
+    float tmp[N];
+    uint32_t h = 0;
+    while (h < 0x10000u) {
+        for (n = 0; n < N && h < 0x10000u; h++)
+            if ((h & 0x7fffu) <= 0x43e0u)   /* |v| <= 448 */
+                hs[n++] = (uint16_t)h;
+        assert_int_equal(mf_fp8_quantize_raw(MF_DT_BF16, (const uint8_t *)hs, n, 0.75f, qs, tmp), 0);
+        for (size_t k = 0; k < n; k++)
+            assert_int_equal(qs[k], mf_e4m3_from_f32(f32_of((uint32_t)hs[k] << 16) * 0.75f));
+    }
     float beyond[2] = { 1.0f, nextafterf(464.0f, 1e9f) };
     assert_int_equal(mf_fp8_quantize(beyond, 2, 1.0f, qs), -1);
 }
