@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mcorefs_testlib as T  # noqa: E402
 import fp8_reference as R  # noqa: E402
+import dsv3_forward as F  # noqa: E402
 
 DSV3 = "head_dsv3_tp2ep2_torch"
 
@@ -256,6 +257,58 @@ def test_zero_nan_inf_blocks():
           % (sorted(want_eio), good, len(clean)))
 
 
+def weights_of(tensors):
+    """float64 weights of a view: FP8 ones dequantized with their scale_inv (weight_dequant)."""
+    W = {}
+    for name, (dt, shape, raw) in tensors.items():
+        if name.endswith("_scale_inv"):
+            continue
+        if dt == "F8_E4M3":
+            sdt, sshape, sraw = tensors[name + "_scale_inv"]
+            W[name] = R.dequantize(np.frombuffer(raw, np.uint8).reshape(shape), np.frombuffer(sraw, "<f4").reshape(sshape))
+        else:
+            W[name] = R.to_f32(dt, raw, shape).astype(np.float64)
+    return W
+
+
+# the forward check's tolerances: the logits of the dequantized FP8 weights against the bf16
+# weights' (relative Frobenius error of the whole [2, 16, 1000] logits; top-1 agreement)
+FWD_REL_TOL = 0.03
+FWD_TOP1_MIN = 0.9
+
+
+def test_forward_dequantized():
+    """A numpy DeepSeek-V3 forward (dsv3_forward.py) of the real fixture: with the bf16 weights it
+    reproduces the Megatron logits stored with the fixture (checks the forward itself); with the
+    dequantized FP8 view (fp8 and ue8m0) it stays within FWD_REL_TOL of the bf16 logits."""
+    try:
+        import torch
+    except ImportError:
+        raise T.Skip("torch is not installed (megatron_logits.pt)")
+    d = os.path.join(T.MEGATRON_FIXTURES, DSV3)
+    gd = os.path.join(d, "golden")
+    cfg = json.load(open(os.path.join(gd, "config.json")))
+    ml = torch.load(os.path.join(gd, "megatron_logits.pt"), map_location="cpu")
+    ids = np.array(ml["tokens"])
+    meg = ml["logits"].double().numpy()
+    bf16 = F.forward(cfg, weights_of(T.load_golden_dir(gd)), ids)
+    err = np.linalg.norm(bf16 - meg) / np.linalg.norm(meg)
+    T.check(err < 1e-5, "the numpy forward of the bf16 weights is not Megatron's (relative error %g)" % err)
+    for q in ("fp8", "fp8_ue8m0"):
+        with T.Mount(d, ["true_vocab_size=1000", "quant=" + q]) as m:
+            v = T.read_view(m.path)
+        lg = F.forward(cfg, weights_of(v.tensors), ids)
+        rel = np.linalg.norm(lg - bf16) / np.linalg.norm(bf16)
+        top1 = float((lg.argmax(-1) == bf16.argmax(-1)).mean())
+        maxd = float(np.abs(lg - bf16).max())
+        print("    %s: logits vs bf16: relative error %.4f, max abs diff %.4f (max |logit| %.3f), top-1 agreement %.3f"
+              % (q, rel, maxd, float(np.abs(bf16).max()), top1))
+        T.check(rel <= FWD_REL_TOL and top1 >= FWD_TOP1_MIN,
+                "%s: dequantized forward too far from bf16: relative error %.4f (<= %g), top-1 %.3f (>= %g)"
+                % (q, rel, FWD_REL_TOL, top1, FWD_TOP1_MIN))
+    print("    bf16 forward vs Megatron logits: relative error %.2g" % err)
+
+
 def test_reference_matches_torch():
     ok = R.torch_agrees()
     if ok is None:
@@ -270,7 +323,7 @@ def test_bad_option():
 
 def main():
     r = T.Runner("fp8 view")
-    for fn in (test_reference_matches_torch, test_real_dsv3, test_generated_layouts, test_zero_nan_inf_blocks, test_bad_option):
+    for fn in (test_reference_matches_torch, test_real_dsv3, test_forward_dequantized, test_generated_layouts, test_zero_nan_inf_blocks, test_bad_option):
         r.run(fn.__name__, fn)
     return r.finish()
 
