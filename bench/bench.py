@@ -605,11 +605,6 @@ def med(key):
 FP8 = {}              # model name -> bench_fp8.measure() figures
 
 
-def fp8_argv(m, extra, mnt):
-    opts = "true_vocab_size=%d,shard_size=%s,read_ahead_kb=-1%s" % (m["vocab"], SHARD, "," + extra if extra else "")
-    return [MCOREFS, str(m["ckpt"]), str(WORK / mnt), "-f", "-o", opts], WORK / mnt
-
-
 def report(models, total_s):
     T = Table()
     for m in models:
@@ -792,7 +787,8 @@ def main():
         if "export" not in SKIP:
             bench_export(m)
         if "fp8" not in SKIP and m is dense:
-            FP8[m["name"]] = bench_fp8.measure(m, RUNS, Mount, fp8_argv, read_files, warm, drop_caches, log)
+            FP8[m["name"]] = bench_fp8.measure(m, RUNS, Mount, bench_fp8.argv_maker(MCOREFS, SHARD, WORK),
+                                                 read_files, warm, drop_caches, log)
     if "mount" not in SKIP:
         drop_caches()
         bench_mount([dsv3] + ([dsv3_d] if dsv3_d else []), read_all=True)

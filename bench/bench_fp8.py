@@ -4,6 +4,15 @@ with the rank files warm, alternating which goes first run by run. Target: the F
 read takes at most twice the bf16 view's (speed >= 0.5x). bench.py calls measure() and report()."""
 
 
+def argv_maker(mcorefs, shard, work):
+    """argv_of for measure(): the daemon in the foreground with bench.py's shard size, at the
+    kernel's default readahead (read_ahead_kb=-1, as bench.py's "default" rows), plus extra."""
+    def argv_of(m, extra, mnt):
+        opts = "true_vocab_size=%d,shard_size=%s,read_ahead_kb=-1%s" % (m["vocab"], shard, "," + extra if extra else "")
+        return [mcorefs, str(m["ckpt"]), str(work / mnt), "-f", "-o", opts], work / mnt
+    return argv_of
+
+
 def measure(m, runs, Mount, argv_of, read_files, warm, drop_caches, log):
     """m: a model dict of bench.py (prepared); argv_of(m, extra_opts, mnt) -> (argv, mountpoint).
     Returns {"bf16": [s...], "fp8": [s...], "bf16_bytes": n, "fp8_bytes": n}."""
