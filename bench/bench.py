@@ -7,7 +7,7 @@ Run it through bench/run.sh (builds the daemon and the helpers first).  Environm
   BENCH_PY_RUNS=N          runs of the Python converter (default min(RUNS, 2): ~90 s each at full)
   BENCH_RA=default,1024    read_ahead_kb settings to measure the read paths under ("default" =
                            leave the kernel's value); each is applied equally to ceilingfs and mcorefs
-  BENCH_SKIP=export,...    skip sections: read, load, export, mount, dist (the torch_dist twins), k2
+  BENCH_SKIP=export,...    skip sections: read, load, export, mount, dist (the torch_dist twins), k2, fp8
   BENCH_OUT=DIR            where exports are written (default bench/cache/out, on local disk)
   BENCH_TAG=NAME           write results-NAME.md (e.g. for a patched daemon via MCOREFS_BIN)
 """
@@ -35,6 +35,7 @@ sys.path.insert(0, str(HERE))
 import bench_k2  # noqa: E402
 import gen  # noqa: E402
 import bench_concurrent  # noqa: E402
+import bench_fp8  # noqa: E402
 
 SCALE = os.environ.get("BENCH_SCALE", "full")
 if SCALE not in gen.SPECS:
@@ -604,6 +605,9 @@ def med(key):
     return statistics.median(R[key]) if R.get(key) else None
 
 
+FP8 = {}              # model name -> bench_fp8.measure() figures
+
+
 def report(models, total_s):
     T = Table()
     for m in models:
@@ -716,6 +720,8 @@ def report(models, total_s):
 
     if K2:
         bench_k2.rows(T, K2, fmt_s, fmt_mb)
+    for n, res in FP8.items():
+        bench_fp8.report(T, n, res, statistics.median)
 
     env = "%s, %s, kernel %s, %d CPUs, %.0f GiB RAM, fuse3 %s" % (
         datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), cpu_model(), platform.release(), os.cpu_count(),
@@ -788,6 +794,9 @@ def main():
             bench_load(m)
         if "export" not in SKIP:
             bench_export(m)
+        if "fp8" not in SKIP and m is dense:
+            FP8[m["name"]] = bench_fp8.measure(m, RUNS, Mount, bench_fp8.argv_maker(MCOREFS, SHARD, WORK),
+                                                 read_files, warm, drop_caches, log)
     if "mount" not in SKIP:
         drop_caches()
         bench_mount([dsv3] + ([dsv3_d] if dsv3_d else []), read_all=True)

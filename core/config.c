@@ -8,6 +8,7 @@
 #include "json_python.h"
 #include "json_util.h"
 #include "mcorefs/error.h"
+#include "mcorefs/fp8.h"
 #include "mcorefs/recipe.h"
 #include "mcorefs/view.h"
 #include "small_file.h"
@@ -86,6 +87,8 @@ char *mf_config_build(const mf_checkpoint *ck, const mf_options *o, struct stat 
         m->family->config(m, c);
     if (o->dtype != MF_DT_INVALID)
         mf_json_str(c, "torch_dtype", mf_dtype_torch_name(o->dtype));
+    if (o->quant != MF_QUANT_NONE)
+        mf_json_set(c, "quantization_config", mf_fp8_quantization_config((mf_quant)o->quant));
     if (o->hf_config) {
         cJSON *user = load_overlay(o->hf_config, hf_config_st);
         if (!user) {

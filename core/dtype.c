@@ -21,6 +21,7 @@ static const dt_row rows[MF_DT_COUNT] = {
     [MF_DT_I8] = {1, "I8", "int8", "CharStorage", NULL, NULL, 0},
     [MF_DT_U8] = {1, "U8", "uint8", "ByteStorage", NULL, NULL, 0},
     [MF_DT_BOOL] = {1, "BOOL", "bool", "BoolStorage", NULL, NULL, 0},
+    [MF_DT_F8_E4M3] = {1, "F8_E4M3", "float8_e4m3fn", NULL, NULL, NULL, 0},
 };
 
 static int valid(mf_dtype dt) { return dt > MF_DT_INVALID && dt < MF_DT_COUNT; }
@@ -44,7 +45,7 @@ mf_dtype mf_dtype_from_torch(const char *name)
 {
     if (name && strncmp(name, "torch.", 6) == 0)
         name += 6;
-    for (int d = MF_DT_BF16; d < MF_DT_COUNT; d++)
+    for (int d = MF_DT_BF16; d < MF_DT_F8_E4M3; d++)   /* F8 is the FP8 view's, not a source dtype */
         if (eq(name, rows[d].torch) || eq(name, rows[d].alias1) || eq(name, rows[d].alias2))
             return (mf_dtype)d;
     return MF_DT_INVALID;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "mcorefs/error.h"
+#include "mcorefs/fp8.h"
 #include "mcorefs/options.h"
 #include "mcorefs/recipe.h"
 #include "mcorefs/suggest.h"
@@ -125,6 +126,15 @@ int mf_options_apply(mf_options *o, const char *kv)
             return mf_fail(MF_ERR_INVALID, "bad value for shard_size: '%s' (e.g. 5GB, 500MB, 2GiB)", v ? v : "");
         return 1;
     }
+    if (strcmp(key, "quant") == 0) {
+        if (v && strcmp(v, "fp8") == 0)
+            o->quant = MF_QUANT_FP8;
+        else if (v && strcmp(v, "fp8_ue8m0") == 0)
+            o->quant = MF_QUANT_FP8_UE8M0;
+        else
+            return mf_fail(MF_ERR_INVALID, "bad value for quant: '%s' (fp8 or fp8_ue8m0)", v ? v : "");
+        return 1;
+    }
     if (strcmp(key, "dtype") == 0) {
         o->dtype = mf_dtype_from_user(v ? v : "");
         if (o->dtype == MF_DT_INVALID)
@@ -137,11 +147,11 @@ int mf_options_apply(mf_options *o, const char *kv)
 const char *const *mf_option_names(void)
 {
     static const char *const names[] = { "iteration", "true_vocab_size", "skip_mtp", "mtp_head_copies", "arch",
-                                         "shard_size", "dtype", "hf_config", "tokenizer", "read_ahead_kb", NULL };
+                                         "shard_size", "dtype", "hf_config", "tokenizer", "read_ahead_kb", "quant", NULL };
     return names;
 }
 
-static char help_text[2048];
+static char help_text[3072];
 
 static void build_help(void)
 {
@@ -153,6 +163,8 @@ static void build_help(void)
            "    -o arch=NAME            %s (default: detect)\n"
            "    -o shard_size=SIZE      largest safetensors shard, e.g. 5GB (default), 500MB, 2GiB\n"
            "    -o dtype=bf16|fp16|fp32 convert float tensors on read (default: each tensor's stored dtype)\n"
+           "    -o quant=fp8|fp8_ue8m0  DeepSeek-V3 FP8 layout: linear weights as F8_E4M3 + 128x128 block scale_inv,\n"
+           "                            quantized on read (fp8_ue8m0: power-of-two scales)\n"
            "    -o hf_config=FILE       JSON object merged over config.json (token ids, rope scaling, ...)\n"
            "    -o tokenizer=DIR        show the tokenizer files of an HF tokenizer folder\n"
            "    -o read_ahead_kb=N      the mount's readahead in KiB (default 1024: 1 MiB FUSE requests; -1 keeps\n"

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include "mcorefs/error.h"
 #include "mcorefs/fileid.h"
+#include "mcorefs/fp8.h"
 #include "mcorefs/gather.h"
 #include "mcorefs/view.h"
 #include "file_io.h"
@@ -96,6 +97,7 @@ void mf_session_close(mf_session *s)
     free(s->fds);
     free(s->file_bytes);
     free(s->config_json);
+    mf_fp8_state_free(s->fp8);
     mf_mapping_free(&s->map);
     mf_checkpoint_close(&s->ckpt);
     mf_options_free(&s->opts);
@@ -216,14 +218,14 @@ ssize_t mf_session_read_segments(const mf_session *s, const mf_vfile *f, char *b
         uint64_t in_t = pos - t->offset;
         size_t k = t->nbytes - in_t < len - done ? (size_t)(t->nbytes - in_t) : len - done;
         mf_error_clear();
-        int got = n + 1 < max_segs ? mf_gather_segments(t, &io, in_t, k, segs + n, (int)(max_segs - n - 1)) : 0;
+        int got = n + 1 < max_segs && !t->quant ? mf_gather_segments(t, &io, in_t, k, segs + n, (int)(max_segs - n - 1)) : 0;
         if (got < 0)
             return read_failed(s, f, t, in_t, k, got);
         if (got > 0) {
             n += (size_t)got;
         } else {
             mf_error_clear();
-            int rc = mf_gather(t, &io, in_t, k, (uint8_t *)buf + done);
+            int rc = mf_tensor_read(s, t, &io, in_t, k, (uint8_t *)buf + done);
             if (rc < 0)
                 return read_failed(s, f, t, in_t, k, rc);
             if (add_buf_seg(segs, &n, max_segs, done, k) != 0)
@@ -262,7 +264,7 @@ ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_
         size_t n = t->nbytes - in_t < len - done ? (size_t)(t->nbytes - in_t) : len - done;
         mf_io io = { s->fds, s->file_bytes, s->ckpt.files };
         mf_error_clear();
-        int rc = mf_gather(t, &io, in_t, n, (uint8_t *)buf + done);
+        int rc = mf_tensor_read(s, t, &io, in_t, n, (uint8_t *)buf + done);
         if (rc < 0)
             return read_failed(s, f, t, in_t, n, rc);
         done += n;

@@ -5,21 +5,23 @@
 #include <string.h>
 #include <xxhash.h>
 #include "mcorefs/error.h"
+#include "mcorefs/fp8.h"
 #include "mcorefs/gather.h"
 #include "mcorefs/verify.h"
 #include "placement.h"
 
 #define CHUNK (4u << 20)
 
-static int hash_io(const mf_io *io, const mf_hf_tensor *t, uint64_t *out, uint64_t *bytes);
+static int hash_io(const mf_session *s, const mf_io *io, const mf_hf_tensor *t, uint64_t *out, uint64_t *bytes);
 
 static int hash_pieces(const mf_session *s, const mf_hf_tensor *t, uint64_t *out, uint64_t *bytes)
 {
     mf_io io = { s->fds, NULL, s->ckpt.files };
-    return hash_io(&io, t, out, bytes);
+    return hash_io(s, &io, t, out, bytes);
 }
 
-static int hash_io(const mf_io *io, const mf_hf_tensor *t, uint64_t *out, uint64_t *bytes)
+/* The bytes the view shows (FP8 tensors quantized as a read would). */
+static int hash_io(const mf_session *s, const mf_io *io, const mf_hf_tensor *t, uint64_t *out, uint64_t *bytes)
 {
     uint8_t *buf = malloc(CHUNK);
     XXH64_state_t *st = XXH64_createState();
@@ -33,7 +35,7 @@ static int hash_io(const mf_io *io, const mf_hf_tensor *t, uint64_t *out, uint64
     mf_error_clear();
     for (uint64_t off = 0; off < t->nbytes && rc == 0; off += CHUNK) {
         size_t n = t->nbytes - off < CHUNK ? (size_t)(t->nbytes - off) : CHUNK;
-        rc = mf_gather(t, io, off, n, buf);
+        rc = mf_tensor_read(s, t, io, off, n, buf);
         if (rc == 0)
             XXH64_update(st, buf, n);
     }

@@ -8,6 +8,7 @@
 #include "json_python.h"
 #include "json_util.h"
 #include "mcorefs/error.h"
+#include "mcorefs/fp8.h"
 #include "mcorefs/view.h"
 
 int mf_view_add_file(mf_session *s, const char *name, mf_vfile **out)
@@ -158,6 +159,9 @@ int mf_view_build_shards(mf_session *s)
 {
     mf_mapping *m = &s->map;
     uint32_t n_files = 0;
+    int qrc = mf_fp8_add_to_view(s);   /* -o quant=fp8: FP8 weights and their scales */
+    if (qrc != MF_OK)
+        return qrc;
     uint32_t *file_of = malloc((m->n ? m->n : 1) * sizeof(uint32_t));
     if (!file_of)
         return mf_fail(MF_ERR_NOMEM, "out of memory");

@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 #include <xxhash.h>
 #include "mcorefs/error.h"
+#include "mcorefs/fp8.h"
 #include "mcorefs/gather.h"
 #include "mcorefs/view.h"
 #include "diff.h"
@@ -29,7 +30,7 @@ static int read_chunk(const mf_session *s, const mf_hf_tensor *t, uint64_t off, 
 {
     mf_io io = { s->fds, NULL, s->ckpt.files };
     mf_error_clear();
-    int rc = mf_gather(t, &io, off, n, buf);
+    int rc = mf_tensor_read(s, t, &io, off, n, buf);   /* FP8 views quantize on read */
     if (rc < 0 && !mf_error()[0])
         mf_fail(rc, "%s: read failed: %s", t->name, mf_status_name(rc));
     return rc;

@@ -8,6 +8,7 @@ typedef enum {
     MF_DT_INVALID = 0,
     MF_DT_BF16, MF_DT_F16, MF_DT_F32, MF_DT_F64,
     MF_DT_I64, MF_DT_I32, MF_DT_I16, MF_DT_I8, MF_DT_U8, MF_DT_BOOL,
+    MF_DT_F8_E4M3,   /* shown only (-o quant=fp8), never read from a checkpoint */
     MF_DT_COUNT
 } mf_dtype;
 

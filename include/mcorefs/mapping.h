@@ -25,6 +25,10 @@ typedef struct {
     /* placement, filled by the view */
     uint32_t file;
     uint64_t offset;       /* from the start of the file's data section */
+    /* -o quant=fp8 (core/fp8_view.c): MF_TQ_* kind, and the index of the weight's scale tensor
+     * or of the scale's weight */
+    uint8_t quant;
+    uint32_t quant_peer;
 } mf_hf_tensor;
 
 typedef struct {

@@ -16,6 +16,7 @@ typedef struct {
     char *hf_config;          /* JSON object merged over config.json */
     char *tokenizer;          /* folder whose tokenizer files appear in the view */
     int64_t read_ahead_kb;    /* daemon: the mount's readahead (bigger FUSE requests); -1 = kernel default */
+    int quant;                /* mf_quant (include/mcorefs/fp8.h): -o quant=fp8|fp8_ue8m0 */
 } mf_options;
 
 void mf_options_init(mf_options *o);

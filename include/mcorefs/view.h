@@ -50,6 +50,7 @@ typedef struct mf_session {
     gid_t dir_gid;
     mode_t dir_mode;
     struct stat hf_config_st;  /* -o hf_config's file at mount (its bits also bound config.json's) */
+    struct mf_fp8_state *fp8;  /* -o quant=fp8: the block-scale cache (core/fp8_view.c); else NULL */
 } mf_session;
 
 /* Open the checkpoint at `path` with options and build the whole view. */

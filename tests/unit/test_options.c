@@ -54,7 +54,7 @@ static void test_names_match_apply(void **state)
     static const char *const valid[][2] = {
         { "iteration", "3" }, { "true_vocab_size", "10" }, { "skip_mtp", NULL }, { "mtp_head_copies", NULL },
         { "arch", "llama" }, { "shard_size", "5GB" }, { "dtype", "bf16" }, { "hf_config", "f.json" },
-        { "tokenizer", "dir" }, { "read_ahead_kb", "128" } };
+        { "tokenizer", "dir" }, { "read_ahead_kb", "128" }, { "quant", "fp8" } };
     size_t n = 0;
     for (const char *const *p = mf_option_names(); *p; p++)
         n++;
