@@ -185,7 +185,14 @@ def cache_dropped_after_change():
             for d in sorted(os.listdir(os.path.join(ckpt, IT))):   # every rank file rewritten in place
                 p = os.path.join(ckpt, IT, d, RF)
                 dd_over(p, *largest_data_entry(p))
-            T.check(os.pread(fd, a1 - a0, 8 + n + a0) == want[first][2], "%s: cached bytes changed" % first)
+            try:
+                T.check(os.pread(fd, a1 - a0, 8 + n + a0) == want[first][2], "%s: cached bytes changed" % first)
+            except OSError as e:
+                # the kernel may evict the clean page under memory pressure (seen while a benchmark
+                # wrote GBs beside it): the reread then reaches the daemon, which refuses it — right
+                T.check(e.errno == errno.EIO, "errno %d" % e.errno)
+                print("    (cached page evicted before the change was seen: nothing left to drop)")
+                return
             try:
                 os.pread(fd, b1 - b0, 8 + n + b0)
                 T.check(False, "%s: read after the change did not fail" % last)
