@@ -51,13 +51,15 @@ char *mf_stats_render(const mf_session *s)
     char *out = malloc(cap);
     if (!out)
         return NULL;
-    n += (size_t)snprintf(out + n, cap - n, "read_requests %llu\nbytes_served %llu\nread_errors %llu\nsource_changed %llu\n",
+    /* Every number has a fixed width, so the text's length and layout never change during a
+     * mount: a reader whose read is split in two (at any offset) still gets whole lines. */
+    n += (size_t)snprintf(out + n, cap - n, "read_requests %20llu\nbytes_served %20llu\nread_errors %20llu\nsource_changed %20llu\n",
                           (unsigned long long)__atomic_load_n(&s->n_reads, __ATOMIC_RELAXED),
                           (unsigned long long)__atomic_load_n(&s->n_bytes, __ATOMIC_RELAXED),
                           (unsigned long long)__atomic_load_n(&s->n_errors, __ATOMIC_RELAXED),
                           (unsigned long long)__atomic_load_n(&s->n_source_changed, __ATOMIC_RELAXED));
     for (size_t i = 0; i < c->n_files && n < cap; i++)
-        n += (size_t)snprintf(out + n, cap - n, "source_bytes %s %llu\n", c->files[i].name,
+        n += (size_t)snprintf(out + n, cap - n, "source_bytes %s %20llu\n", c->files[i].name,
                               (unsigned long long)__atomic_load_n(&s->file_bytes[i], __ATOMIC_RELAXED));
     return out;
 }

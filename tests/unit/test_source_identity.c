@@ -191,7 +191,7 @@ static void test_session_rank_file_changed(void **state)
     assert_int_equal(s->n_errors, (uint64_t)stale);
     char *stats = mf_stats_render(s);
     char want[64];
-    snprintf(want, sizeof want, "source_changed %d\n", stale);
+    snprintf(want, sizeof want, "source_changed %20d\n", stale);
     assert_non_null(strstr(stats, want));
     free(stats);
 
@@ -206,6 +206,50 @@ static void test_session_rank_file_changed(void **state)
     assert_non_null(strstr(mf_error(), victim));
     free(before);
     free(after);
+    mf_session_close(s);
+    mf_options_free(&o);
+}
+
+/* .mcorefs/stats keeps one length and layout while its counters move, so a read split in two
+ * (the first part before a change of the counters, the rest after) still gives whole lines. */
+static void test_stats_layout_is_stable(void **state)
+{
+    (void)state;
+    char victim[1200];
+    mf_options o;
+    mf_session *s = open_copy("stats", "megatron/head_gpt_tp2pp2_torch", "mp_rank_00_000/model_optim_rng.pt", victim, &o);
+    const mf_vfile *stats = mf_session_lookup(s, ".mcorefs/stats");
+    assert_non_null(stats);
+    char first[4096], second[4096];
+    ssize_t a = mf_session_read(s, stats, first, sizeof first, 0);
+    assert_true(a > 40);
+    /* counters grow by many digits: the bytes before offset 20 come from the old text */
+    __atomic_store_n(&s->n_reads, 123456789012345ull, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->n_bytes, 98765432109876543ull, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->file_bytes[0], 4000000000000ull, __ATOMIC_RELAXED);
+    ssize_t b = mf_session_read(s, stats, second, sizeof second, 0);
+    assert_int_equal(b, a);
+    char mixed[4096];
+    memcpy(mixed, first, 20);
+    assert_int_equal(mf_session_read(s, stats, mixed + 20, sizeof mixed - 20, 20), a - 20);
+    mixed[a] = 0;
+    second[b] = 0;
+    /* every line of the mixed text is "key [name] number", with the keys of the new text */
+    char *save = NULL, *save2 = NULL;
+    char *l1 = strtok_r(mixed, "\n", &save), *l2 = strtok_r(second, "\n", &save2);
+    int lines = 0;
+    for (; l1 && l2; l1 = strtok_r(NULL, "\n", &save), l2 = strtok_r(NULL, "\n", &save2), lines++) {
+        assert_int_equal(strlen(l1), strlen(l2));
+        assert_int_equal(strcspn(l1, " "), strcspn(l2, " "));
+        assert_memory_equal(l1, l2, strcspn(l2, " "));
+        const char *num = strrchr(l1, ' ');
+        assert_non_null(num);
+        assert_true(strspn(num + 1, "0123456789") == strlen(num + 1) && num[1]);
+    }
+    assert_null(l1);
+    assert_null(l2);
+    assert_true(lines >= 5);
+    assert_non_null(strstr(second, "bytes_served    98765432109876543\n"));
     mf_session_close(s);
     mf_options_free(&o);
 }
@@ -244,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_open_beneath_fallback),
         cmocka_unit_test(test_session_rank_file_changed),
         cmocka_unit_test(test_session_distcp_changed),
+        cmocka_unit_test(test_stats_layout_is_stable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
