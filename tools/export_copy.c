@@ -208,7 +208,8 @@ int export_copy_range(export_copier *c, const mf_vfile *f, int out_fd, const cha
             seen = checked[j] == fd;
         if (seen)
             continue;
-        rc = export_check_source(c->s, fd);
+        if ((rc = export_check_source(c->s, fd)) != MF_OK)
+            mf_fail_ctx(rc, "export of %s (bytes %llu+%zu)", f->name, (unsigned long long)off, len);
         if (n_checked < sizeof checked / sizeof checked[0])
             checked[n_checked++] = fd;
     }
