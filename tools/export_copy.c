@@ -12,7 +12,7 @@
 #include "mcorefs/error.h"
 #include "mcorefs/fileid.h"
 
-#define MAX_SEGMENTS 4096   /* per range; beyond that the view gathers instead (still correct) */
+#define MAX_SEGMENTS 1024   /* per range; beyond that the view gathers instead (still correct) */
 
 void export_copier_init(export_copier *c, const mf_session *s, int kernel_copy)
 {
@@ -37,7 +37,7 @@ int export_scratch_init(export_scratch *sc, size_t cap)
     sc->segs = malloc(sc->max_segs * sizeof *sc->segs);
     if (!sc->buf || !sc->segs) {
         export_scratch_free(sc);
-        return mf_fail(MF_ERR_NOMEM, "out of memory for a %zu MiB export buffer", cap >> 20);
+        return mf_fail(MF_ERR_NOMEM, "out of memory for a %zu KiB export buffer", cap >> 10);
     }
     return MF_OK;
 }

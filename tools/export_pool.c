@@ -1,7 +1,9 @@
-/* Ranges of the output files handed out in file order to a few worker threads; the main thread
- * only draws the progress and waits. Writes land at their own offsets (pwrite, copy_file_range),
- * so workers on one file need no lock; one mutex hands out the next range. */
+/* Ranges of the output files handed out to a few worker threads; the main thread only draws the
+ * progress and waits. Each worker stays on a file of its own while there is one: writes to one
+ * file serialise on its inode lock in the kernel (and the waiter spins), and a file written front
+ * to back by one thread stays sequential on disk. One mutex hands out the next range. */
 #include <errno.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +14,10 @@
 #include "export_pool.h"
 #include "mcorefs/error.h"
 
-#define RANGE (16u << 20)   /* one worker's unit: large writes, little memory (threads x 16 MiB) */
+/* One worker's unit. Small enough that gathered bytes are still in the CPU cache when they are
+ * written: with 16 MiB units, writing gathered bytes from memory cost twice the system time of
+ * 256 KiB units (3.15 GB dense export: 2.8 s vs 1.4 s); copy_file_range does not care. */
+#define RANGE (256u << 10)
 #define MAX_THREADS 64
 
 static double now(void)
@@ -57,33 +62,41 @@ typedef struct {
     export_copier copier;
     pthread_mutex_t lock;
     pthread_cond_t changed;     /* a worker finished */
-    size_t next_file;           /* the next range to hand out: file and offset (under lock) */
-    uint64_t next_off;
+    uint64_t *next_off;         /* per file: the next range to hand out (under lock) */
+    int *workers;               /* per file: workers on it now (under lock) */
     int running;                /* workers not finished (under lock) */
     int rc;                     /* the first failure (under lock), its message in err */
     char err[1024];
     uint64_t done;              /* bytes written; atomic */
 } pool;
 
-/* The next range, in file order; 0 when there is none left or the export is stopping. */
+/* The next range for the worker now on *file (SIZE_MAX: none yet): the rest of its file while no
+ * other worker is on it, else the file with the fewest workers (then the first in order).
+ * 0 when there is no range left or the export is stopping. */
 static int claim(pool *p, size_t *file, uint64_t *off, size_t *len)
 {
     int got = 0;
     pthread_mutex_lock(&p->lock);
-    while (p->rc == MF_OK && !*p->stop && p->next_file < p->n) {
-        uint64_t size = p->t[p->next_file].file->size;
-        if (p->next_off >= size) {
-            p->next_file++;
-            p->next_off = 0;
-            continue;
-        }
-        *file = p->next_file;
-        *off = p->next_off;
-        *len = size - p->next_off < RANGE ? (size_t)(size - p->next_off) : RANGE;
-        p->next_off += *len;
-        got = 1;
-        break;
+    size_t cur = *file;
+    if (cur != SIZE_MAX && (p->workers[cur] > 1 || p->next_off[cur] >= p->t[cur].file->size)) {
+        p->workers[cur]--;
+        cur = SIZE_MAX;
     }
+    if (cur == SIZE_MAX) {
+        for (size_t i = 0; i < p->n; i++)
+            if (p->next_off[i] < p->t[i].file->size && (cur == SIZE_MAX || p->workers[i] < p->workers[cur]))
+                cur = i;
+        if (cur != SIZE_MAX)
+            p->workers[cur]++;
+    }
+    if (cur != SIZE_MAX && p->rc == MF_OK && !*p->stop) {
+        uint64_t size = p->t[cur].file->size;
+        *off = p->next_off[cur];
+        *len = size - *off < RANGE ? (size_t)(size - *off) : RANGE;
+        p->next_off[cur] += *len;
+        got = 1;
+    }
+    *file = cur;
     pthread_mutex_unlock(&p->lock);
     return got;
 }
@@ -105,7 +118,7 @@ static void *worker(void *arg)
     pool *p = arg;
     export_scratch sc;
     int rc = export_scratch_init(&sc, RANGE);
-    size_t file, len;
+    size_t file = SIZE_MAX, len;
     uint64_t off;
     while (rc == MF_OK && claim(p, &file, &off, &len)) {
         const export_target *t = &p->t[file];
@@ -120,14 +133,23 @@ static void *worker(void *arg)
 
 int export_pool_default_threads(void)
 {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    return cpus >= 4 ? 4 : cpus >= 2 ? (int)cpus : 2;
+    /* 4 even on 2 CPUs: the workers stay on files of their own (no lock between them), and on a
+     * busy machine more threads get more of its time; measured on the 2-CPU box under load 10,
+     * 3.15 GB dense, --no-sync: 1 thread 6.0-6.9 s, 2 threads 4.4-5.6 s, 4 threads 4.0-5.1 s */
+    return 4;
 }
 
 int export_pool_run(const mf_session *s, const export_target *t, size_t n, const export_pool_opts *o,
                     const volatile sig_atomic_t *stop, export_pool_stats *st)
 {
     pool p = { .s = s, .t = t, .n = n, .stop = stop };
+    p.next_off = calloc(n ? n : 1, sizeof *p.next_off);
+    p.workers = calloc(n ? n : 1, sizeof *p.workers);
+    if (!p.next_off || !p.workers) {
+        free(p.next_off);
+        free(p.workers);
+        return mf_fail(MF_ERR_NOMEM, "out of memory");
+    }
     pthread_mutex_init(&p.lock, NULL);
     pthread_cond_init(&p.changed, NULL);
     export_copier_init(&p.copier, s, o->kernel_copy);
@@ -187,5 +209,7 @@ int export_pool_run(const mf_session *s, const export_target *t, size_t n, const
     st->seconds = now() - pr.t0;
     pthread_cond_destroy(&p.changed);
     pthread_mutex_destroy(&p.lock);
+    free(p.next_off);
+    free(p.workers);
     return rc;
 }

@@ -23,7 +23,7 @@ typedef struct {
     double seconds;
 } export_pool_stats;
 
-/* The default number of threads: a few, and no more than the CPUs can keep busy. */
+/* The default number of threads (4). */
 int export_pool_default_threads(void);
 
 /* Write every target. MF_OK, or the first worker's failure (its message in mf_error()); *stop

@@ -22,7 +22,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mcorefs_testlib as T  # noqa: E402
 
-SHARD = "40MB"            # several output files, each longer than one 16 MiB export range
+SHARD = "40MB"            # several output files, each cut into many 256 KiB export ranges
 NO_KERNEL = {"MCOREFS_EXPORT_NO_KERNEL_COPY": "1"}
 REPORT = re.compile(r"export: (\d+) files, ([\d.]+) MB in [\d.]+ s with (\d+) threads?: ([\d.]+) MB copied by the "
                     r"kernel \(copy_file_range\), ([\d.]+) MB written from memory; (.*)")
