@@ -176,8 +176,15 @@ def sigterm_on_fallback(g):
     T.check_sanitizer_logs("interrupted fallback export")
 
 
+def bad_threads():
+    for v in ("0", "65", "x"):
+        T.expect_inspect_failure(["export", os.path.join(T.MEGATRON_FIXTURES, "head_gpt_tp2pp2_torch"),
+                                  T.scratch("bad") + "/out", "--threads", v], ["--threads needs a number", v])
+
+
 def main():
     r = T.Runner("export-paths")
+    r.run("bad-threads", bad_threads)
     g, want = [], {}
 
     def gen():
