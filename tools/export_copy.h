@@ -1,6 +1,7 @@
 /* One byte range of a view file into the export's output file: ranges that are plain rank-file
- * bytes are copied by the kernel (copy_file_range: no trip through user space, a reflink on
- * XFS/btrfs), the rest is gathered into a buffer and written with large pwrites. */
+ * bytes are copied by the kernel (copy_file_range: no trip through user space; XFS and btrfs
+ * share the blocks instead where the ranges are block-aligned), the rest is gathered into a
+ * buffer and written with one pwrite per run. */
 #ifndef MCOREFS_TOOLS_EXPORT_COPY_H
 #define MCOREFS_TOOLS_EXPORT_COPY_H
 #include <signal.h>
