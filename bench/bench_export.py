@@ -11,7 +11,9 @@ Ratios are plain cp time / export time (1.0: as fast as cp); the target is >= 0.
 import filecmp
 import os
 import pathlib
+import re
 import shutil
+import subprocess
 import sys
 import time
 
@@ -26,6 +28,19 @@ VARIANTS = [
 
 def inspect_bin():
     return os.environ.get("MCOREFS_INSPECT_BIN") or str(pathlib.Path(os.environ["MCOREFS_BIN"]).parent / "mcorefs-inspect")
+
+
+def _timed_cpu(argv):
+    """Run argv under /usr/bin/time; (wall s, user+system CPU s of it and its children, max RSS bytes).
+    CPU time is the steadier figure on a shared machine: wall time there is mostly waiting for a CPU."""
+    t0 = time.perf_counter()
+    r = subprocess.run(["/usr/bin/time", "-f", "mcorefs-bench-time %S %U %M"] + [str(a) for a in argv],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t0
+    m = re.search(r"mcorefs-bench-time ([\d.]+) ([\d.]+) (\d+)", r.stderr)
+    if r.returncode or not m:
+        raise RuntimeError("%s failed:\n%s" % (argv, r.stderr[-3000:]))
+    return wall, float(m.group(1)) + float(m.group(2)), int(m.group(3)) * 1024
 
 
 def _rm(*dirs):
@@ -53,8 +68,9 @@ def _export_vs_cp(B, m, r):
             if what == "export":
                 if warm:
                     B.warm(m["warm"])
-                t, rss = B.timed_v(argv + ([] if synced else ["--no-sync"]))
+                t, cpu, rss = _timed_cpu(argv + ([] if synced else ["--no-sync"]))
                 B.add("%s/xport_%s_s" % (m["name"], key), t)
+                B.add("%s/xport_%s_cpu" % (m["name"], key), cpu)
                 B.add("%s/xport_rss" % m["name"], rss)
                 if "verified_export_" + m["name"] not in B.META:
                     ok = _same_dir(out_x, m["plain"])
@@ -67,8 +83,9 @@ def _export_vs_cp(B, m, r):
                 cmd = ["cp", "-r", m["plain"], out_c]
                 if synced:
                     cmd = ["sh", "-c", 'cp -r "$0" "$1" && sync -f "$1"', m["plain"], out_c]
-                t, _ = B.timed_v(cmd)
+                t, cpu, _ = _timed_cpu(cmd)
                 B.add("%s/xport_%s_cp_s" % (m["name"], key), t)
+                B.add("%s/xport_%s_cp_cpu" % (m["name"], key), cpu)
     _rm(out_x, out_c)
 
 
@@ -124,6 +141,8 @@ def report(B, T, n, nbytes):
                   note="" if B.META.get("verified_export_" + n) else "OUTPUT DIFFERS")
             x = med(n + "/xport_%s_cp_s" % key) / med(n + "/xport_%s_s" % key)
             T.ratio("export / plain cp, %s" % label, x, ">= %.1f" % EXPORT_TARGET, x >= EXPORT_TARGET, "%.2f" % x)
+            c, e = med(n + "/xport_%s_cp_cpu" % key), med(n + "/xport_%s_cpu" % key)
+            T.info("CPU time, plain cp / export (%s)" % label.split(" (")[0], "%.2f s / %.2f s = %.2f" % (c, e, c / e))
         T.row("mcorefs-inspect export peak RSS", R[n + "/xport_rss"], unit="B")
     if n + "/export_cp_s" in R:
         T.sub("export to local disk (rank files warm; both write the same safetensors bytes)")

@@ -33,13 +33,6 @@ static int interrupted(void)
     return stop_signal ? mf_fail(MF_ERR_IO, "interrupted by signal %d", (int)stop_signal) : MF_OK;
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void partial_name(char *buf, size_t n, const char *outdir, const char *name)
 {
     snprintf(buf, n, "%s/.%s.%ld%s", outdir, name, (long)getpid(), PARTIAL_SUFFIX);
@@ -69,6 +62,13 @@ static int remove_stale_partials(const char *outdir)
     }
     closedir(dir);
     return removed;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 /* The hidden .mcorefs/ folder (manifest, live stats) describes the mount, not the model. */

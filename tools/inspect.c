@@ -30,7 +30,7 @@ static void usage(FILE *out)
                  "                   at the end; SIGINT or SIGTERM removes them, and the next export removes\n"
                  "                   those a killed one left. Plain rank-file ranges are copied by the kernel\n"
                  "                   (copy_file_range; shared blocks where XFS/btrfs can), N threads (default %d)\n"
-                 "                   the work, and one syncfs puts the data on disk before the renames;\n"
+                 "                   share the work, and one syncfs puts the data on disk before the renames;\n"
                  "                   --no-sync skips it (faster; not crash-safe until the kernel writes back)\n"
                  "flags:\n"
                  "  --tensors        same as the tensors command\n"
