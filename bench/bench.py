@@ -7,7 +7,8 @@ Run it through bench/run.sh (builds the daemon and the helpers first).  Environm
   BENCH_PY_RUNS=N          runs of the Python converter (default min(RUNS, 2): ~90 s each at full)
   BENCH_RA=default,1024    read_ahead_kb settings to measure the read paths under ("default" =
                            leave the kernel's value); each is applied equally to ceilingfs and mcorefs
-  BENCH_SKIP=export,...    skip sections: read, load, export, mount, dist (the torch_dist twins), k2, fp8
+  BENCH_SKIP=export,...    skip sections: read, load, export, mount, dist (the torch_dist twins), k2, fp8;
+                           within export: inspect (mcorefs-inspect export vs cp), py (Python converter)
   BENCH_OUT=DIR            where exports are written (default bench/cache/out, on local disk)
   BENCH_TAG=NAME           write results-NAME.md (e.g. for a patched daemon via MCOREFS_BIN)
 """
@@ -36,6 +37,7 @@ import bench_k2  # noqa: E402
 import gen  # noqa: E402
 import bench_concurrent  # noqa: E402
 import bench_fp8  # noqa: E402
+import bench_export  # noqa: E402
 
 SCALE = os.environ.get("BENCH_SCALE", "full")
 if SCALE not in gen.SPECS:
@@ -461,46 +463,6 @@ def bench_load(m):
         log("%s load run %d/%d done" % (m["name"], r + 1, RUNS))
 
 
-def bench_export(m):
-    OUT.mkdir(parents=True, exist_ok=True)
-    out_cp, out_py = OUT / "cp", OUT / "py"
-    verified = None
-    for r in range(max(RUNS, PY_RUNS)):
-        for what in ("cp", "py"):
-            if what == "py" and r >= PY_RUNS or what == "cp" and r >= RUNS:
-                continue
-            for o in (out_cp, out_py):
-                if o.exists():
-                    shutil.rmtree(o)
-            drop_caches()
-            warm(m["warm"])
-            if what == "cp":
-                t0 = time.perf_counter()
-                with mcorefs(m) as mt:
-                    wall, rss = timed_v(["cp", "-r", mt.mnt, out_cp])
-                    t = time.perf_counter() - t0
-                    hwm = mt.status()["VmHWM"]
-                add(m["name"] + "/export_cp_s", t)
-                add(m["name"] + "/export_cp_rss", rss + hwm)
-                add(m["name"] + "/export_cp_rss_cp", rss)
-                add(m["name"] + "/export_cp_rss_daemon", hwm)
-            else:
-                t, rss = timed_v([sys.executable, HERE / "py_convert.py", m["ckpt"], out_py,
-                                  "--true-vocab-size", m["vocab"], "--shard-size", SHARD_BYTES])
-                add(m["name"] + "/export_py_s", t)
-                add(m["name"] + "/export_py_rss", rss)
-                if verified is None:
-                    verified = same_tensors(out_py, m["plain"])
-                    META["verified_" + m["name"]] = verified
-                    if not verified:
-                        log("WARNING: py_convert output differs from the mount (%s)" % m["name"])
-            log("%s export %s run %d done (%.1f s)" % (m["name"], what, r + 1, t))
-    for o in (out_cp, out_py):
-        if o.exists():
-            shutil.rmtree(o)
-    sync()
-
-
 def bench_mount(ms, read_all=False):
     """Mount cost of each model of ms, interleaved run by run (legacy, then its torch_dist twin)."""
     for r in range(RUNS):
@@ -661,18 +623,7 @@ def report(models, total_s):
                 r3 = med(tag + "/load_plain") / med(tag + "/load_second")
                 T.info("%s load: plain time / mcorefs page-cache time" % rl, "%.2f" % r3)
         bench_concurrent.report(sys.modules[__name__], T, m)
-        if n + "/export_cp_s" in R:
-            T.sub("export to local disk (rank files warm; both write the same safetensors bytes)")
-            T.row("export: mount + cp -r (wall)", R[n + "/export_cp_s"], nbytes=B)
-            T.row("export: Python torch.load converter (wall)", R[n + "/export_py_s"], nbytes=B,
-                  note="" if META.get("verified_" + n) else "OUTPUT DIFFERS")
-            T.row("export: cp + daemon peak RSS", R[n + "/export_cp_rss"], unit="B",
-                  note="cp %s + daemon %s" % (fmt_mb(med(n + "/export_cp_rss_cp")), fmt_mb(med(n + "/export_cp_rss_daemon"))))
-            T.row("export: Python converter peak RSS", R[n + "/export_py_rss"], unit="B")
-            sp = med(n + "/export_py_s") / med(n + "/export_cp_s")
-            T.ratio("export speedup vs Python", sp, ">= 5x", sp >= 5, "%.1fx" % sp)
-            mr = med(n + "/export_cp_rss") / med(n + "/export_py_rss")
-            T.ratio("export memory, cp+daemon / Python", mr, "<= 0.10", mr <= 0.1, "%.3f (1/%.0f)" % (mr, 1 / mr))
+        bench_export.report(sys.modules[__name__], T, n, B)
     T.section("mount cost (spawn -> config.json readable; daemon RSS from /proc)")
     order = ["dense", "dense-dist", "moe", "dsv3", "dsv3-dist"]     # each torch_dist twin after its legacy model
     models = sorted(models, key=lambda m: order.index(m["name"]) if m["name"] in order else len(order))
@@ -793,7 +744,7 @@ def main():
         if "load" not in SKIP:
             bench_load(m)
         if "export" not in SKIP:
-            bench_export(m)
+            bench_export.bench_export(sys.modules[__name__], m)
         if "fp8" not in SKIP and m is dense:
             FP8[m["name"]] = bench_fp8.measure(m, RUNS, Mount, bench_fp8.argv_maker(MCOREFS, SHARD, WORK),
                                                  read_files, warm, drop_caches, log)

@@ -1,6 +1,7 @@
 /* mcorefs-inspect export CKPT OUTDIR: write the view to disk without FUSE.
  * Atomic: every file goes to a hidden temp name (.NAME.PID.mcorefs-partial) and is renamed only
- * after all were written, config.json last, so an interrupted export never looks complete.
+ * after all were written (and, unless --no-sync, synced by one syncfs), config.json last, so an
+ * interrupted export never looks complete. The bytes are written by export_pool.c.
  * SIGINT/SIGTERM remove the partial files before the process dies of the signal; partial files
  * of exports whose process is gone (killed hard, machine crash) are removed by the next export. */
 #include <dirent.h>
@@ -14,9 +15,10 @@
 #include <time.h>
 #include <unistd.h>
 #include "export.h"
+#include "export_pool.h"
 #include "mcorefs/error.h"
+#include "mcorefs/fileid.h"
 
-#define BUF (8u << 20)
 #define PARTIAL_SUFFIX ".mcorefs-partial"
 
 static volatile sig_atomic_t stop_signal; /* SIGINT/SIGTERM seen during the export */
@@ -69,86 +71,24 @@ static double now(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-typedef struct {
-    uint64_t done, total, last_line;
-    double t0, last_draw;
-    int tty;
-} progress;
-
-static void draw(progress *p, int final)
-{
-    double t = now(), dt = t - p->t0;
-    if (!final && t - p->last_draw < 0.2)
-        return;
-    p->last_draw = t;
-    double rate = dt > 0 ? (double)p->done / dt : 0;
-    double eta = rate > 0 ? (double)(p->total - p->done) / rate : 0;
-    double pct = p->total ? 100.0 * (double)p->done / (double)p->total : 100.0;
-    if (p->tty) {
-        int width = 30, fill = (int)(pct / 100.0 * width);
-        fprintf(stderr, "\r[%.*s%*s] %5.1f%% %8.1f MB %7.1f MB/s ETA %4.0fs", fill,
-                "##############################", width - fill, "", pct, p->done / 1e6, rate / 1e6, eta);
-        if (final)
-            fputc('\n', stderr);
-    } else if (final || p->done - p->last_line >= p->total / 10 + 1) {
-        p->last_line = p->done;
-        fprintf(stderr, "export: %.1f%% %.1f MB %.1f MB/s ETA %.0fs\n", pct, p->done / 1e6, rate / 1e6, eta);
-    }
-}
-
-static int write_file(const mf_session *s, const mf_vfile *f, const char *tmp, char *buf, progress *p)
-{
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return mf_fail(MF_ERR_IO, "%s: %s", tmp, strerror(errno));
-    for (uint64_t off = 0; off < f->size;) {
-        if (interrupted()) {
-            close(fd);
-            return MF_ERR_IO;
-        }
-        ssize_t n = mf_session_read(s, f, buf, BUF, off);
-        if (n <= 0) {
-            close(fd);
-            return n < 0 ? (int)n : mf_fail(MF_ERR_IO, "%s: short read at %llu", f->name, (unsigned long long)off);
-        }
-        for (ssize_t w = 0; w < n;) {
-            ssize_t k = write(fd, buf + w, (size_t)(n - w));
-            if (k < 0) {
-                if (errno == EINTR && !stop_signal)
-                    continue;
-                int e = errno;
-                close(fd);
-                return mf_fail(MF_ERR_IO, "%s: %s", tmp, strerror(e));
-            }
-            w += k;
-        }
-        off += (uint64_t)n;
-        p->done += (uint64_t)n;
-        draw(p, 0);
-    }
-    if (fsync(fd) != 0 || close(fd) != 0)
-        return mf_fail(MF_ERR_IO, "%s: %s", tmp, strerror(errno));
-    return MF_OK;
-}
-
 /* The hidden .mcorefs/ folder (manifest, live stats) describes the mount, not the model. */
 static int exported(const mf_vfile *f)
 {
     return strchr(f->name, '/') == NULL;
 }
 
-static int export_files(const mf_session *s, const char *outdir, int force);
+static int export_files(const mf_session *s, const char *outdir, const mf_export_opts *o);
 
-int mf_export(const mf_session *s, const char *outdir, int force)
+int mf_export(const mf_session *s, const char *outdir, const mf_export_opts *o)
 {
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop; /* no SA_RESTART: a blocked write returns and the loop stops */
+    sa.sa_handler = on_stop; /* no SA_RESTART: a blocked write returns and the workers stop */
     sigemptyset(&sa.sa_mask);
     stop_signal = 0;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    int rc = export_files(s, outdir, force);
+    int rc = export_files(s, outdir, o);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     if (rc && stop_signal) { /* partial files are gone: now die of the signal, as the caller expects */
@@ -158,13 +98,95 @@ int mf_export(const mf_session *s, const char *outdir, int force)
     return rc;
 }
 
-static int export_files(const mf_session *s, const char *outdir, int force)
+/* Every rank file is still the one read at mount: the kernel copied bytes after the view's own
+ * checks, so a file rewritten during the export is caught here at the latest. */
+static int sources_unchanged(const mf_session *s)
 {
-    char path[4096], tmp[4096];
+    for (size_t i = 0; i < s->ckpt.n_files; i++) {
+        const mf_rankfile *f = &s->ckpt.files[i];
+        if (s->fds[i] >= 0 && mf_file_id_check(s->fds[i], &f->id, f->path) != MF_OK)
+            return mf_fail_ctx(MF_ERR_CHANGED, "a rank file changed during the export");
+    }
+    return MF_OK;
+}
+
+/* The view's files in export order: config.json (files[0]) last, the .mcorefs/ folder left out. */
+static size_t export_order(const mf_session *s, size_t *order)
+{
+    size_t n = 0;
+    for (size_t k = 1; k <= s->n_files; k++)
+        if (exported(&s->files[k % s->n_files]))
+            order[n++] = k % s->n_files;
+    return n;
+}
+
+/* Open a partial file for each; the bytes come from the pool. */
+static int open_partials(const mf_session *s, const char *outdir, const size_t *order, size_t n, export_target *t,
+                         char (*tmp)[4096])
+{
+    for (size_t i = 0; i < n; i++) {
+        partial_name(tmp[i], sizeof tmp[i], outdir, s->files[order[i]].name);
+        t[i] = (export_target){ &s->files[order[i]], -1, tmp[i] };
+        t[i].fd = open(tmp[i], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (t[i].fd < 0)
+            return mf_fail(MF_ERR_IO, "%s: %s", tmp[i], strerror(errno));
+    }
+    return MF_OK;
+}
+
+static int close_partials(export_target *t, size_t n, int rc)
+{
+    for (size_t i = 0; i < n; i++)
+        if (t[i].fd >= 0 && close(t[i].fd) != 0 && rc == MF_OK)
+            rc = mf_fail(MF_ERR_IO, "%s: %s", t[i].name, strerror(errno));
+    return rc;
+}
+
+/* One syncfs for the whole export (instead of an fsync per file): the data of every partial
+ * file is on disk before any of them gets its name. */
+static int sync_data(const export_target *t, size_t n, const char *outdir, double *seconds)
+{
+    double t0 = now();
+    int rc = MF_OK;
+    if (n > 0 && syncfs(t[0].fd) != 0)
+        rc = mf_fail(MF_ERR_IO, "%s: syncfs: %s", outdir, strerror(errno));
+    *seconds = now() - t0;
+    return rc;
+}
+
+/* The renames themselves on disk too. */
+static int sync_dir(const char *outdir)
+{
+    int fd = open(outdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return mf_fail(MF_ERR_IO, "%s: fsync: %s", outdir, strerror(e));
+    }
+    close(fd);
+    return MF_OK;
+}
+
+static void report(const export_pool_stats *st, size_t files, const mf_export_opts *o, double sync_s)
+{
+    char synced[64];
+    if (o->no_sync)
+        snprintf(synced, sizeof synced, "not synced (--no-sync)");
+    else
+        snprintf(synced, sizeof synced, "synced to disk in %.1f s", sync_s);
+    fprintf(stderr, "export: %zu files, %.1f MB in %.1f s with %d thread%s: %.1f MB copied by the kernel "
+            "(copy_file_range), %.1f MB written from memory; %s\n", files, st->bytes / 1e6, st->seconds + sync_s,
+            st->threads, st->threads == 1 ? "" : "s", st->kernel_bytes / 1e6, st->user_bytes / 1e6, synced);
+}
+
+static int export_files(const mf_session *s, const char *outdir, const mf_export_opts *o)
+{
+    char path[4096];
     struct stat st;
     if (mkdir(outdir, 0755) != 0 && errno != EEXIST)
         return mf_fail(MF_ERR_IO, "%s: %s", outdir, strerror(errno));
-    for (size_t i = 0; i < s->n_files && !force; i++) {
+    for (size_t i = 0; i < s->n_files && !o->force; i++) {
         if (!exported(&s->files[i]))
             continue;
         snprintf(path, sizeof(path), "%s/%s", outdir, s->files[i].name);
@@ -175,44 +197,46 @@ static int export_files(const mf_session *s, const char *outdir, int force)
     if (stale)
         fprintf(stderr, "export: removed %d partial file%s left in %s by an interrupted export\n", stale,
                 stale == 1 ? "" : "s", outdir);
-    char *buf = malloc(BUF);
-    if (!buf)
+    size_t *order = malloc((s->n_files + 1) * sizeof *order);
+    export_target *t = calloc(s->n_files + 1, sizeof *t);
+    char(*tmp)[4096] = calloc(s->n_files + 1, sizeof *tmp);
+    if (!order || !t || !tmp) {
+        free(order);
+        free(t);
+        free(tmp);
         return mf_fail(MF_ERR_NOMEM, "out of memory");
-    progress p = { 0 };
-    p.t0 = now();
-    p.tty = isatty(2);
-    for (size_t i = 0; i < s->n_files; i++)
-        p.total += exported(&s->files[i]) ? s->files[i].size : 0;
-    int rc = MF_OK;
-    /* config.json is files[0]: write it last */
-    for (size_t k = 1; k <= s->n_files && rc == 0; k++) {
-        const mf_vfile *f = &s->files[k % s->n_files];
-        if (!exported(f))
-            continue;
-        partial_name(tmp, sizeof(tmp), outdir, f->name);
-        rc = write_file(s, f, tmp, buf, &p);
     }
-    if (rc == 0)
+    size_t n = export_order(s, order);
+    for (size_t i = 0; i < n; i++)
+        t[i].fd = -1;
+    int rc = open_partials(s, outdir, order, n, t, tmp);
+    export_pool_opts po = { o->threads, getenv("MCOREFS_EXPORT_NO_KERNEL_COPY") == NULL };
+    export_pool_stats ps = { 0 };
+    double sync_s = 0;
+    if (rc == MF_OK)
+        rc = export_pool_run(s, t, n, &po, &stop_signal, &ps);
+    if (rc == MF_OK && !o->no_sync)
+        rc = sync_data(t, n, outdir, &sync_s);
+    rc = close_partials(t, n, rc);
+    if (rc == MF_OK)
         rc = interrupted(); /* once renaming starts it finishes: it takes no time */
-    for (size_t k = 1; k <= s->n_files && rc == 0; k++) {
-        const mf_vfile *f = &s->files[k % s->n_files];
-        if (!exported(f))
-            continue;
-        partial_name(tmp, sizeof(tmp), outdir, f->name);
-        snprintf(path, sizeof(path), "%s/%s", outdir, f->name);
-        if (rename(tmp, path) != 0)
+    if (rc == MF_OK)
+        rc = sources_unchanged(s);
+    for (size_t i = 0; i < n && rc == MF_OK; i++) {
+        snprintf(path, sizeof(path), "%s/%s", outdir, t[i].file->name);
+        if (rename(tmp[i], path) != 0)
             rc = mf_fail(MF_ERR_IO, "%s: %s", path, strerror(errno));
     }
+    if (rc == MF_OK && !o->no_sync)
+        rc = sync_dir(outdir);
     if (rc) {   /* leave nothing that looks like a finished export */
-        for (size_t k = 0; k < s->n_files; k++) {
-            if (!exported(&s->files[k]))
-                continue;
-            partial_name(tmp, sizeof(tmp), outdir, s->files[k].name);
-            unlink(tmp);
-        }
+        for (size_t i = 0; i < n; i++)
+            unlink(tmp[i]);
     } else {
-        draw(&p, 1);
+        report(&ps, n, o, sync_s);
     }
-    free(buf);
+    free(order);
+    free(t);
+    free(tmp);
     return rc;
 }

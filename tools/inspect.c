@@ -12,6 +12,7 @@
 #include "mcorefs/view.h"
 #include "diff.h"
 #include "export.h"
+#include "export_pool.h"
 
 static void usage(FILE *out)
 {
@@ -25,9 +26,13 @@ static void usage(FILE *out)
                  "                   (norms, routers, dense weights in EP files, duplicated expert shards,\n"
                  "                   the MTP stage's embedding copy) are identical (XXH64); --hash also reads\n"
                  "                   every HF tensor and prints its XXH64 so two exports can be compared\n"
-                 "  export OUTDIR [--force]  write the same files as the mount, without FUSE; files are\n"
-                 "                   written as .NAME.PID.mcorefs-partial and renamed at the end; SIGINT or\n"
-                 "                   SIGTERM removes them, and the next export removes those a killed one left\n"
+                 "  export OUTDIR [--force] [--no-sync] [--threads N]  write the same files as the mount,\n"
+                 "                   without FUSE; files are written as .NAME.PID.mcorefs-partial and renamed\n"
+                 "                   at the end; SIGINT or SIGTERM removes them, and the next export removes\n"
+                 "                   those a killed one left. Plain rank-file ranges are copied by the kernel\n"
+                 "                   (copy_file_range; shared blocks where XFS/btrfs can), N threads (default %d)\n"
+                 "                   share the work, and one syncfs puts the data on disk before the renames;\n"
+                 "                   --no-sync skips it (faster; not crash-safe until the kernel writes back)\n"
                  "  diff A B [--json]  per HF tensor of two checkpoints (or: diff RUN ITER_A ITER_B, two\n"
                  "                   iterations of one run): identical or changed (XXH64 of the shown bytes),\n"
                  "                   and the largest absolute element difference of changed float tensors;\n"
@@ -38,7 +43,8 @@ static void usage(FILE *out)
                  "  -V, --version    print the version\n\n"
                  "options (as for mcorefs):\n%s\n"
                  "exit status: 0 ok, 1 bad checkpoint or arguments, 2 verify found differing copies; an export\n"
-                 "stopped by SIGINT or SIGTERM ends by that signal (130 or 143 in a shell)\n", mf_options_help());
+                 "stopped by SIGINT or SIGTERM ends by that signal (130 or 143 in a shell)\n", export_pool_default_threads(),
+                 mf_options_help());
 }
 
 /* Sizes for people: "3.15 GB" (powers of 1000, as disk tools and the HF hub show them). */
@@ -301,7 +307,8 @@ static int cmd_verify(mf_session *s, int json, int hashes)
 }
 
 static const char *const commands[] = {"summary", "tensors", "verify", "export", "diff", NULL};
-static const char *const flags[] = {"--json", "--tensors", "--source", "--hash", "--force", "--help", NULL};
+static const char *const flags[] = {"--json", "--tensors", "--source", "--hash", "--force", "--no-sync", "--threads",
+                                    "--help", NULL};
 
 /* The word of `list` that `w` most likely misspells or abbreviates ("ver"), or NULL. */
 static const char *closest(const char *w, const char *const *list)
@@ -321,11 +328,11 @@ static int is_command(const char *w)
     return 0;
 }
 
-/* Is there a positional argument after argv[i] (skipping -o's value)? */
+/* Is there a positional argument after argv[i] (skipping the values of -o and --threads)? */
 static int positional_after(int argc, char **argv, int i)
 {
     for (int k = i + 1; k < argc; k++) {
-        if (strcmp(argv[k], "-o") == 0)
+        if (strcmp(argv[k], "-o") == 0 || strcmp(argv[k], "--threads") == 0)
             k++;
         else if (argv[k][0] != '-')
             return 1;
@@ -352,7 +359,8 @@ int main(int argc, char **argv)
 {
     mf_options o;
     const char *ckpt = NULL, *outdir = NULL;
-    int json = 0, tensors = 0, source = 0, verify = 0, hashes = 0, export = 0, force = 0;
+    int json = 0, tensors = 0, source = 0, verify = 0, hashes = 0, export = 0;
+    mf_export_opts xo = { 0 };
     if (argc > 1 && strcmp(argv[1], "diff") == 0)
         return mf_inspect_diff_main(argc - 2, argv + 2);
     mf_options_init(&o);
@@ -379,7 +387,18 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--hash") == 0) {
             hashes = 1;
         } else if (strcmp(a, "--force") == 0) {
-            force = 1;
+            xo.force = 1;
+        } else if (strcmp(a, "--no-sync") == 0) {
+            xo.no_sync = 1;
+        } else if (strcmp(a, "--threads") == 0 || strncmp(a, "--threads=", 10) == 0) {
+            const char *v = a[9] == '=' ? a + 10 : i + 1 < argc ? argv[++i] : "";
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (!*v || *end || n < 1 || n > 64) {
+                fprintf(stderr, "mcorefs-inspect: --threads needs a number from 1 to 64, not '%s'\n", v);
+                return 1;
+            }
+            xo.threads = (int)n;
         } else if (strcmp(a, "-o") == 0 && i + 1 < argc) {
             char *list = strdup(argv[++i]), *save = NULL;
             for (char *kv = strtok_r(list, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
@@ -436,7 +455,7 @@ int main(int argc, char **argv)
     if (verify) {
         rc = cmd_verify(s, json, hashes);
     } else if (export) {
-        if (mf_export(s, outdir, force) != 0) {
+        if (mf_export(s, outdir, &xo) != 0) {
             fprintf(stderr, "mcorefs-inspect: %s\n", mf_error());
             rc = 1;
         }
