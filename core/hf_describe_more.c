@@ -142,10 +142,12 @@ static int gptoss_rope_args(const mf_hf *h, pk_out *o)
     const cJSON *orig = cJSON_GetObjectItemCaseSensitive(rs, "original_max_position_embeddings");
     const cJSON *fast = cJSON_GetObjectItemCaseSensitive(rs, "beta_fast"), *slow = cJSON_GetObjectItemCaseSensitive(rs, "beta_slow");
     const cJSON *truncate = cJSON_GetObjectItemCaseSensitive(rs, "truncate");
-    if (!is(type, "yarn") || !cJSON_IsNumber(factor) || !cJSON_IsNumber(orig) || orig->valuedouble < 1 ||
-        orig->valuedouble > 1099511627776.0 || orig->valuedouble != (double)(int64_t)orig->valuedouble)
-        return mf_hf_refuse(h, "rope_scaling", "gpt-oss's Megatron rope is plain or YaRN with a factor and a whole "
-                            "original_max_position_embeddings");
+    /* bounded: config.json's max_position_embeddings is factor x original, as a whole number */
+    if (!is(type, "yarn") || !cJSON_IsNumber(factor) || !(factor->valuedouble >= 1.0 && factor->valuedouble <= 1048576.0) ||
+        !cJSON_IsNumber(orig) || orig->valuedouble < 1 || orig->valuedouble > 1099511627776.0 ||
+        orig->valuedouble != (double)(int64_t)orig->valuedouble)
+        return mf_hf_refuse(h, "rope_scaling", "gpt-oss's Megatron rope is plain or YaRN with a factor in [1, 2^20] and a "
+                            "whole original_max_position_embeddings");
     mf_pk_str(o, "position_embedding_type"), mf_pk_str(o, "yarn");
     mf_pk_str(o, "rotary_scaling_factor"), mf_pk_float(o, factor->valuedouble);
     mf_pk_str(o, "yarn_original_max_position_embeddings"), mf_pk_int(o, (int64_t)orig->valuedouble);

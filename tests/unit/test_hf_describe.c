@@ -185,6 +185,8 @@ static void test_refused(void **state)
     expect_refused(gpt_oss, "layer_types", "[\"a\", \"b\", \"c\", \"d\"]", MF_ERR_UNSUPPORTED, "sliding_attention or full_attention");
     expect_refused(gpt_oss, "sliding_window", "1", MF_ERR_UNSUPPORTED, "'sliding_window' = 1");
     expect_refused(gpt_oss, "rope_scaling", "{\"rope_type\": \"yarn\", \"factor\": 32.0}", MF_ERR_UNSUPPORTED, "original_max_position_embeddings");
+    expect_refused(gpt_oss, "rope_scaling", "{\"rope_type\": \"yarn\", \"factor\": 1e300, \"original_max_position_embeddings\": 4096}",
+                   MF_ERR_UNSUPPORTED, "factor in [1, 2^20]");
     /* the clamp HF hard-codes is 7 (MF_FEAT_CLAMPED_GEGLU): another limit has no HF class */
     expect_refused(gpt_oss, "swiglu_limit", "5.0", MF_ERR_UNSUPPORTED, "clamped quick-GeGLU");
     /* Qwen3-Next: the norm convention is not in an HF config */
