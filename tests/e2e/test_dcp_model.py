@@ -9,7 +9,9 @@ Each mount must show the reference bit for bit, the same bytes and config.json a
 of the same weights (and, for one layout, as the torch_dist twin). Broken saves fail at mount
 with one line naming the key. A megatron.core-only torch_dist save (no args in its common state)
 is refused with a message naming -o hf_config, and mounts with an HF config that describes it;
-a config that disagrees with the tensors is refused naming the tensor and both shapes.
+a config that disagrees with the tensors is refused naming the tensor and both shapes. Per family
+(DeepSeek-V3 with MTP, GLM-4.5 with MTP, gpt-oss), the args-less save shows the bytes and
+config.json of the save with args (Qwen3-Next's refusal: tests/unit/test_hf_describe.c).
 """
 import json
 import os
@@ -180,6 +182,45 @@ def t_argless_fsdp_dtensor():
     with T.Mount(g.ckpt, ["hf_config=" + hf]) as m:
         v = T.read_view(m.path)
         T.assert_same_tensors(v.tensors, g.tensors, "args-less fsdp_dtensor mount", "reference")
+
+
+def _argless_round_trip(family, mismatch, tensor, extra=None, **layout):
+    """An args-less save of `family` described by its HF config shows the bytes of the save
+    with args (the same weights) and its config.json (with the HF config merged over it, as
+    -o hf_config does); a config whose `mismatch` size disagrees with the tensors is refused
+    naming the tensor and the hf_config file."""
+    _, D = gens()
+    out, twin = T.scratch("argless-" + family), T.scratch("args-" + family)
+    D.generate(out, family, megatron_args=False, **layout)
+    D.generate(twin, family, **layout)
+    g, t = T.Generated(out), T.Generated(twin)
+    hf = _hf_config_file(g, "hf.json", **(extra or {}))
+    with T.Mount(g.ckpt, ["hf_config=" + hf]) as m, T.Mount(t.ckpt, []) as m2:
+        v, w = T.read_view(m.path), T.read_view(m2.path)
+        T.assert_same_tensors(v.tensors, g.tensors, family + " args-less mount", "reference")
+        T.assert_same_tensors(v.tensors, w.tensors, family + " args-less mount", "mount with args")
+        want = json.loads(w.config_text)
+        want.update(g.ref["config"], **(extra or {}))
+        got = json.loads(v.config_text)
+        diff = sorted(k for k in set(want) | set(got) if want.get(k, "absent") != got.get(k, "absent"))
+        T.check(not diff, "%s config.json differs from the save with args in %s" % (family, diff))
+    bad = _hf_config_file(g, "hf-bad.json", **{mismatch: g.ref["config"][mismatch] * 2})
+    T.expect_mount_failure(g.ckpt, ["hf_config=" + bad], [tensor, "hf_config %s implies" % bad])
+
+
+def t_argless_deepseek_v3():
+    # aux_loss_alpha (Megatron's moe_aux_loss_coeff) is a training coefficient no tensor shows:
+    # DeepSeek's released configs carry it, mcore_gen's reference config does not
+    _argless_round_trip("deepseek_v3", "kv_lora_rank", "linear_kv_down_proj.weight", extra=dict(aux_loss_alpha=1e-4),
+                        tp=2, ep=2, dp=2, spec="te", mtp=1)
+
+
+def t_argless_glm4_moe():
+    _argless_round_trip("glm4_moe", "head_dim", "linear_qkv.weight", tp=2, ep=2, dp=2, spec="te", mtp=1)
+
+
+def t_argless_gpt_oss():
+    _argless_round_trip("gpt_oss", "intermediate_size", "linear_fc1.weight", tp=2, ep=2, etp=1, dp=2)
 
 
 def main():

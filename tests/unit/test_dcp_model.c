@@ -202,7 +202,8 @@ static void test_hf_refused(void **state)
     (void)state;
     expect_hf_error("{\"model_type\": \"llama\", \"hidden_size\": 64}", MF_ERR_MISSING, "lacks 'num_hidden_layers'");
     expect_hf_error("{\"hidden_size\": 64}", MF_ERR_MISSING, "neither 'architectures' nor 'model_type'");
-    expect_hf_error("{\"model_type\": \"deepseek_v3\"}", MF_ERR_UNSUPPORTED, "describing 'deepseek_v3'");
+    expect_hf_error("{\"model_type\": \"qwen3_next\"}", MF_ERR_UNSUPPORTED, "describing 'qwen3_next'");
+    expect_hf_error("{\"model_type\": \"gpt2\"}", MF_ERR_UNSUPPORTED, "describing 'gpt2'");
     expect_hf_error("{\"model_type\": \"llama\", \"num_hidden_layers\": 2, \"hidden_size\": 64.5}", MF_ERR_FORMAT,
                     "'hidden_size' is not a whole number");
     expect_hf_error("{\"model_type\": \"llama\", \"num_hidden_layers\": 1e300}", MF_ERR_FORMAT,
