@@ -241,6 +241,9 @@ ssize_t mf_session_read_segments(const mf_session *s, const mf_vfile *f, char *b
 ssize_t mf_session_read(const mf_session *s, const mf_vfile *f, char *buf, size_t len, uint64_t off)
 {
     __atomic_fetch_add((uint64_t *)&s->n_reads, 1, __ATOMIC_RELAXED);
+    /* a lazy file reached by inode without a lookup by name (its view was rebuilt meanwhile) */
+    if (__atomic_load_n(&f->kind, __ATOMIC_ACQUIRE) == MF_VF_LAZY && !(f = materialize(s, (mf_vfile *)f)))
+        return mf_fail(MF_ERR_NOMEM, "building a lazy file: out of memory");
     if (f->kind == MF_VF_STATS)
         return read_stats(s, buf, len, off);
     if (off >= f->size)

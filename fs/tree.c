@@ -22,7 +22,13 @@ static const mf_vfile *file_of(const fs_tree *t, fs_ino ino)
     uint64_t node = FS_INO_NODE(ino);
     if (!s || node < FS_NODE_FIRST_FILE || node - FS_NODE_FIRST_FILE >= s->n_files)
         return NULL;
-    return &s->files[node - FS_NODE_FIRST_FILE];
+    const mf_vfile *f = &s->files[node - FS_NODE_FIRST_FILE];
+    /* The kernel may reach a file by inode with no lookup by name: in a run mount after its view
+     * was evicted and rebuilt, a lazy file (the manifest) is unbuilt again. Build it here, or its
+     * size would show as 0 and a read would end at once. */
+    if (__atomic_load_n(&f->kind, __ATOMIC_ACQUIRE) == MF_VF_LAZY)
+        return mf_session_lookup(s, f->name);
+    return f;
 }
 
 static int is_folder(const fs_tree *t, fs_ino ino)

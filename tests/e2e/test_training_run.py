@@ -361,6 +361,27 @@ def diff_iterations():
             % (same.rc, same.stdout[-300:]))
 
 
+def manifest_after_eviction():
+    """A view evicted and rebuilt while the kernel still holds its manifest's inode: getattr and
+    read of that inode (no new lookup by name) show the whole manifest, not an empty file."""
+    run = new_run(GPT)
+    it20 = os.path.join(run, "iter_0000020")
+    shutil.copytree(os.path.join(run, IT10), it20)
+    write_tracker(run, "20")
+    opts = ["true_vocab_size=1000", "iterations=all", "max_views=1", "entry_timeout=30", "attr_timeout=30"]
+    with T.Mount(run, opts) as m:
+        man = os.path.join(m.path, IT10, ".mcorefs", "manifest.json")
+        size = os.stat(man).st_size
+        T.check(size > 0, "manifest size %d" % size)
+        for _ in range(2):                       # builds view 20: view 10 (unpinned) is evicted
+            os.listdir(os.path.join(m.path, "iter_0000020"))
+            json.load(open(os.path.join(m.path, "iter_0000020", "config.json")))
+        with open(man, "rb") as f:               # cached entry: open by inode, view 10 rebuilt
+            data = f.read()
+        T.check(len(data) == size, "manifest read %d bytes after eviction, %d before" % (len(data), size))
+        json.loads(data)
+
+
 def options_refused():
     run = new_run(GPT)
     for opts, words in ((["iterations=some"], "iterations takes the value all"),
@@ -379,6 +400,7 @@ def main():
     r.run("release folder", release_folder)
     r.run("50 iterations: flat mount time and RSS", fifty_iterations)
     r.run("diff of two iterations", diff_iterations)
+    r.run("manifest of an evicted view", manifest_after_eviction)
     r.run("option errors", options_refused)
     sys.exit(r.finish())
 
