@@ -183,6 +183,12 @@ int mf_run_refresh(mf_run *r, int force)
         return MF_OK;
     pthread_mutex_lock(&r->scan_lock);
     pthread_mutex_lock(&r->lock);
+    /* threads that saw it due at once queue on scan_lock: the first scans, the rest find it done */
+    if (!force && !r->dirty && now_ms() - r->last_scan_ms < (int64_t)r->p.recheck_ms) {
+        pthread_mutex_unlock(&r->lock);
+        pthread_mutex_unlock(&r->scan_lock);
+        return MF_OK;
+    }
     r->dirty = 0;
     r->last_scan_ms = now_ms();
     mf_run_tracker t;
@@ -300,6 +306,17 @@ void mf_run_watch_begin(mf_run *r)
     r->st.watching = w != NULL;
     pthread_mutex_unlock(&r->lock);
     mf_run_refresh(r, 1);   /* a save that landed before the watch existed; also adds the folder watches */
+}
+
+void mf_run_watch_end(mf_run *r)
+{
+    pthread_mutex_lock(&r->lock);
+    mf_run_watch *w = r->watch;
+    r->watch = NULL;
+    r->on_gone = NULL;
+    r->st.watching = 0;
+    pthread_mutex_unlock(&r->lock);
+    mf_run_watch_stop(w);   /* joins the thread: no callback runs after this returns */
 }
 
 void mf_run_close(mf_run *r)

@@ -30,6 +30,8 @@ static void on_stop_signal(int sig)
 static void serving(struct fuse_session *se)
 {
     running = se;
+    if (!se && tree.run)
+        fs_run_tree_detach(&tree);   /* the watcher stops before the session it notifies goes */
     if (se && tree.run)
         fs_run_tree_attach(&tree, se);   /* its kernel entries are dropped as the run changes */
     if (se && stop_requested)   /* a signal that came before the session existed */

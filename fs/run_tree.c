@@ -316,6 +316,12 @@ void fs_run_tree_attach(const fs_tree *t, struct fuse_session *se)
     notify_session = se;
 }
 
+void fs_run_tree_detach(const fs_tree *t)
+{
+    mf_run_watch_end(t->run);
+    notify_session = NULL;
+}
+
 void fs_run_tree_serving(const fs_tree *t)
 {
     if (notify_session)

@@ -27,4 +27,6 @@ long long fs_run_tree_read_ahead_kb(const fs_tree *t);
 void fs_run_tree_serving(const fs_tree *t);
 /* The session whose kernel entries are dropped when an iteration goes or is re-saved. */
 void fs_run_tree_attach(const fs_tree *t, struct fuse_session *se);
+/* The session is about to go: stop the watcher thread that notifies it. */
+void fs_run_tree_detach(const fs_tree *t);
 #endif

@@ -98,6 +98,9 @@ void mf_run_on_gone(mf_run *r, void (*cb)(void *arg, const char *name, uint64_t 
 /* Start the inotify watcher now (a daemon calls this after it forked: threads do not survive a
  * fork). No-op when already watching. Without inotify, re-checks on lookup still follow the run. */
 void mf_run_watch_begin(mf_run *r);
+/* Stop the watcher and forget the on_gone callback (a daemon calls this before the FUSE session
+ * the callback notifies is destroyed). Re-checks on lookup keep working. */
+void mf_run_watch_end(mf_run *r);
 /* Re-scan now (force) or when the watcher saw a change or recheck_ms passed. */
 int mf_run_refresh(mf_run *r, int force);
 /* The shown iteration names (sorted, release last; caller frees each and the array) and the
