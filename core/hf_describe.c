@@ -99,15 +99,21 @@ static int moe_args(const mf_hf *h, const char *family, int64_t layers, pk_out *
     const cJSON *dense = mf_hf_get(h, "mlp_only_layers");
     if (step <= 0)
         return mf_fail(MF_ERR_FORMAT, "%s: hf_config decoder_sparse_step must be positive", h->path);
+    /* one pass over the list into a per-layer mark: layers x list entries would let a crafted
+     * config hold the mount for hours */
+    unsigned char *is_dense = calloc(layers > 0 ? (size_t)layers : 1, 1);
+    if (!is_dense)
+        return mf_fail(MF_ERR_NOMEM, "%s: out of memory", h->path);
+    for (const cJSON *d = cJSON_IsArray(dense) ? dense->child : NULL; d; d = d->next)
+        if (cJSON_IsNumber(d) && d->valuedouble >= 0 && d->valuedouble < (double)layers &&
+            d->valuedouble == (double)(int64_t)d->valuedouble)
+            is_dense[(int64_t)d->valuedouble] = 1;
     mf_pk_str(o, "moe_layer_freq");
     MF_PK_LIST_BEGIN(o);
-    for (int64_t l = 0; l < layers; l++) {
-        int moe = (l + 1) % step == 0;
-        for (const cJSON *d = cJSON_IsArray(dense) ? dense->child : NULL; d; d = d->next)
-            moe &= !(cJSON_IsNumber(d) && d->valuedouble == (double)l);
-        mf_pk_int(o, moe);
-    }
+    for (int64_t l = 0; l < layers; l++)
+        mf_pk_int(o, (l + 1) % step == 0 && !is_dense[l]);
     MF_PK_LIST_END(o);
+    free(is_dense);
     return MF_OK;
 }
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <cmocka.h>
 
@@ -182,6 +183,39 @@ static void test_hf_qwen_moe(void **state)
     mf_pickle_free(pk);
 }
 
+/* A long mlp_only_layers list costs one pass, not one per layer (100k layers x 200k entries took
+ * 71 s before); out-of-range, fractional and repeated entries mark nothing or mark once. */
+static void test_hf_long_dense_list(void **state)
+{
+    (void)state;
+    enum { LAYERS = 100000, ENTRIES = 200000 };
+    size_t cap = 512 + (size_t)ENTRIES * 12, n = 0;
+    char *json = malloc(cap);
+    assert_non_null(json);
+    n += (size_t)snprintf(json + n, cap - n, "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 64, \"intermediate_size\": 96,"
+                          " \"num_hidden_layers\": %d, \"num_attention_heads\": 4, \"vocab_size\": 1000, \"num_experts\": 8,"
+                          " \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 32, \"mlp_only_layers\": [1.5, -1, %d",
+                          LAYERS, LAYERS);
+    for (int i = 0; i < ENTRIES; i++)   /* every odd layer, each twice */
+        n += (size_t)snprintf(json + n, cap - n, ", %d", (2 * i + 1) % LAYERS);
+    snprintf(json + n, cap - n, "]}");
+    mf_model m;
+    mf_pickle *pk;
+    clock_t t0 = clock();
+    int rc = from_hf(&m, &pk, json, 0);
+    double cpu = (double)(clock() - t0) / CLOCKS_PER_SEC;
+    free(json);
+    if (rc)
+        fail_msg("%s", mf_error());
+    assert_true(cpu < 30.0);   /* generous for valgrind; the quadratic loop needed minutes natively */
+    for (int l = 0; l < 8; l++)
+        assert_int_equal(m.moe_layer[l], l % 2 == 0);
+    assert_int_equal(m.moe_layer[LAYERS - 1], 0);
+    assert_int_equal(m.moe_layer[LAYERS - 2], 1);
+    mf_model_free(&m);
+    mf_pickle_free(pk);
+}
+
 static void expect_hf_error(const char *json, int code, const char *part)
 {
     mf_model m;
@@ -312,7 +346,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layout),        cmocka_unit_test(test_keys),     cmocka_unit_test(test_hf_llama),
-        cmocka_unit_test(test_hf_qwen_moe),   cmocka_unit_test(test_hf_refused), cmocka_unit_test(test_nemo_yaml),
+        cmocka_unit_test(test_hf_qwen_moe),
+        cmocka_unit_test(test_hf_long_dense_list),   cmocka_unit_test(test_hf_refused), cmocka_unit_test(test_nemo_yaml),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
