@@ -76,6 +76,20 @@ def dist_case(kw, shard):
         T.check(v.config_text == w.config_text, "config.json differs from the legacy twin's")
 
 
+def dist_conv_split_kernel():
+    """A conv1d section key whose chunks split the kernel dim (DCP can say so, Megatron never
+    writes it) is refused at mount naming the key, never read as channel rows."""
+    fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
+    if fixtures not in sys.path:
+        sys.path.insert(0, fixtures)
+    import dist_gen as D  # noqa: WPS433
+    out = T.scratch("qwen3_next-dist-damaged")
+    D.generate(out, "qwen3_next", tp=2, damage="conv-split-kernel")
+    g = T.Generated(out)
+    T.expect_mount_failure(g.ckpt, ["true_vocab_size=%d" % g.true_vocab],
+                           name_in_msg=[".metadata", g.ref["damaged"]["key"], "a chunk splits a 3-D tensor"])
+
+
 REAL = "head_qwen3next_tp2ep2_torch"
 
 
@@ -111,6 +125,7 @@ def main():
         r.run("qwen3_next:" + label, case, kw, shard)
     for label, kw, shard in DIST_LAYOUTS:
         r.run("qwen3_next:torch_dist:" + label, dist_case, kw, shard)
+    r.run("qwen3_next:torch_dist:conv1d-chunked-along-kernel-refused", dist_conv_split_kernel)
     return r.finish()
 
 
