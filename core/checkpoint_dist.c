@@ -139,12 +139,19 @@ static int add_chunk(mf_checkpoint *c, const mf_dcp_tensor *t, const mf_dcp_chun
     int np = k->layer_axis + k->expert_axis;
     int rest = t->ndim - np;
     int rc;
-    if (rest < 0 || rest > 2)
+    if (rest < 0 || rest > 3)
         return mf_fail(MF_ERR_UNSUPPORTED, "%s: '%s' has %d dims after its layer/expert axes", c->iter_dir, t->fqn, rest);
+    /* a 3-D tensor (conv1d [channels, 1, kernel]) is the matrix [channels x 1, kernel]: its
+     * chunks may split only the first dim */
+    if (rest == 3 && (ch->offsets[np + 1] != 0 || ch->sizes[np + 1] != t->size[np + 1] ||
+                      ch->offsets[np + 2] != 0 || ch->sizes[np + 2] != t->size[np + 2]))
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s/.metadata: '%s': a chunk splits a 3-D tensor along a dim other than the first",
+                       c->iter_dir, t->fqn);
     struct mf_dist_chunk *lazy = mf_dist_chunks_add(c->dist->chunks, t, ch, np);
     if (!lazy)
         return mf_fail(MF_ERR_INVALID, "%s: chunk table overflow", c->iter_dir); /* sized from .metadata */
-    int64_t grows = rest >= 1 ? t->size[np] : 1, gcols = rest == 2 ? t->size[np + 1] : 1;
+    int64_t inner = rest == 3 ? t->size[np + 1] : 1;
+    int64_t grows = rest >= 1 ? t->size[np] * inner : 1, gcols = rest >= 2 ? t->size[np + rest - 1] : 1;
     int64_t l0 = k->layer_axis ? ch->offsets[0] : 0, nl = k->layer_axis ? ch->sizes[0] : 1;
     int ea = k->layer_axis;  /* index of the expert axis */
     int64_t e0 = k->expert_axis ? ch->offsets[ea] : 0, ne = k->expert_axis ? ch->sizes[ea] : 1;
@@ -159,7 +166,7 @@ static int add_chunk(mf_checkpoint *c, const mf_dcp_tensor *t, const mf_dcp_chun
                 sh.t.shape[d] = ch->sizes[np + d];
                 sh.t.stride[d] = d == rest - 1 ? 1 : sh.t.stride[d + 1] * sh.t.shape[d + 1];
             }
-            sh.row0 = rest >= 1 ? ch->offsets[np] : 0;
+            sh.row0 = rest >= 1 ? ch->offsets[np] * inner : 0;
             sh.col0 = rest == 2 ? ch->offsets[np + 1] : 0;
             char name[512];
             slice_name(k, l0 + li, e0 + ei, name, sizeof(name));

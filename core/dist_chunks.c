@@ -20,7 +20,7 @@ struct mf_dist_chunk {
     char *err;                 /* CHUNK_FAILED: the message, repeated on every later read */
     int rc;                    /* CHUNK_FAILED: its code (MF_ERR_CHANGED: the file changed) */
     uint64_t offset, storage_begin, storage_bytes;
-    int64_t stride[4];         /* np + at most 2 matrix dims */
+    int64_t stride[5];         /* np + at most 3 dims (conv1d [channels, 1, kernel]) */
 };
 
 struct mf_dist_chunks {
@@ -87,7 +87,7 @@ static void read_chunk(struct mf_dist_chunk *k)
     k->offset = full.offset;
     k->storage_begin = full.storage_begin;
     k->storage_bytes = full.storage_bytes;
-    for (int d = 0; d < full.ndim && d < 4; d++)
+    for (int d = 0; d < full.ndim && d < 5; d++)
         k->stride[d] = full.stride[d];
     __atomic_store_n(&k->state, CHUNK_READ, __ATOMIC_RELEASE);
 }

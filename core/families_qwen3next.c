@@ -39,7 +39,7 @@ const mf_rule mf_qwen3next_attn[] = {
 
 /* gated delta net (Megatron's GatedDeltaNet; TE fuses the input norm into in_proj). torch_dist
  * stores in_proj and conv1d as one key per section (`.query`, `.key`, ...): the second spelling
- * finds them so the mount is refused naming the format, not a missing tensor. */
+ * finds the first, and the mapping places every section key in the global tensor. */
 const mf_rule mf_qwen3next_linear_attn[] = {
     { HL "input_layernorm.weight", { DL "self_attention.in_proj.layer_norm_weight", DL "input_layernorm.weight" }, MF_SPLIT_NORM_1P, MF_WHEN_ALWAYS, MF_D_HIDDEN, MF_D_NONE, MF_DTYPE_SHOWN },
     { HL "linear_attn.in_proj_qkvz.weight", { DL "self_attention.in_proj.weight", DL "self_attention.in_proj.weight.query" }, MF_SPLIT_GDN_QKVZ, MF_WHEN_ALWAYS, MF_D_GDN_IN, MF_D_HIDDEN, MF_DTYPE_SHOWN },

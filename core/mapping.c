@@ -116,21 +116,53 @@ static void finish_tensor(const builder *b, const mf_rule *r, const mf_source *s
     t->nbytes = numel * mf_dtype_size(t->dtype);
 }
 
+/* torch_dist sectioned tensor (pitfalls.md 14): s is the first section's key `<name>.query`;
+ * every section key `<name>.<section>` is looked up, checked and placed at its rows of the
+ * global [s_0; s_1; ...], the tensor the legacy shards are placed in. */
+static int place_section_keys(builder *b, const mf_rule *r, const mf_source *s, mf_placed *pl)
+{
+    const char *const *names = mf_section_names(r->split);
+    int64_t sec[MF_MAX_SECTIONS];
+    int ns = mf_sections(&b->c->model, r->split, sec);
+    size_t len = strlen(s->name), sl = strlen(names[0]);
+    if (len <= sl + 1 || s->name[len - sl - 1] != '.' || strcmp(s->name + len - sl, names[0]) != 0)
+        return mf_fail(MF_ERR_UNSUPPORTED, "%s: '%s': a gated delta net tensor stored whole in a %s save is not supported "
+                       "(its TP order is not recorded; torch_dist stores one key per section)", b->c->iter_dir, s->name,
+                       mf_checkpoint_format_name(b->c));
+    const mf_source *keys[MF_MAX_SECTIONS];
+    for (int i = 0; i < ns; i++) {
+        char name[320];
+        snprintf(name, sizeof name, "%.*s%s", (int)(len - sl), s->name, names[i]);
+        mf_source *k = mf_checkpoint_find(b->c, name);
+        if (k == NULL || !k->positioned)
+            return mf_fail(MF_ERR_MISSING, "%s/.metadata: '%s' (section %d of %d beside '%s') is missing", b->c->iter_dir,
+                           name, i + 1, ns, s->name);
+        int rc = mf_shape_check_section_key(b->c, r, k, sec[i]);
+        if (rc)
+            return rc;
+        k->used = 1;
+        keys[i] = k;
+    }
+    return mf_place_section_keys(b->c, r, keys, pl);
+}
+
 /* Place the source's shards in its global tensor, then cut the rule's split out of it (the
  * same cut for legacy shards and torch_dist chunks); the pieces are appended to v, their
  * destination rows moved down by dst_row0. */
 static int cut_source(builder *b, const mf_rule *r, const mf_source *s, mf_piece_vec *v, int64_t dst_row0,
                       int64_t *rows, int64_t *cols, const mf_tensor **t0)
 {
-    if (s->positioned && mf_split_tp(r->split) == MF_TP_SECTIONS)   /* pitfalls.md 14: one key per section */
-        return mf_fail(MF_ERR_UNSUPPORTED, "%s: '%s': gated delta net tensors in torch_dist are not supported yet "
-                       "(use the legacy torch format)", b->c->iter_dir, s->name);
-    int rc = mf_shape_check_source(b->c, r, s);
-    if (rc)
-        return rc;
     mf_placed pl;
-    if ((rc = mf_place(b->c, r, s, &pl)) != MF_OK)
-        return rc;
+    int rc;
+    if (s->positioned && mf_split_tp(r->split) == MF_TP_SECTIONS) {
+        if ((rc = place_section_keys(b, r, s, &pl)) != MF_OK)
+            return rc;
+    } else {
+        if ((rc = mf_shape_check_source(b->c, r, s)) != MF_OK)
+            return rc;
+        if ((rc = mf_place(b->c, r, s, &pl)) != MF_OK)
+            return rc;
+    }
     uint32_t n0 = v->n;
     rc = mf_cut(&b->c->model, r->split, &pl, s->name, v, rows, cols);
     for (uint32_t k = n0; k < v->n; k++)

@@ -56,6 +56,54 @@ int mf_sections(const mf_model *m, mf_split split, int64_t *rows)
     return 6;
 }
 
+const char *const *mf_section_names(mf_split split)
+{
+    /* Megatron's GatedDeltaNet.sharded_state_dict (_split_tensor_factory) suffixes */
+    static const char *const names[MF_MAX_SECTIONS] = { "query", "key", "value", "z", "beta", "alpha" };
+    (void)split;   /* conv1d's [q; k; v] are the first three */
+    return names;
+}
+
+int mf_place_section_keys(const mf_checkpoint *c, const mf_rule *r, const mf_source *const *keys, mf_placed *out)
+{
+    int64_t sec[MF_MAX_SECTIONS], off = 0;
+    int ns = mf_sections(&c->model, r->split, sec), total = 0;
+    *out = (mf_placed){ 0 };
+    out->where = c->iter_dir;
+    for (int i = 0; i < ns; i++)
+        total += keys[i]->n_shards;
+    if (alloc_parts(out, total))
+        return MF_ERR_NOMEM;
+    for (int i = 0; i < ns; i++) {
+        mf_placed one = { 0 };
+        int rc = place_chunks(c, keys[i], &one);
+        if (rc == MF_OK && (one.cols != keys[0]->gcols || one.rows != sec[i]))
+            rc = mf_fail(MF_ERR_INCONSISTENT, "%s/.metadata: '%s' is %lld x %lld, its section is %lld x %lld",
+                         c->iter_dir, keys[i]->name, (long long)one.rows, (long long)one.cols, (long long)sec[i],
+                         (long long)keys[0]->gcols);
+        for (int k = 0; rc == MF_OK && k < one.n; k++) {
+            if (one.parts[k].sh->t.dtype != keys[0]->shards[0].t.dtype) {
+                rc = mf_fail(MF_ERR_INCONSISTENT, "%s/.metadata: '%s' and '%s' (sections of one tensor) differ in dtype",
+                             c->iter_dir, keys[0]->name, keys[i]->name);
+                break;
+            }
+            mf_part p = one.parts[k];
+            p.row0 += off;   /* section i starts below the sections before it */
+            out->parts[out->n++] = p;
+        }
+        mf_placed_free(&one);
+        if (rc) {
+            mf_placed_free(out);
+            return rc;
+        }
+        off += sec[i];
+    }
+    out->rows = off;
+    out->cols = keys[0]->gcols;
+    out->t0 = &keys[0]->shards[0].t;
+    return MF_OK;
+}
+
 /* Legacy sectioned shards (pitfalls.md 14): rank k holds [s_0 / n; s_1 / n; ...]; section i of
  * rank k goes to global rows off_i + k x s_i / n, so the global tensor is [s_0; s_1; ...]. */
 static int place_sections(const mf_checkpoint *c, const mf_rule *r, const mf_source *s, mf_placed *pl)

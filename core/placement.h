@@ -35,6 +35,16 @@ mf_tp_kind mf_split_tp(mf_split split);
 #define MF_MAX_SECTIONS 6
 int mf_sections(const mf_model *m, mf_split split, int64_t *rows);
 
+/* torch_dist stores a sectioned tensor as one key per section, `<name>.<section>` (Megatron's
+ * _split_tensor_factory), each key's global tensor being that section of the global tensor:
+ * the section names, in storage order (mf_sections gives how many). */
+const char *const *mf_section_names(mf_split split);
+
+/* Place the section keys (keys[i]: section i, positioned, its global shape checked) as one
+ * global [s_0; s_1; ...] tensor, the same the legacy shards are placed in. MF_OK, or an error
+ * naming .metadata (a key of another size or dtype). Free with mf_placed_free. */
+int mf_place_section_keys(const mf_checkpoint *c, const mf_rule *r, const mf_source *const *keys, mf_placed *out);
+
 /* Place the shards of s as rule r shards them (its split says which dimension TP divides).
  * MF_OK, or an error naming the file (missing shard, shards that disagree, a shard that is
  * not a matrix, an odd fused gate/up shard). Free with mf_placed_free. */

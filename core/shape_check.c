@@ -180,12 +180,17 @@ static int mismatch(const char *file, const char *name, const char *which, int n
                    file, name, which, a, who, b, why);
 }
 
-/* torch_dist: .metadata gives the global shape, chunks are placed inside it. */
-static int check_positioned(const mf_checkpoint *c, const mf_rule *r, const mf_source *s)
+/* torch_dist: .metadata gives the global shape g, chunks are placed inside it (a 3-D tensor
+ * is kept as the matrix [d0 x d1, d2], its chunks whole on d1). */
+static int check_positioned(const mf_checkpoint *c, const mf_rule *r, const mf_source *s, const mf_shape *gp)
 {
-    mf_shape g = mf_shape_global(&c->model, r);
+    mf_shape g = *gp;
     int ndim = s->n_shards ? s->shards[0].t.ndim : g.ndim;
     int64_t seen[3] = { s->grows, s->gcols, 1 };
+    if (ndim == 3) {
+        int64_t inner = s->shards[0].t.shape[1] > 0 ? s->shards[0].t.shape[1] : 1;
+        seen[0] = s->grows / inner, seen[1] = inner, seen[2] = s->gcols;
+    }
     if (!same_shape(&g, ndim, seen)) {
         char where[4200];
         snprintf(where, sizeof(where), "%s/.metadata", c->iter_dir);
@@ -202,9 +207,9 @@ static int check_positioned(const mf_checkpoint *c, const mf_rule *r, const mf_s
 int mf_shape_check_source(const mf_checkpoint *c, const mf_rule *r, const mf_source *s)
 {
     const mf_model *m = &c->model;
-    if (s->positioned)
-        return check_positioned(c, r, s);
     mf_shape g = mf_shape_global(m, r), want;
+    if (s->positioned)
+        return check_positioned(c, r, s, &g);
     int n = s->n_shards, first = -1;
     int rc = mf_shape_shard(m, r->split, &g, n, s->name, &want);
     if (rc)
@@ -231,4 +236,11 @@ int mf_shape_check_source(const mf_checkpoint *c, const mf_rule *r, const mf_sou
         }
     }
     return MF_OK;
+}
+
+int mf_shape_check_section_key(const mf_checkpoint *c, const mf_rule *r, const mf_source *s, int64_t rows)
+{
+    mf_shape g = mf_shape_global(&c->model, r);
+    g.d[0] = rows;
+    return check_positioned(c, r, s, &g);
 }

@@ -28,4 +28,8 @@ int mf_shape_shard(const mf_model *m, mf_split split, const mf_shape *global, in
  * MF_ERR_INCONSISTENT with one message: file, tensor, shape seen, shape expected. */
 int mf_shape_check_source(const mf_checkpoint *c, const mf_rule *r, const mf_source *s);
 
+/* torch_dist: one section key of a sectioned tensor (MF_TP_SECTIONS) must have the rule's
+ * global shape with `rows` (the section's global rows) in place of the first dim. */
+int mf_shape_check_section_key(const mf_checkpoint *c, const mf_rule *r, const mf_source *s, int64_t rows);
+
 #endif

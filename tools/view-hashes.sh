@@ -56,6 +56,10 @@ for fam in mixtral qwen2_moe qwen3_moe; do
   view "$fam-ep2etp1" "$CACHE/$fam-ep2etp1/ckpt"
   view "$fam-ep2etp1-dist" "$CACHE/$fam-ep2etp1-dist/ckpt"
 done
+gen qwen3_next-tp2ep2 mcore_gen.py --family qwen3_next --tp 2 --ep 2
+gen qwen3_next-tp2ep2-dist dist_gen.py --family qwen3_next --tp 2 --ep 2
+view qwen3_next-tp2ep2 "$CACHE/qwen3_next-tp2ep2/ckpt" true_vocab_size=1000
+view qwen3_next-tp2ep2-dist "$CACHE/qwen3_next-tp2ep2-dist/ckpt" true_vocab_size=1000
 gen dsv3-mtp mcore_gen.py --family deepseek_v3 --tp 2 --ep 2 --mtp 1
 gen dsv3-mtp-dist dist_gen.py --family deepseek_v3 --tp 2 --ep 2 --mtp 1
 for c in dsv3-mtp dsv3-mtp-dist; do

@@ -8,6 +8,11 @@ generator's reference across TP / PP / VPP / EP / ETP layouts, the local and TE 
 storages, plain and zero-centred norms. The generator's layout is checked key by key against the
 real Megatron-written fixture.
 
+torch_dist: tests/fixtures/dist_gen.py writes the same weights as Megatron's GatedDeltaNet
+sharded_state_dict lays them out (in_proj and conv1d as one key per section, `.query`, `.key`,
+`.value`, `.z`, `.beta`, `.alpha`, each a global tensor split over TP; per-layer keys, the layers
+being of two kinds); the view must equal the HF reference and the legacy twin's view byte for byte.
+
 Set MCOREFS_E2E_SKIP_MOE=1 to skip the whole script.
 """
 import os
@@ -38,6 +43,51 @@ def case(kw, shard):
         v = T.read_view(m.path, shard_size=T.parse_size(shard) if shard else None)
         T.assert_same_tensors(v.tensors, g.tensors, "mount", "reference")
         T.assert_config(v.config_text, cfg, g.ref["derivable_config_keys"])
+
+
+# torch_dist layouts (label, dist_gen kwargs, shard_size option or None)
+DIST_LAYOUTS = [
+    ("tp1", dict(tp=1), None),
+    ("tp2ep2", dict(tp=2, ep=2), "150KiB"),
+    ("tp2pp2ep2:te:zero-centred:8-layers", dict(tp=2, pp=2, ep=2, spec="te", dims=dict(layers=8, zero_centered=True)),
+     None),
+]
+
+
+def dist_case(kw, shard):
+    fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
+    if fixtures not in sys.path:
+        sys.path.insert(0, fixtures)
+    import dist_gen as D  # noqa: WPS433
+    out = T.scratch("qwen3_next-dist")
+    D.generate(out, "qwen3_next", keep_legacy=True, **kw)
+    g = T.Generated(out)
+    T.check(g.ref.get("ckpt_format") == "torch_dist", "generator did not write torch_dist")
+    sections = [k for k in g.ref["dist_keys"] if k.endswith(".in_proj.weight.alpha") or k.endswith(".conv1d.weight.value")]
+    T.check(len(sections) >= 2, "generator wrote no per-section gated delta net keys")
+    opts = ["true_vocab_size=%d" % g.true_vocab] + (["shard_size=" + shard] if shard else [])
+    size = T.parse_size(shard) if shard else None
+    legacy = os.path.join(g.dir, g.ref["legacy_checkpoint_dir"])
+    with T.Mount(g.ckpt, opts) as m, T.Mount(legacy, opts) as m2:
+        v, w = T.read_view(m.path, shard_size=size), T.read_view(m2.path, shard_size=size)
+        T.assert_same_tensors(v.tensors, g.tensors, "torch_dist mount", "reference")
+        T.assert_same_tensors(v.tensors, w.tensors, "torch_dist mount", "legacy twin mount")
+        T.assert_config(v.config_text, g.ref["config"], g.ref["derivable_config_keys"])
+        T.check(v.config_text == w.config_text, "config.json differs from the legacy twin's")
+
+
+def dist_conv_split_kernel():
+    """A conv1d section key whose chunks split the kernel dim (DCP can say so, Megatron never
+    writes it) is refused at mount naming the key, never read as channel rows."""
+    fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
+    if fixtures not in sys.path:
+        sys.path.insert(0, fixtures)
+    import dist_gen as D  # noqa: WPS433
+    out = T.scratch("qwen3_next-dist-damaged")
+    D.generate(out, "qwen3_next", tp=2, damage="conv-split-kernel")
+    g = T.Generated(out)
+    T.expect_mount_failure(g.ckpt, ["true_vocab_size=%d" % g.true_vocab],
+                           name_in_msg=[".metadata", g.ref["damaged"]["key"], "a chunk splits a 3-D tensor"])
 
 
 REAL = "head_qwen3next_tp2ep2_torch"
@@ -73,6 +123,9 @@ def main():
     r.run("qwen3_next:generator-layout-equals-real-megatron", generator_matches_real)
     for label, kw, shard in LAYOUTS:
         r.run("qwen3_next:" + label, case, kw, shard)
+    for label, kw, shard in DIST_LAYOUTS:
+        r.run("qwen3_next:torch_dist:" + label, dist_case, kw, shard)
+    r.run("qwen3_next:torch_dist:conv1d-chunked-along-kernel-refused", dist_conv_split_kernel)
     return r.finish()
 
 

@@ -86,6 +86,38 @@ static int add(synth *s, const char *name, int64_t rows, int64_t cols, char how,
     return id;
 }
 
+/* torch_dist (Megatron's _split_tensor_factory): section i of a sectioned tensor is its own key
+ * `<base>.<names[i]>`, global [sec[i], cols] (conv1d: [sec[i], 1, cols]), one chunk per TP rank
+ * at row k x sec[i] / TP. Values are those of the legacy shards (global row of [s_0; s_1; ...]);
+ * the section `skip` is left out, `extra` rows are added to the last section. */
+static int add_dist_sections(synth *s, const char *base, int64_t cols, int conv, const int64_t *sec, int n_sec,
+                             int skip, int64_t extra)
+{
+    static const char *const names[6] = { "query", "key", "value", "z", "beta", "alpha" };
+    int id = s->next_id++;
+    int64_t off = 0;
+    for (int i = 0; i < n_sec; i++) {
+        int64_t rows = sec[i] + (i == n_sec - 1 ? extra : 0), part = rows / TP;
+        char name[160];
+        snprintf(name, sizeof name, "%s.%s", base, names[i]);
+        for (int k = 0; k < TP && i != skip; k++) {
+            mf_shard sh = { .file = 0, .layer = -1, .expert = -1, .row0 = k * part };
+            sh.t = (mf_tensor){ .dtype = MF_DT_F32, .ndim = conv ? 3 : 2, .shape = { part, conv ? 1 : cols, cols },
+                                .stride = { cols, cols, 1 }, .offset = s->at * 4 };
+            if (!conv)
+                sh.t.stride[0] = cols, sh.t.stride[1] = 1;
+            for (int64_t r = 0; r < part; r++)
+                for (int64_t c = 0; c < cols; c++) {
+                    assert_true(s->at < s->cap);
+                    s->data[s->at++] = val(id, off + k * part + r, c);
+                }
+            assert_int_equal(mf_source_add_chunk(&s->c, name, 0, rows, cols, &sh), MF_OK);
+        }
+        off += sec[i];
+    }
+    return id;
+}
+
 static void synth_init(synth *s)
 {
     memset(s, 0, sizeof(*s));
@@ -133,7 +165,11 @@ typedef struct {
     int in_proj, conv, dt, out_norm, in_norm0, qkv, q_norm;
 } ids;
 
-static ids add_model(synth *s, int64_t in_proj_rows)
+/* How the gated delta net's in_proj and conv1d are stored: legacy TP shards, or torch_dist
+ * section keys (DIST_MISSING: without `.value`; DIST_TALL: a section key 2 rows too tall). */
+enum { LEGACY, DIST, DIST_MISSING, DIST_TALL };
+
+static ids add_model_as(synth *s, int64_t in_proj_rows, int how)
 {
     static const int64_t in_sec[6] = { QK, QK, VD, VD, NV, NV }, conv_sec[3] = { QK, QK, VD };
     ids id;
@@ -141,8 +177,14 @@ static ids add_model(synth *s, int64_t in_proj_rows)
     add(s, "decoder.final_layernorm.weight", H, 0, 'r', NULL, 0);
     add(s, "output_layer.weight", VOCAB, H, '0', NULL, 0);
     id.in_norm0 = add(s, "decoder.layers.0.input_layernorm.weight", H, 0, 'r', NULL, 0);
-    id.in_proj = add(s, "decoder.layers.0.self_attention.in_proj.weight", in_proj_rows, H, 's', in_sec, 6);
-    id.conv = add(s, "decoder.layers.0.self_attention.conv1d.weight", CONV, KERNEL, 'c', conv_sec, 3);
+    if (how == LEGACY) {
+        id.in_proj = add(s, "decoder.layers.0.self_attention.in_proj.weight", in_proj_rows, H, 's', in_sec, 6);
+        id.conv = add(s, "decoder.layers.0.self_attention.conv1d.weight", CONV, KERNEL, 'c', conv_sec, 3);
+    } else {
+        id.in_proj = add_dist_sections(s, "decoder.layers.0.self_attention.in_proj.weight", H, 0, in_sec, 6,
+                                       how == DIST_MISSING ? 2 : -1, how == DIST_TALL ? 2 : 0);
+        id.conv = add_dist_sections(s, "decoder.layers.0.self_attention.conv1d.weight", KERNEL, 1, conv_sec, 3, -1, 0);
+    }
     id.dt = add(s, "decoder.layers.0.self_attention.dt_bias", NV, 0, '0', NULL, 0);
     add(s, "decoder.layers.0.self_attention.A_log", NV, 0, '0', NULL, 0);
     id.out_norm = add(s, "decoder.layers.0.self_attention.out_norm.weight", DV, 0, 'r', NULL, 0);
@@ -162,6 +204,11 @@ static ids add_model(synth *s, int64_t in_proj_rows)
         add(s, n, H, FFN, '1', NULL, 0);
     }
     return id;
+}
+
+static ids add_model(synth *s, int64_t in_proj_rows)
+{
+    return add_model_as(s, in_proj_rows, LEGACY);
 }
 
 static const mf_hf_tensor *find(const synth *s, const char *name)
@@ -208,14 +255,9 @@ static void build(synth *s)
     assert_int_equal(s->mp.n, 3 + 12 + 11);
 }
 
-static void test_gated_delta_net_sections(void **state)
+/* in_proj_qkvz, in_proj_ba and conv1d against HF's layout of the global tensors. */
+static void check_gdn_sections(const synth *s, int fd, ids id)
 {
-    (void)state;
-    synth s;
-    synth_init(&s);
-    ids id = add_model(&s, IN_ROWS);
-    build(&s);
-    int fd = write_file(&s);
     float want[IN_ROWS * H];
     const int vpg = NV / NK;
 
@@ -230,8 +272,8 @@ static void test_gated_delta_net_sections(void **state)
                     want[r * H + c] = val(id.in_proj, from[part] + i, c);
     }
     assert_int_equal(r, 2 * QK + 2 * VD);
-    assert_int_equal(find(&s, "model.layers.0.linear_attn.in_proj_qkvz.weight")->shape[0], r);
-    check(&s, fd, "model.layers.0.linear_attn.in_proj_qkvz.weight", want, r * H);
+    assert_int_equal(find(s, "model.layers.0.linear_attn.in_proj_qkvz.weight")->shape[0], r);
+    check(s, fd, "model.layers.0.linear_attn.in_proj_qkvz.weight", want, r * H);
 
     /* in_proj_ba: per key head [beta_g; alpha_g] */
     r = 0;
@@ -240,10 +282,10 @@ static void test_gated_delta_net_sections(void **state)
             for (int i = 0; i < vpg; i++, r++)
                 for (int c = 0; c < H; c++)
                     want[r * H + c] = val(id.in_proj, 2 * QK + 2 * VD + part * NV + g * vpg + i, c);
-    check(&s, fd, "model.layers.0.linear_attn.in_proj_ba.weight", want, r * H);
+    check(s, fd, "model.layers.0.linear_attn.in_proj_ba.weight", want, r * H);
 
     /* conv1d [channels, 1, kernel]: the global [q; k; v] channels */
-    const mf_hf_tensor *conv = find(&s, "model.layers.0.linear_attn.conv1d.weight");
+    const mf_hf_tensor *conv = find(s, "model.layers.0.linear_attn.conv1d.weight");
     assert_int_equal(conv->ndim, 3);
     assert_int_equal(conv->shape[0], CONV);
     assert_int_equal(conv->shape[1], 1);
@@ -251,7 +293,19 @@ static void test_gated_delta_net_sections(void **state)
     for (int ch = 0; ch < CONV; ch++)
         for (int k = 0; k < KERNEL; k++)
             want[ch * KERNEL + k] = val(id.conv, ch, k);
-    check(&s, fd, "model.layers.0.linear_attn.conv1d.weight", want, CONV * KERNEL);
+    check(s, fd, "model.layers.0.linear_attn.conv1d.weight", want, CONV * KERNEL);
+}
+
+static void test_gated_delta_net_sections(void **state)
+{
+    (void)state;
+    synth s;
+    synth_init(&s);
+    ids id = add_model(&s, IN_ROWS);
+    build(&s);
+    int fd = write_file(&s);
+    float want[IN_ROWS * H];
+    check_gdn_sections(&s, fd, id);
 
     for (int h = 0; h < NV; h++)
         want[h] = val(id.dt, h, 0);
@@ -337,20 +391,48 @@ static void test_sections_refused(void **state)
     synth_free(&s);
 }
 
-/* torch_dist stores in_proj as one key per section (Megatron's _split_tensor_factory): refused
- * naming the format, never cut as if it were the whole tensor. */
-static void test_torch_dist_sections_refused(void **state)
+/* torch_dist stores in_proj and conv1d as one key per section (Megatron's _split_tensor_factory,
+ * `.query`, `.key`, ...): the section keys are placed as the global [s_0; s_1; ...] and cut like
+ * the legacy shards, giving HF's layout. */
+static void test_torch_dist_section_keys(void **state)
 {
     (void)state;
     synth s;
     synth_init(&s);
+    ids id = add_model_as(&s, IN_ROWS, DIST);
+    build(&s);
+    int fd = write_file(&s);
+    check_gdn_sections(&s, fd, id);
+    close(fd);
+    synth_free(&s);
+}
+
+/* A missing section key, or one of the wrong global size, is refused naming it; a whole
+ * positioned in_proj (no section keys) is refused, never cut in an unknown TP order. */
+static void test_torch_dist_section_keys_refused(void **state)
+{
+    (void)state;
+    synth s;
+    synth_init(&s);
+    add_model_as(&s, IN_ROWS, DIST_MISSING);
+    assert_int_equal(mf_mapping_build(&s.mp, &s.c, &s.o), MF_ERR_MISSING);
+    assert_non_null(strstr(mf_error(), "'decoder.layers.0.self_attention.in_proj.weight.value' (section 3 of 6"));
+    synth_free(&s);
+
+    synth_init(&s);
+    add_model_as(&s, IN_ROWS, DIST_TALL);
+    assert_int_equal(mf_mapping_build(&s.mp, &s.c, &s.o), MF_ERR_INCONSISTENT);
+    assert_non_null(strstr(mf_error(), "'decoder.layers.0.self_attention.in_proj.weight.alpha' (global shape) has shape [6, 8]"));
+    synth_free(&s);
+
+    synth_init(&s);
     add(&s, "embedding.word_embeddings.weight", VOCAB, H, '0', NULL, 0);
     add(&s, "decoder.layers.0.input_layernorm.weight", H, 0, 'r', NULL, 0);
     mf_shard sh = { .file = 0 };
-    sh.t = (mf_tensor){ .dtype = MF_DT_F32, .ndim = 2, .shape = { QK, H }, .stride = { H, 1 }, .offset = 4 };
-    assert_int_equal(mf_source_add_chunk(&s.c, "decoder.layers.0.self_attention.in_proj.weight.query", 0, QK, H, &sh), MF_OK);
+    sh.t = (mf_tensor){ .dtype = MF_DT_F32, .ndim = 2, .shape = { IN_ROWS, H }, .stride = { H, 1 }, .offset = 4 };
+    assert_int_equal(mf_source_add_chunk(&s.c, "decoder.layers.0.self_attention.in_proj.weight", 0, IN_ROWS, H, &sh), MF_OK);
     assert_int_equal(mf_mapping_build(&s.mp, &s.c, &s.o), MF_ERR_UNSUPPORTED);
-    assert_non_null(strstr(mf_error(), "'decoder.layers.0.self_attention.in_proj.weight.query': gated delta net tensors in torch_dist"));
+    assert_non_null(strstr(mf_error(), "'decoder.layers.0.self_attention.in_proj.weight': a gated delta net tensor stored whole"));
     synth_free(&s);
 }
 
@@ -377,7 +459,8 @@ int main(void)
         cmocka_unit_test(test_gated_delta_net_sections),
         cmocka_unit_test(test_gated_attention_q_proj),
         cmocka_unit_test(test_sections_refused),
-        cmocka_unit_test(test_torch_dist_sections_refused),
+        cmocka_unit_test(test_torch_dist_section_keys),
+        cmocka_unit_test(test_torch_dist_section_keys_refused),
         cmocka_unit_test(test_convert_add),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
