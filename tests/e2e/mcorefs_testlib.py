@@ -1417,6 +1417,26 @@ def load_rank_file(path):
         return torch.load(path, map_location="cpu")
 
 
+def real_fixture(name):
+    """The folder of a real Megatron checkpoint in tests/data/megatron; a failure when absent."""
+    d = os.path.join(MEGATRON_FIXTURES, name)
+    if not os.path.isdir(d):
+        raise TestFailure("fixture %s not found (MCOREFS_TEST_DATA=%s)" % (d, TEST_DATA))
+    return d
+
+
+def load_tp_ep_ranks(d):
+    """{(tp, ep): state dict} of every rank file of a checkpoint without pipeline stages
+    (mp_rank_TT_EEE), and the args."""
+    it = int(open(os.path.join(d, "latest_checkpointed_iteration.txt")).read())
+    it_dir = os.path.join(d, "iter_%07d" % it)
+    ranks = {}
+    for sub in sorted(os.listdir(it_dir)):
+        parts = sub.split("_")
+        ranks[(int(parts[2]), int(parts[3]))] = load_rank_file(os.path.join(it_dir, sub, "model_optim_rng.pt"))
+    return ranks, ranks[(0, 0)]["args"]
+
+
 def rewrite_rank_file(path, mutate):
     """torch.load a rank file, call mutate(state_dict), torch.save it back in place (the
     archive keeps its `model_optim_rng/` prefix)."""

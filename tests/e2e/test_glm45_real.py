@@ -18,23 +18,11 @@ ST_DTYPE = {"torch.bfloat16": "BF16", "torch.float32": "F32", "torch.float16": "
 
 
 def fixture():
-    d = os.path.join(T.MEGATRON_FIXTURES, NAME)
-    if not os.path.isdir(d):
-        raise T.TestFailure("fixture %s not found (MCOREFS_TEST_DATA=%s)" % (d, T.TEST_DATA))
-    return d
+    return T.real_fixture(NAME)
 
 
 def load_ranks(d):
-    """{(tp, ep): state dict} of every rank file, and the args."""
-    it = int(open(os.path.join(d, "latest_checkpointed_iteration.txt")).read())
-    it_dir = os.path.join(d, "iter_%07d" % it)
-    ranks = {}
-    for sub in sorted(os.listdir(it_dir)):
-        parts = sub.split("_")   # mp_rank_TT_EEE (no pipeline stages here)
-        ranks[(int(parts[2]), int(parts[3]))] = T.load_rank_file(
-            os.path.join(it_dir, sub, "model_optim_rng.pt"))
-    args = ranks[(0, 0)]["args"]
-    return ranks, args
+    return T.load_tp_ep_ranks(d)
 
 
 def expected_view(ranks, args, with_mtp=True):

@@ -19,10 +19,7 @@ TORCH_DIST = ["head_gpt_tp2pp2_torch_dist", "head_moe_tp2ep2_torch_dist",
 
 
 def fixture(name):
-    d = os.path.join(T.MEGATRON_FIXTURES, name)
-    if not os.path.isdir(d):
-        raise T.TestFailure("fixture %s not found (MCOREFS_TEST_DATA=%s)" % (d, T.TEST_DATA))
-    return d
+    return T.real_fixture(name)
 
 
 def golden_case(name, golden="golden", extra_opts=(), shard_size=None, root_arg=None,
