@@ -86,7 +86,9 @@ void mf_fp8_block_factors(float amax, mf_quant q, float *mult, float *scale_inv)
     }
 }
 
-#if defined(__x86_64__) && defined(__has_attribute)
+/* Not under ThreadSanitizer: the clones' ifunc resolvers run before its runtime is set up and the
+ * binary crashes at start. */
+#if defined(__x86_64__) && defined(__has_attribute) && !defined(__SANITIZE_THREAD__)
 #if __has_attribute(target_clones) && defined(__ELF__)
 #define MF_X86_CLONES __attribute__((target_clones("avx2", "default")))   /* 8 lanes: about twice as fast */
 #endif

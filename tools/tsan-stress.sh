@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the daemon with ThreadSanitizer and run the concurrency tests against it
 # (16-reader stress, concurrent preads with the page cache dropped, two mounts at once,
-# torch_dist chunk archives first read by 8 threads at once).
+# torch_dist chunk archives first read by 8 threads at once, a training-run mount whose iterations
+# are saved, deleted and re-saved under readers (the watcher thread against request threads), FP8
+# views read by 8 threads (the block caches)).
 # Any data race report fails the run.   Usage: tools/tsan-stress.sh [SECONDS]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +18,8 @@ MCOREFS_WORK="$LOGS/work"
 /usr/bin/python3 "$ROOT/tests/e2e/test_runtime_robustness.py" -k concurrent -k manifest
 /usr/bin/python3 "$ROOT/tests/e2e/test_real_fixtures.py" -k concurrent -k two-mounts
 /usr/bin/python3 "$ROOT/tests/e2e/test_torch_dist.py" -k concurrent
+/usr/bin/python3 "$ROOT/tests/e2e/test_training_run.py" -k legacy -k torch_dist
+/usr/bin/python3 "$ROOT/tests/e2e/test_fp8_view.py" -k concurrent
 if ls "$LOGS"/tsan* >/dev/null 2>&1; then
   echo "ThreadSanitizer reports:"; cat "$LOGS"/tsan*; exit 1
 fi
