@@ -10,9 +10,9 @@ build=${2:-$here/../build-fuzz}
 if [ ! -x "$build/fuzz/fuzz_torchfile" ]; then
     CC=${CC:-clang} cmake -S "$here/.." -B "$build" -DMCOREFS_FUZZ=ON -DMCOREFS_TESTS=OFF >/dev/null
 fi
-cmake --build "$build" --target fuzz_zip fuzz_pickle fuzz_torchfile fuzz_dcp fuzz_checkpoint -j"$(nproc)" >/dev/null
+cmake --build "$build" --target fuzz_zip fuzz_pickle fuzz_torchfile fuzz_dcp fuzz_checkpoint fuzz_describe -j"$(nproc)" >/dev/null
 status=0
-for name in zip pickle torchfile dcp checkpoint; do
+for name in zip pickle torchfile dcp checkpoint describe; do
     work="$build/fuzz-work/$name"
     mkdir -p "$work"
     echo "== fuzz_$name for ${secs}s"
