@@ -7,7 +7,7 @@ Run it through bench/run.sh (builds the daemon and the helpers first).  Environm
   BENCH_PY_RUNS=N          runs of the Python converter (default min(RUNS, 2): ~90 s each at full)
   BENCH_RA=default,1024    read_ahead_kb settings to measure the read paths under ("default" =
                            leave the kernel's value); each is applied equally to ceilingfs and mcorefs
-  BENCH_SKIP=export,...    skip sections: read, load, export, mount, dist (the torch_dist twins), k2, fp8;
+  BENCH_SKIP=export,...    skip sections: read, load, export, mount, dist (the torch_dist twins), k2, fp8, cpr (cp -r rows);
                            within export: inspect (mcorefs-inspect export vs cp), py (Python converter)
   BENCH_OUT=DIR            where exports are written (default bench/cache/out, on local disk)
   BENCH_TAG=NAME           write results-NAME.md (e.g. for a patched daemon via MCOREFS_BIN)
@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE))
 import bench_k2  # noqa: E402
 import gen  # noqa: E402
 import bench_concurrent  # noqa: E402
+import bench_cpr  # noqa: E402
 import bench_fp8  # noqa: E402
 import bench_export  # noqa: E402
 
@@ -623,6 +624,7 @@ def report(models, total_s):
                 r3 = med(tag + "/load_plain") / med(tag + "/load_second")
                 T.info("%s load: plain time / mcorefs page-cache time" % rl, "%.2f" % r3)
         bench_concurrent.report(sys.modules[__name__], T, m)
+        bench_cpr.report(sys.modules[__name__], T, m)
         bench_export.report(sys.modules[__name__], T, n, B)
     T.section("mount cost (spawn -> config.json readable; daemon RSS from /proc)")
     order = ["dense", "dense-dist", "moe", "dsv3", "dsv3-dist"]     # each torch_dist twin after its legacy model
@@ -739,6 +741,8 @@ def main():
             bench_read(m, d)
             if m is dense and "concurrent" not in SKIP:
                 bench_concurrent.measure(sys.modules[__name__], m, "1024" if "1024" in RAS else RAS[-1], RUNS)
+            if "cpr" not in SKIP:
+                bench_cpr.measure(sys.modules[__name__], m, "1024" if "1024" in RAS else RAS[-1], RUNS)
         elif "mount" not in SKIP:
             bench_mount([m] + ([d] if d else []))
         if "load" not in SKIP:
