@@ -1425,6 +1425,45 @@ def real_fixture(name):
     return d
 
 
+def check_same_rank_layout(gen_it, real_it):
+    """A generated iteration folder has the rank files Megatron wrote in real_it, and in each the
+    same model keys with the same shapes and dtypes (TE _extra_state and non-tensors aside)."""
+    check(sorted(os.listdir(real_it)) == sorted(os.listdir(gen_it)),
+          "rank files %r != real %r" % (sorted(os.listdir(gen_it)), sorted(os.listdir(real_it))))
+
+    def layout(path):
+        sd = load_rank_file(os.path.join(path, "model_optim_rng.pt"))["model"]
+        return {k: (tuple(v.shape), str(v.dtype)) for k, v in sd.items()
+                if not k.endswith("_extra_state") and hasattr(v, "shape")}
+    for sub in sorted(os.listdir(real_it)):
+        a, b = layout(os.path.join(gen_it, sub)), layout(os.path.join(real_it, sub))
+        diff = sorted(set(a.items()) ^ set(b.items()))
+        check(not diff, "%s: generated vs real Megatron keys differ: %r" % (sub, diff[:6]))
+
+
+class TPMerge:
+    """Megatron-Bridge's tensor-parallel merges over {(tp, ep): state dict} rank files, for tests
+    that compute the expected HF view from a real checkpoint independently of the C code."""
+
+    def __init__(self, ranks, tp):
+        self.ranks, self.tp = ranks, tp
+
+    def model(self, t, e=0):
+        return self.ranks[(t, e)]["model"]
+
+    def cat(self, key, dim, e=0, n=None):
+        import torch
+        return torch.cat([self.model(t, e)[key] for t in range(n or self.tp)], dim=dim)
+
+    def gated(self, key, e=0, n=None):
+        """(gate, up) of a fused fc1: each TP shard is [gate_shard; up_shard] (Megatron's SwiGLU)."""
+        import torch
+        shards = [self.model(t, e)[key] for t in range(n or self.tp)]
+        half = [x.shape[0] // 2 for x in shards]
+        return (torch.cat([x[:h] for x, h in zip(shards, half)], 0),
+                torch.cat([x[h:] for x, h in zip(shards, half)], 0))
+
+
 def load_tp_ep_ranks(d):
     """{(tp, ep): state dict} of every rank file of a checkpoint without pipeline stages
     (mp_rank_TT_EEE), and the args."""

@@ -35,18 +35,8 @@ def expected_view(ranks, args, with_mtp=True):
     n_local = args.num_experts // ep
     L = args.num_layers
 
-    def model(t, e=0):
-        return ranks[(t, e)]["model"]
-
-    def cat(key, dim, e=0, n=tp):
-        return torch.cat([model(t, e)[key] for t in range(n)], dim=dim)
-
-    def gated(key, e=0, n=tp):
-        # each TP shard of fc1 is [gate_shard; up_shard] (Megatron's SwiGLU layout)
-        shards = [model(t, e)[key] for t in range(n)]
-        half = [s.shape[0] // 2 for s in shards]
-        return (torch.cat([s[:h] for s, h in zip(shards, half)], 0),
-                torch.cat([s[h:] for s, h in zip(shards, half)], 0))
+    merge = T.TPMerge(ranks, tp)
+    model, cat, gated = merge.model, merge.cat, merge.gated
 
     def qkv(key):
         full = cat(key, 0)

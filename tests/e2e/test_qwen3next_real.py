@@ -47,17 +47,8 @@ def expected_view(ranks, args, zero_centered=False):
     n_local = args.num_experts // ep
     H = args.hidden_size
 
-    def model(t, e=0):
-        return ranks[(t, e)]["model"]
-
-    def cat(key, dim, e=0, n=tp):
-        return torch.cat([model(t, e)[key] for t in range(n)], dim=dim)
-
-    def gated(key, e=0, n=tp):
-        shards = [model(t, e)[key] for t in range(n)]
-        half = [s.shape[0] // 2 for s in shards]
-        return (torch.cat([s[:h] for s, h in zip(shards, half)], 0),
-                torch.cat([s[h:] for s, h in zip(shards, half)], 0))
+    merge = T.TPMerge(ranks, tp)
+    model, cat, gated = merge.model, merge.cat, merge.gated
 
     def norm_1p(w):     # HF Qwen3NextRMSNorm: x * (1 + w)
         return w.clone() if zero_centered else w - 1
