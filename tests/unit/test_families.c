@@ -240,21 +240,6 @@ static void test_rotary_percent_range(void **state)
 
 /* ---- config.json per family ---- */
 
-static cJSON *config_of(const mf_model *m)
-{
-    mf_checkpoint ck;
-    mf_options o;
-    memset(&ck, 0, sizeof(ck));
-    ck.model = *m;
-    mf_options_init(&o);
-    char *text = mf_config_build(&ck, &o, NULL);
-    assert_non_null(text);
-    cJSON *c = cJSON_Parse(text);
-    free(text);
-    assert_non_null(c);
-    return c;
-}
-
 static const char *str_of(const cJSON *c, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, key);
@@ -275,7 +260,7 @@ static void test_config_each_family(void **state)
     for (size_t i = 0; i < N_FAMILIES; i++) {
         mf_model m;
         assert_int_equal(mf_model_from_args(&m, make_args(each_family[i].args), NULL, "args.pt"), MF_OK);
-        cJSON *c = config_of(&m);
+        cJSON *c = us_config_of(&m);
         const char *fam = each_family[i].family;
         assert_string_equal(str_of(c, "model_type"), m.family->model_type);
         assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(c, "architectures"), 0)->valuestring,
@@ -342,7 +327,7 @@ static void test_config_rope_scaling(void **state)
                                 { "rotary_scaling_factor", 'f', 0, 40.0, NULL }, ON("use_rope_scaling"), END };
     mf_model m;
     assert_int_equal(mf_model_from_args(&m, make_args(llama3), NULL, "args.pt"), MF_OK);
-    cJSON *c = config_of(&m);
+    cJSON *c = us_config_of(&m);
     cJSON *rs = cJSON_GetObjectItemCaseSensitive(c, "rope_scaling");
     assert_string_equal(str_of(rs, "rope_type"), "llama3");
     assert_true(num_of(rs, "factor") == 32.0);
@@ -350,7 +335,7 @@ static void test_config_rope_scaling(void **state)
     mf_model_free(&m);
 
     assert_int_equal(mf_model_from_args(&m, make_args(yarn), NULL, "args.pt"), MF_OK);
-    c = config_of(&m);
+    c = us_config_of(&m);
     rs = cJSON_GetObjectItemCaseSensitive(c, "rope_scaling");
     assert_string_equal(str_of(rs, "type"), "yarn");   /* DeepSeek's wins over use_rope_scaling */
     assert_true(num_of(rs, "factor") == 40.0);
@@ -374,7 +359,7 @@ static void test_config_writer_pieces_from_row(void **state)
     row.hidden_act = "gelu_pytorch_tanh";
     row.rope_scaling = custom_rope;
     m.family = &row;
-    cJSON *c = config_of(&m);
+    cJSON *c = us_config_of(&m);
     assert_string_equal(str_of(c, "hidden_act"), "gelu_pytorch_tanh");
     assert_string_equal(str_of(c, "rope_scaling"), "custom");
     cJSON_Delete(c);
@@ -532,7 +517,7 @@ static void test_gptoss(void **state)
     both[n] = (arg)END;
     assert_int_equal(mf_model_from_args(&m, make_args(both), NULL, "args.pt"), MF_OK);
     assert_string_equal(m.family->name, "gpt_oss");
-    cJSON *c = config_of(&m);
+    cJSON *c = us_config_of(&m);
     assert_true(num_of(c, "sliding_window") == 5);   /* Megatron (4, 0): 4 earlier tokens + itself */
     assert_true(num_of(c, "swiglu_limit") == 7.0);
     assert_true(num_of(c, "num_local_experts") == 4);

@@ -72,22 +72,6 @@ static int describe(mf_model *m, mf_pickle **pk, const char *json)
     return mf_model_from_hf_config(m, pk, &args, p, NULL, 1024, "ckpt/.metadata");
 }
 
-/* config.json of the described model, without any overlay */
-static cJSON *config_of(const mf_model *m)
-{
-    mf_checkpoint ck;
-    mf_options o;
-    memset(&ck, 0, sizeof(ck));
-    ck.model = *m;
-    mf_options_init(&o);
-    char *text = mf_config_build(&ck, &o, NULL);
-    assert_non_null(text);
-    cJSON *c = cJSON_Parse(text);
-    free(text);
-    assert_non_null(c);
-    return c;
-}
-
 /* Every key of the HF config comes back from config.json with the same value. */
 static void round_trip(const char *json, const char *family)
 {
@@ -96,7 +80,7 @@ static void round_trip(const char *json, const char *family)
     if (describe(&m, &pk, json) != MF_OK)
         fail_msg("%s: %s", family, mf_error());
     assert_string_equal(m.family->name, family);
-    cJSON *in = cJSON_Parse(json), *out = config_of(&m);
+    cJSON *in = cJSON_Parse(json), *out = us_config_of(&m);
     for (const cJSON *k = in->child; k; k = k->next) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(out, k->string);
         if (!v || !cJSON_Compare(k, v, 1)) {

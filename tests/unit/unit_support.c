@@ -8,6 +8,14 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+#include "mcorefs/options.h"
+#include "mcorefs/view.h"
 
 #ifndef MCOREFS_TEST_DATA
 #define MCOREFS_TEST_DATA "tests/data"
@@ -282,4 +290,19 @@ void us_pk_long(us_pickle *p, int64_t v)
     for (int i = 0; i < 8; i++)
         h[2 + i] = (uint8_t)(u >> (8 * i));
     us_pk_raw(p, h, 10);
+}
+
+cJSON *us_config_of(const mf_model *m)
+{
+    mf_checkpoint ck;
+    mf_options o;
+    memset(&ck, 0, sizeof(ck));
+    ck.model = *m;
+    mf_options_init(&o);
+    char *text = mf_config_build(&ck, &o, NULL);
+    assert_non_null(text);
+    cJSON *c = cJSON_Parse(text);
+    free(text);
+    assert_non_null(c);
+    return c;
 }

@@ -22,6 +22,12 @@ int us_run_python(const char *script, const char *const *args);
 int us_have_torch(void);
 
 
+/* config.json (parsed) of a model description as the view writes it, without any overlay;
+ * fails the test when it cannot be built. Free with cJSON_Delete. */
+struct cJSON;
+struct mf_model_s;
+struct cJSON *us_config_of(const struct mf_model_s *m);
+
 /* A minimal STORED-style zip writer for hand-made archives (CRCs are left 0).
  * method is written as given (use 8 to fake a compressed entry). zip64_extra puts sizes and
  * the local offset into a central-directory ZIP64 extra field; zip64_eocd adds the ZIP64
