@@ -1,7 +1,11 @@
 /* Writing a small pickle of plain values (see args_pickle.h). */
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include "args_pickle.h"
+#include "mcorefs/error.h"
+#include "mcorefs/model.h"
+#include "mcorefs/pickle.h"
 
 void mf_pk_put(pk_out *o, const void *p, size_t n)
 {
@@ -57,3 +61,21 @@ void mf_pk_float(pk_out *o, double v)
 
 void mf_pk_bool(pk_out *o, int v) { mf_pk_byte(o, v ? 0x88 : 0x89); }
 
+
+int mf_model_from_args_pickle(mf_model *m, mf_pickle **pk, const mf_pv **args, pk_out *o, const char *file,
+                              const char *label, const char *arch, const char *src)
+{
+    mf_pv *a = NULL;
+    int rc = mf_pickle_load(o->b, o->n, file, NULL, pk, &a);
+    if (rc == MF_OK) {
+        char where[4400];
+        snprintf(where, sizeof where, "%s (described by %s%s)", src, label, file);
+        *args = a;
+        rc = mf_model_from_args(m, a, arch, where);
+        if (rc == MF_OK)
+            snprintf(m->args_from, sizeof m->args_from, "%s%s", label, file);
+    }
+    free(o->b);
+    o->b = NULL;
+    return rc;
+}

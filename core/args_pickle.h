@@ -25,4 +25,13 @@ void mf_pk_bool(pk_out *o, int v);              /* NEWTRUE / NEWFALSE */
 #define MF_PK_LIST_END(o) mf_pk_byte(o, 'e')
 #define MF_PK_NONE(o) mf_pk_byte(o, 'N')
 #define MF_PK_TUPLE2(o) mf_pk_byte(o, 0x86)
+
+struct mf_model_s;
+struct mf_pickle;
+struct mf_pv;
+/* The model the written args o describe: o read back by the safe pickle VM (*pk, *args), then
+ * read as Megatron's args are. `file` (the describing file) is named in messages after `src`
+ * (the checkpoint file the shapes are checked against); m->args_from = label + file. Frees o. */
+int mf_model_from_args_pickle(struct mf_model_s *m, struct mf_pickle **pk, const struct mf_pv **args, pk_out *o,
+                              const char *file, const char *label, const char *arch, const char *src);
 #endif

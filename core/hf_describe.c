@@ -221,15 +221,9 @@ int mf_model_from_hf_config(mf_model *m, mf_pickle **pk, const mf_pv **args, con
     if (f)
         rc = write_args(&h, f, embed_rows, &o);
     cJSON_Delete(root);
-    mf_pv *a = NULL;
-    if (rc == MF_OK && (rc = mf_pickle_load(o.b, o.n, path, NULL, pk, &a)) == MF_OK) {
-        char where[4400];
-        snprintf(where, sizeof where, "%s (described by hf_config %s)", src, path);
-        *args = a;
-        rc = mf_model_from_args(m, a, f->name, where);
-        if (rc == MF_OK)
-            snprintf(m->args_from, sizeof m->args_from, "hf_config %s", path);
+    if (rc != MF_OK) {
+        free(o.b);
+        return rc;
     }
-    free(o.b);
-    return rc;
+    return mf_model_from_args_pickle(m, pk, args, &o, path, "hf_config ", f->name, src);
 }

@@ -296,15 +296,9 @@ int mf_model_from_nemo_yaml(mf_model *m, mf_pickle **pk, const mf_pv **args, con
     pk_out o = { 0 };
     rc = d.oom ? mf_fail(MF_ERR_NOMEM, "out of memory (%s)", yaml_path) : write_args(&d, embed_rows, &o, yaml_path);
     ydoc_free(&d);
-    mf_pv *a = NULL;
-    if (rc == MF_OK && (rc = mf_pickle_load(o.b, o.n, yaml_path, NULL, pk, &a)) == MF_OK) {
-        char where[4400];
-        snprintf(where, sizeof where, "%s (described by %s)", src, yaml_path);
-        *args = a;
-        rc = mf_model_from_args(m, a, arch, where);
-        if (rc == MF_OK)
-            snprintf(m->args_from, sizeof m->args_from, "%s", yaml_path);
+    if (rc != MF_OK) {
+        free(o.b);
+        return rc;
     }
-    free(o.b);
-    return rc;
+    return mf_model_from_args_pickle(m, pk, args, &o, yaml_path, "", arch, src);
 }
