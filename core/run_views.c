@@ -175,22 +175,23 @@ static void apply_scan(mf_run *r, const mf_run_tracker *t, mf_run_dir *dirs, siz
 
 int mf_run_refresh(mf_run *r, int force)
 {
+    /* the common case, on every read of a run mount: not due, decided without the lock */
     int64_t now = now_ms();
-    pthread_mutex_lock(&r->lock);
-    int due = force || r->dirty || now - r->last_scan_ms >= (int64_t)r->p.recheck_ms;
-    pthread_mutex_unlock(&r->lock);
+    int due = force || __atomic_load_n(&r->dirty, __ATOMIC_ACQUIRE) ||
+              now - __atomic_load_n(&r->last_scan_ms, __ATOMIC_ACQUIRE) >= (int64_t)r->p.recheck_ms;
     if (!due)
         return MF_OK;
     pthread_mutex_lock(&r->scan_lock);
     pthread_mutex_lock(&r->lock);
     /* threads that saw it due at once queue on scan_lock: the first scans, the rest find it done */
-    if (!force && !r->dirty && now_ms() - r->last_scan_ms < (int64_t)r->p.recheck_ms) {
+    if (!force && !__atomic_load_n(&r->dirty, __ATOMIC_ACQUIRE) &&
+        now_ms() - __atomic_load_n(&r->last_scan_ms, __ATOMIC_ACQUIRE) < (int64_t)r->p.recheck_ms) {
         pthread_mutex_unlock(&r->lock);
         pthread_mutex_unlock(&r->scan_lock);
         return MF_OK;
     }
-    r->dirty = 0;
-    r->last_scan_ms = now_ms();
+    __atomic_store_n(&r->dirty, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&r->last_scan_ms, now_ms(), __ATOMIC_RELEASE);
     mf_run_tracker t;
     mf_run_dir *prev = NULL;
     size_t n_prev = r->n_dirs;
@@ -231,9 +232,7 @@ int mf_run_refresh(mf_run *r, int force)
 static void on_watch_change(void *arg)
 {
     mf_run *r = arg;
-    pthread_mutex_lock(&r->lock);
-    r->dirty = 1;
-    pthread_mutex_unlock(&r->lock);
+    __atomic_store_n(&r->dirty, 1, __ATOMIC_RELEASE);
     mf_run_refresh(r, 1);
     for (;;) {   /* outside the lock: the callback talks to the kernel */
         gone_iter g;
@@ -545,9 +544,3 @@ mf_run_view *mf_run_pin_again(mf_run *r, uint64_t gen)
     return found;
 }
 
-void mf_run_release_gen(mf_run *r, uint64_t gen)
-{
-    mf_run_view *v = mf_run_pinned(r, gen);
-    if (v)
-        mf_run_release(r, v);
-}

@@ -154,7 +154,7 @@ void fs_read_reply(fuse_req_t req, const fs_tree *t, uint64_t fh, size_t size, u
         len += segs[i].len;
     int splice = n > 0 && splice_whole_reply(segs, n, len);
     if (n > 0 && !splice)   /* file ranges read to their place in buf: one buffer */
-        n = mf_session_fill_segments(fs_tree_view(t, (uint32_t)FS_INO_VIEW(fh)), buf, segs, (size_t)n);
+        n = mf_session_fill_segments(fs_tree_handle_view(t, fh), buf, segs, (size_t)n);
     if (n < 0) {
         reply_error(req, t, (int)n);
         return;

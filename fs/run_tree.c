@@ -5,6 +5,7 @@
 #include "ops.h"   /* FUSE_USE_VERSION, fuse_lowlevel.h */
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,12 @@
 #include "mcorefs/error.h"
 #include "mcorefs/run.h"
 #include "run_tree.h"
+
+/* An opened file of a run mount: its inode and the view it pinned at open (released at release). */
+typedef struct {
+    fs_ino ino;
+    mf_run_view *v;
+} run_open;
 
 #define LATEST "latest"
 #define RUN_ROOT FS_INO(0, FS_NODE_ROOT)
@@ -220,17 +227,27 @@ int fs_run_tree_open(const fs_tree *t, fs_ino ino, int flags, fs_open_file *out)
     if (rc)
         return rc;
     rc = fs_tree_open(&one, in_view(ino), flags, out);
-    if (rc) {
+    run_open *h = rc ? NULL : malloc(sizeof(*h));
+    if (!h) {
         mf_run_release(t->run, v);
-        return rc;
+        return rc ? rc : -ENOMEM;
     }
-    out->fh = ino;   /* the pin stays until release; the inode is unique to this generation */
+    *h = (run_open){ ino, v };
+    out->fh = (uint64_t)(uintptr_t)h;   /* the pin stays until release */
     return 0;
 }
 
 void fs_run_tree_release(const fs_tree *t, uint64_t fh)
 {
-    mf_run_release_gen(t->run, FS_INO_VIEW(fh));
+    run_open *h = (run_open *)(uintptr_t)fh;
+    mf_run_release(t->run, h->v);
+    free(h);
+}
+
+mf_session *fs_run_tree_handle_view(const fs_tree *t, uint64_t fh)
+{
+    (void)t;
+    return ((const run_open *)(uintptr_t)fh)->v->s;
 }
 
 mf_session *fs_run_tree_view(const fs_tree *t, uint32_t view)
@@ -250,19 +267,19 @@ static int stale_read(const mf_run_view *v, uint64_t fh)
                    v->name, file, v->name);
 }
 
+/* The handle holds the pinned view: no lookup and no lock per read. */
 ssize_t fs_run_tree_read(const fs_tree *t, uint64_t fh, char *buf, size_t len, uint64_t off, mf_segment *segs,
                          size_t max_segs)
 {
-    mf_run_view *v = mf_run_pinned(t->run, FS_INO_VIEW(fh));
-    if (!v)
-        return mf_fail(MF_ERR_INVALID, "read of an unknown file handle %llu", (unsigned long long)fh);
+    const run_open *h = (const run_open *)(uintptr_t)fh;
+    mf_run_view *v = h->v;
     mf_run_refresh(t->run, 0);   /* without inotify a deletion is seen here, within recheck_ms */
     if (mf_run_view_stale(v))
-        return stale_read(v, fh);
+        return stale_read(v, h->ino);
     fs_tree one = { v->s, NULL };
-    ssize_t n = fs_tree_read(&one, in_view(fh), buf, len, off, segs, max_segs);
+    ssize_t n = fs_tree_read(&one, in_view(h->ino), buf, len, off, segs, max_segs);
     if (n >= 0 && mf_run_view_stale(v))   /* went while we read */
-        return stale_read(v, fh);
+        return stale_read(v, h->ino);
     return n;
 }
 

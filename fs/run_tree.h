@@ -22,6 +22,7 @@ int fs_run_tree_readlink(const fs_tree *t, fs_ino ino, char *buf, size_t size);
 void fs_run_tree_statfs(const fs_tree *t, struct statvfs *st);
 int fs_run_tree_access(const fs_tree *t, fs_ino ino, int mask);
 mf_session *fs_run_tree_view(const fs_tree *t, uint32_t view);
+mf_session *fs_run_tree_handle_view(const fs_tree *t, uint64_t fh);
 long long fs_run_tree_read_ahead_kb(const fs_tree *t);
 /* Start the watcher (after the daemon forked). */
 void fs_run_tree_serving(const fs_tree *t);

@@ -185,6 +185,11 @@ int fs_tree_readlink(const fs_tree *t, fs_ino ino, char *buf, size_t size)
     return t->run ? fs_run_tree_readlink(t, ino, buf, size) : -EINVAL;
 }
 
+mf_session *fs_tree_handle_view(const fs_tree *t, uint64_t fh)
+{
+    return t->run ? fs_run_tree_handle_view(t, fh) : fs_tree_view(t, (uint32_t)FS_INO_VIEW(fh));
+}
+
 void fs_tree_release(const fs_tree *t, uint64_t fh)
 {
     if (t->run)

@@ -57,6 +57,8 @@ void fs_tree_statfs(const fs_tree *t, struct statvfs *st);
 int fs_tree_access(const fs_tree *t, fs_ino ino, int mask);
 /* The session of the view a file handle or inode belongs to (for logging and invalidation). */
 mf_session *fs_tree_view(const fs_tree *t, uint32_t view);
+/* The session an opened file reads from, from its handle alone (no lock: the read path). */
+mf_session *fs_tree_handle_view(const fs_tree *t, uint64_t fh);
 /* The target of symlink ino (run mounts: `latest`), or -EINVAL. */
 int fs_tree_readlink(const fs_tree *t, fs_ino ino, char *buf, size_t size);
 /* An opened file is closed (run mounts: its view may go). */

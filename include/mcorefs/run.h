@@ -118,8 +118,6 @@ mf_run_view *mf_run_pinned(mf_run *r, uint64_t gen);
 /* One more pin of the view of generation gen while something else pins it (an open file),
  * also when that generation is no longer shown; NULL when none. Release with mf_run_release. */
 mf_run_view *mf_run_pin_again(mf_run *r, uint64_t gen);
-/* Release one pin of the view of generation gen (taken by mf_run_acquire_gen). */
-void mf_run_release_gen(mf_run *r, uint64_t gen);
 /* The options every view is opened with. */
 const mf_options *mf_run_options(const mf_run *r);
 /* 1 when `name` is a shown iteration now; its folder's stat into *st when st is not NULL. */
