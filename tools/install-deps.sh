@@ -8,7 +8,7 @@ PKGS=(
   libfuse3-dev fuse3
   libcjson-dev libxxhash-dev libcmocka-dev
   python3 python3-numpy python3-torch
-  valgrind
+  valgrind gdb
   man-db groff-base
 )
 
